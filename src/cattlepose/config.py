@@ -1,0 +1,215 @@
+"""The run configuration: pydantic models of the YAML file, `-s a.b=value` overrides, and YAML dumping.
+
+Every section forbids unknown keys, so a typo is an error that names the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cattlepose.errors import UserError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    format: Literal["adk", "coco", "csv"] = "adk"
+    # Training annotations: ADK folder (or its parent holding `annotations/`), COCO JSON or CSV file.
+    # null = the embedded synthetic cattle set in `synth_dir`, generated on first use.
+    train: Path | None = None
+    images: Path | None = None  # image folder when the annotation file does not sit beside it
+    schema_: str = Field("adk17", alias="schema")  # adk17 | ap10k17 | animalpose20 | from_data | PATH
+    group_by: Literal["farm_name", "image"] | None = "farm_name"
+    bbox: Literal["auto", "annotation", "image"] = "auto"  # auto: whole image when the box does not fit
+    synth_dir: Path = Path("data/synth")
+    synth_train: int = Field(1500, ge=1)
+    synth_test: int = Field(300, ge=0)
+    synth_seed: int = 0
+    max_samples: int | None = Field(None, ge=1)  # cap for quick experiments and tests
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class ModelConfig(_Section):
+    backbone: Literal["hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18", "hrnet_w32", "hrnet_w48"] = (
+        "hrnet_w18_small"
+    )
+    psa: Literal["none", "parallel", "sequential"] = "parallel"
+    pretrained: str | None = None  # null | timm | PATH (.pth / .safetensors / cattlepose checkpoint)
+    input_size: tuple[int, int] = (128, 128)  # H, W
+    channels_last: bool = True
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if any(s % 32 or s <= 0 for s in v):
+            raise ValueError("both sides must be positive multiples of 32 (HRNet downsamples 32x)")
+        return v
+
+
+class CodecConfig(_Section):
+    kind: Literal["msra", "udp"] = "msra"
+    sigma: float = Field(1.5, gt=0)  # Gaussian sigma in heatmap pixels
+    loss: Literal["ce", "mse"] = "ce"  # ce: spatial-softmax cross-entropy (learns from scratch); mse: classic
+    decode: Literal["dark", "argmax"] = "dark"
+    blur_kernel: int = Field(5, ge=1)  # DARK's Gaussian blur before the Newton step (odd)
+
+
+class AugmentConfig(_Section):
+    level: Literal["none", "light", "heavy"] = "heavy"
+    occlusion_policy: Literal["supervise", "ignore"] = "supervise"
+    # Geometry (every level but none)
+    flip: float = Field(0.5, ge=0, le=1)
+    scale: float = Field(0.25, ge=0, le=0.9)  # factor range 1 +- scale
+    rotation: float = Field(30.0, ge=0, le=180)  # degrees, +-
+    shift: float = Field(0.08, ge=0, le=0.5)  # fraction of the crop
+    half_body: float = Field(0.15, ge=0, le=1)
+    # Occlusion (heavy)
+    coarse_dropout: float = Field(0.3, ge=0, le=1)
+    erasing: float = Field(0.2, ge=0, le=1)
+    fences: float = Field(0.3, ge=0, le=1)
+    posts: float = Field(0.3, ge=0, le=1)
+    polygons: float = Field(0.2, ge=0, le=1)
+    animal_patches: float = Field(0.3, ge=0, le=1)
+    keypoint_drop: float = Field(0.3, ge=0, le=1)
+    # Photometric
+    photometric: float = Field(0.8, ge=0, le=1)
+    strength: float = Field(1.0, ge=0, le=3)  # scales the size/intensity of every occluder
+
+
+class TrainConfig(_Section):
+    folds: int = Field(5, ge=2)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(5.0, gt=0)
+    ema: float | None = Field(0.998, gt=0, lt=1)  # weight EMA decay per step; null disables
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(2, ge=0)
+    val_every: int = Field(1, ge=1)
+    best_metric: str = "pck_torso@0.35"
+    lr_scale: Literal["none", "linear", "sqrt"] = "none"  # relative to base_batch_size, for DDP
+    base_batch_size: int = Field(32, ge=1)
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads on CPU; null = torch default
+
+
+class InferConfig(_Section):
+    flip: bool = True
+    batch_size: int = Field(32, ge=1)
+
+
+class EvalConfig(_Section):
+    pck_torso: list[float] = [0.35, 0.1]
+    pck_bbox: list[float] = [0.1, 0.2]
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    codec: CodecConfig = CodecConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    infer: InferConfig = InferConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _section_model(path: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in path:
+        fields = {(f.alias or n): f for n, f in model.model_fields.items()}
+        ann = fields[part].annotation if part in fields else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _raise_validation(err: ValidationError, source: str | Path | None) -> None:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    key = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        parent = _section_model(loc[:-1])
+        options = _field_names(parent) if parent else []
+        close = difflib.get_close_matches(loc[-1], options, n=1, cutoff=0.5)
+        hint = f"; did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else ""
+        valid = f" Valid keys here: {', '.join(options)}." if options else ""
+        raise UserError(f"unknown key '{key}'{hint}.{valid}", path=source, field=key) from None
+    raise UserError(f"{first['msg']} (got {first.get('input')!r})", path=source, field=key) from None
+
+
+def parse_config(raw: dict[str, Any], source: str | Path | None = None) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        _raise_validation(e, source)
+        raise  # unreachable
+
+
+def _parse_value(text: str) -> Any:
+    """`-s` values are YAML scalars/lists: 3, 0.5, true, null, [128, 128], parallel."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=value` strings to a raw config mapping (before validation, so types are checked once)."""
+    raw = yaml.safe_load(yaml.safe_dump(raw)) if raw else {}
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' must look like section.key=value", field="--set")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) < 2:
+            raise UserError(
+                f"override '{item}' must name a section and a key, e.g. train.epochs=5", field=key
+            )
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"'{part}' is not a section", field=key)
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when path is None), apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError("config file not found", path=path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"not valid YAML: {e}", path=path) from None
+        if not isinstance(raw, dict):
+            raise UserError("a config must be a mapping of sections", path=path)
+    raw = apply_overrides(raw, overrides or [])
+    return parse_config(raw, source=path)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return cfg.model_dump(mode="json", by_alias=True)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

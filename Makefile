@@ -4,11 +4,13 @@ PIP     := .venv/bin/pip
 CLI     := .venv/bin/cattlepose
 STAMP   := .venv/.setup-stamp
 CONFIG  ?= configs/default.yaml
-RUN     ?= runs/default
+NAME    ?= default
+RUN     ?= runs/$(NAME)
+SUB     ?= submissions/submission.csv
 DATA    ?= data/synth
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup test test-slow lint format
+.PHONY: setup test test-slow lint format train predict bench
 
 setup: $(STAMP)
 
@@ -32,3 +34,18 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff format src tests
 	$(PY) -m ruff check --fix src tests
+
+# K-fold training of CONFIG into runs/NAME. Re-running continues a stopped run and skips finished folds.
+train: $(STAMP)
+	$(CLI) train -c $(CONFIG) --name $(NAME) --resume
+
+# Fold + flip ensemble on the synthetic test set -> submission, validated and scored. Trains first if needed.
+predict: $(STAMP)
+	test -f $(RUN)/cv.json || $(MAKE) train
+	$(CLI) predict $(RUN) $(DATA)/test/images -o $(SUB) --template $(DATA)/sample_submission.csv
+	$(CLI) validate $(SUB) --template $(DATA)/sample_submission.csv --images $(DATA)/test/images
+	$(CLI) evaluate $(SUB) $(DATA)/test -c $(CONFIG)
+
+# Side-by-side benchmarks (ratios measured in one run); numbers go to docs/BENCHMARKS.md.
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -178,9 +178,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) < 2:
-            raise UserError(
-                f"override '{item}' must name a section and a key, e.g. train.epochs=5", field=key
-            )
+            raise UserError(f"override '{item}' must name a section and a key, e.g. train.epochs=5", field=key)
         node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})

@@ -113,9 +113,7 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
                 raise UserError(f"index {name} out of range 0..{k - 1}", path=source, field=field)
             return name
         if name not in names:
-            raise UserError(
-                f"unknown keypoint '{name}'{_suggest(str(name), names)}", path=source, field=field
-            )
+            raise UserError(f"unknown keypoint '{name}'{_suggest(str(name), names)}", path=source, field=field)
         return names.index(name)
 
     flip = list(range(k))
@@ -218,9 +216,7 @@ def schema_from_coco_category(category: dict[str, Any], source: str | Path = "<c
     for edge in category.get("skeleton") or []:
         a, b = int(edge[0]) - 1, int(edge[1]) - 1
         if not (0 <= a < len(names) and 0 <= b < len(names)):
-            raise UserError(
-                f"skeleton edge {edge} is out of range 1..{len(names)}", path=source, field="skeleton"
-            )
+            raise UserError(f"skeleton edge {edge} is out of range 1..{len(names)}", path=source, field="skeleton")
         skeleton.append([names[a], names[b]])
     warnings.warn(
         f"{source}: schema built from the data has no OKS sigmas; using {DEFAULT_SIGMA} for every keypoint",

@@ -114,9 +114,7 @@ def _read_one(
     else:
         alt = find_by_stem(img_dir, path.stem)
         if alt is None:
-            raise UserError(
-                "no file_name and no image with this stem", path=path, field="label_info.image.file_name"
-            )
+            raise UserError("no file_name and no image with this stem", path=path, field="label_info.image.file_name")
         img_path = alt
     if not img_path.is_file():
         raise UserError(f"image not found: {img_path}", path=path, field="label_info.image.file_name")

@@ -47,18 +47,14 @@ def check_keypoints(raw: Any, num_keypoints: int | None, source: str | Path, fie
         raise UserError(f"{arr.size} values is not a multiple of 3 (x, y, v)", path=source, field=field)
     kps = arr.reshape(-1, 3)
     if num_keypoints is not None and kps.shape[0] != num_keypoints:
-        raise UserError(
-            f"has {kps.shape[0]} keypoints, the schema has {num_keypoints}", path=source, field=field
-        )
+        raise UserError(f"has {kps.shape[0]} keypoints, the schema has {num_keypoints}", path=source, field=field)
     if not np.all(np.isfinite(kps)):
         bad = int(np.flatnonzero(~np.all(np.isfinite(kps), axis=1))[0])
         raise UserError(f"keypoint {bad} has a NaN or infinite value", path=source, field=field)
     vis = kps[:, 2]
     if not np.all(np.isin(vis, (0, 1, 2))):
         bad = int(np.flatnonzero(~np.isin(vis, (0, 1, 2)))[0])
-        raise UserError(
-            f"keypoint {bad} has visibility {vis[bad]:g}; must be 0, 1 or 2", path=source, field=field
-        )
+        raise UserError(f"keypoint {bad} has visibility {vis[bad]:g}; must be 0, 1 or 2", path=source, field=field)
     return kps
 
 
@@ -68,12 +64,8 @@ def validate_samples(samples: Sequence[Sample], source: str | Path, num_keypoint
     counts = Counter(s.key for s in samples)
     dups = [k for k, n in counts.items() if n > 1]
     if dups:
-        raise UserError(
-            f"duplicate image/sample ids: {', '.join(sorted(dups)[:5])}", path=source, field="image id"
-        )
+        raise UserError(f"duplicate image/sample ids: {', '.join(sorted(dups)[:5])}", path=source, field="image id")
     if num_keypoints is not None:
         for s in samples:
             if s.num_keypoints != num_keypoints:
-                raise UserError(
-                    f"{s.key}: {s.num_keypoints} keypoints, the schema has {num_keypoints}", path=source
-                )
+                raise UserError(f"{s.key}: {s.num_keypoints} keypoints, the schema has {num_keypoints}", path=source)

@@ -1,0 +1,275 @@
+"""The `cattlepose` command: parse, call one function per command, print. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cattlepose.errors import UserError
+from cattlepose.ui import Log
+
+app = typer.Typer(
+    name="cattlepose",
+    help="Animal keypoint estimation: PSA-HRNet, k-fold training, occlusion augmentation, flip + fold ensembles.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+data_app = typer.Typer(help="Inspect keypoint data sets.", no_args_is_help=True)
+info_app = typer.Typer(help="Describe models and configs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(info_app, name="info")
+
+err_console = Console(stderr=True, highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (defaults apply when omitted).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override a config key: -s train.epochs=5 (repeatable).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables (CI).")]
+
+
+def user_errors(fn: F) -> F:
+    """A UserError becomes a one-paragraph message on stderr and exit code 2; anything else is a bug (exit 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        t.add_row(*[str(v) for v in r])
+    return t
+
+
+# ------------------------------------------------------------------------------------------------- synth
+@app.command()
+@user_errors
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder (ADK layout).")],
+    n_train: Annotated[int, typer.Option(min=1, help="Training images.")] = 1500,
+    n_test: Annotated[int, typer.Option(min=0, help="Test images.")] = 300,
+    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+    occlusion: Annotated[float, typer.Option(min=0.0, help="Occluder frequency: 0 none, 1 default, 2 heavy.")] = 1.0,
+    preview: Annotated[Path | None, typer.Option(help="Also write a PNG grid of samples with skeletons.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate the synthetic cattle data set in the ADK2021 layout."""
+    from cattlepose.data.synthetic import synthesize
+
+    log = Log(quiet)
+    with log.task("synth", total=n_train + n_test) as bar:
+        summary = synthesize(
+            out, n_train=n_train, n_test=n_test, seed=seed, occlusion=occlusion, preview=preview,
+            progress=lambda done, total: bar.update(1),
+        )  # fmt: skip
+    log.show(_table(f"synthetic cattle -> {out}", ["", "value"], [[k, _fmt(v)] for k, v in summary.items()]))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------------- data
+@data_app.command("check")
+@user_errors
+def data_check(
+    path: Annotated[Path, typer.Argument(help="ADK folder, COCO JSON or CSV file.")],
+    format: Annotated[str | None, typer.Option("--format", "-f", help="adk | coco | csv (guessed if omitted).")] = None,
+    schema: Annotated[str, typer.Option(help="adk17 | ap10k17 | animalpose20 | from_data | PATH.")] = "adk17",
+    images: Annotated[Path | None, typer.Option(help="Image folder, if not beside the annotations.")] = None,
+) -> None:
+    """Summarise a data set and list every problem in it (exit 2 if there is any)."""
+    from cattlepose.data.check import check_data, render
+
+    report = check_data(path, fmt=format, schema_spec=schema, images=images)
+    Console(highlight=False).print(render(report))
+    if report.problems:
+        raise UserError(f"{len(report.problems)} problem(s) found; see above", path=path)
+
+
+# ------------------------------------------------------------------------------------------------- info
+@info_app.command("model")
+@user_errors
+def info_model(config: ConfigOpt = None, set: SetOpt = None, no_measure: bool = False) -> None:
+    """Parameters, MACs, the PSA share of both, and measured forward images/s on this machine."""
+    from cattlepose.config import load_config
+    from cattlepose.models import model_info
+    from cattlepose.schema import load_schema
+
+    cfg = load_config(config, set or [])
+    k = load_schema(cfg.data.schema_).num_keypoints if cfg.data.schema_ != "from_data" else 17
+    info = model_info(cfg, k, measure=not no_measure)
+    Console(highlight=False).print(_table("model", ["", "value"], [[k2, _fmt(v)] for k2, v in info.items()]))
+
+
+@app.command("preview-aug")
+@user_errors
+def preview_aug(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    n: Annotated[int, typer.Option("-n", min=1, help="Crops in the grid.")] = 16,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("augmentations.png"),
+) -> None:
+    """A grid of augmented training crops with their target keypoints."""
+    from cattlepose.config import load_config
+    from cattlepose.data.preview import preview_augmentations
+    from cattlepose.engine.kfold import load_training_data
+
+    cfg = load_config(config, set or [])
+    log = Log()
+    samples, schema = load_training_data(cfg, log)
+    preview_augmentations(cfg, samples, schema, n, out)
+    log.info(f"wrote {out}")
+
+
+# ------------------------------------------------------------------------------------------------- train
+@app.command()
+@user_errors
+def train(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    name: Annotated[str | None, typer.Option(help="Run name: runs/NAME (default: the config's file name).")] = None,
+    folds: Annotated[str | None, typer.Option(help="Train only these folds, e.g. 0,1 (default: all).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a stopped run; finished folds are skipped.")] = False,
+    collect: Annotated[
+        bool, typer.Option(help="Only assemble oof.csv and cv.json from finished folds (after fold-parallel runs).")
+    ] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Folder holding run directories.")] = Path("runs"),
+    quiet: QuietOpt = False,
+) -> None:
+    """K-fold training: folds.csv, fold{k}/{best,last}.pt and history.csv, oof.csv, cv.json."""
+    from cattlepose.config import load_config
+    from cattlepose.data.folds import parse_fold_list
+    from cattlepose.engine import kfold
+
+    run_name = name or (config.stem if config else "default")
+    run_dir = runs_dir / run_name
+    log = Log(quiet)
+    if config is None and (run_dir / "config.yaml").is_file() and (resume or collect):
+        config = run_dir / "config.yaml"  # resuming needs no -c: the run remembers its config
+    if collect:
+        report = kfold.collect(run_dir, log=log)
+    else:
+        cfg = load_config(config, set or [])
+        report = kfold.run_training(cfg, run_dir, parse_fold_list(folds, cfg.train.folds), resume=resume, log=log)
+    if report is None:
+        log.info(f"requested folds finished; run `cattlepose train --name {run_name} --collect` once all are done")
+        return
+    metrics = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse")
+    log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], kfold.cv_summary_rows(report, metrics)))
+    log.info(f"wrote {run_dir / 'oof.csv'} and {run_dir / 'cv.json'}")
+
+
+# ------------------------------------------------------------------------------------------------- predict
+@app.command()
+@user_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    input: Annotated[Path, typer.Argument(help="A folder of crops, or a COCO JSON with boxes.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Submission file.")] = Path(
+        "submissions/submission.csv"
+    ),
+    format: Annotated[str, typer.Option("--format", "-f", help="csv | adk-json | coco.")] = "csv",
+    template: Annotated[Path | None, typer.Option(help="Sample submission CSV fixing columns and row order.")] = None,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="Skip flip test-time augmentation.")] = False,
+    folds: Annotated[str | None, typer.Option(help="Use only these fold models, e.g. 0,1.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Image folder for a COCO INPUT.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Crops per batch (default: infer.batch_size).")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Image-decoding worker processes.")] = 2,
+    quiet: QuietOpt = False,
+) -> None:
+    """Flip + fold ensemble on new images, written as a submission file."""
+    from cattlepose.engine.predict import run_predict
+
+    log = Log(quiet)
+    summary = run_predict(
+        run_dir, input, output, fmt=format, template=template, flip=not no_flip, folds=folds, images=images,
+        device=device, batch_size=batch_size, workers=workers, log=log,
+    )  # fmt: skip
+    log.info(
+        f"wrote {output}: {summary['images']} images, {summary['images_per_s']:.1f} images/s, "
+        f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {'on' if not no_flip else 'off'})"
+    )
+
+
+@app.command()
+@user_errors
+def evaluate(
+    pred: Annotated[Path, typer.Argument(help="Predictions: csv, adk-json or coco results.")],
+    gt: Annotated[Path, typer.Argument(help="Ground truth: ADK annotation folder or COCO JSON.")],
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write every metric as JSON.")] = None,
+    schema: Annotated[str | None, typer.Option(help="Schema (default: the config's data.schema).")] = None,
+) -> None:
+    """Score predictions against ground truth: PCK (torso, box), OKS AP, pixel errors; per keypoint and by
+    visibility."""
+    from cattlepose.engine.predict import run_evaluate
+    from cattlepose.io import write_json
+
+    result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema)
+    console = Console(highlight=False)
+    overall = result["overall"]
+    console.print(_table(f"{pred} vs {gt}", ["metric", "value"], [[k, _fmt(v)] for k, v in overall.items()]))
+    cols = ["pck_torso@0.35", "pck_bbox@0.1", "rmse"]
+    rows = [[name, *[_fmt(m.get(c)) for c in cols]] for name, m in result["per_keypoint"].items()]
+    rows += [[f"({split})", *[_fmt(m.get(c)) for c in cols]] for split, m in result["by_visibility"].items()]
+    console.print(_table("per keypoint", ["keypoint", *cols], rows))
+    if json_out:
+        write_json(json_out, result)
+        console.print(f"wrote {json_out}")
+
+
+@app.command()
+@user_errors
+def validate(
+    submission: Annotated[Path, typer.Argument(help="Submission CSV.")],
+    template: Annotated[Path, typer.Option(help="Sample submission CSV.")],
+    images: Annotated[Path | None, typer.Option(help="Test image folder: also check coordinates lie inside.")] = None,
+) -> None:
+    """Check a submission against its template; list every problem (exit 2 if any)."""
+    from cattlepose.engine.predict import image_sizes
+    from cattlepose.submission import validate_submission
+
+    problems = validate_submission(submission, template, image_sizes(images) if images else None)
+    if problems:
+        for p in problems:
+            err_console.print(f"  - {p}", soft_wrap=True)
+        raise UserError(f"{len(problems)} problem(s) in the submission", path=submission)
+    Console(highlight=False).print(f"[green]valid[/]: {submission} matches {template}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:  # raised outside a command body (e.g. while parsing a config path)
+        err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

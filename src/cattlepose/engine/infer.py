@@ -1,0 +1,194 @@
+"""Batched inference: crops, flip TTA in the same batch, fold ensemble, one decode, back to original pixels.
+
+Each crop and its mirror go through the network in one forward pass; the mirror's heatmaps are flipped back
+(width mirrored, left/right channels swapped) and averaged with the crop's, then over every fold model,
+as probabilities (the codec says how logits become probabilities). Decoding happens once, on the average.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cattlepose.codec import HeatmapCodec
+from cattlepose.config import Config, load_config
+from cattlepose.data.dataset import crop_for_inference
+from cattlepose.data.images import load_image
+from cattlepose.data.records import Sample
+from cattlepose.data.transforms import apply_affine, invert_affine
+from cattlepose.engine.device import autocast, resolve_device
+from cattlepose.errors import UserError
+from cattlepose.schema import KeypointSchema, load_schema
+from cattlepose.ui import Log
+
+
+@dataclass
+class Ensemble:
+    models: list[nn.Module]
+    codec: HeatmapCodec
+    schema: KeypointSchema
+    cfg: Config
+    device: torch.device
+    folds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Predictions:
+    keys: list[str]
+    coords: np.ndarray  # (N, K, 2) original image pixels
+    scores: np.ndarray  # (N, K)
+    seconds: float  # wall time of the whole pass, image decoding included
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """key -> (K, 3) array of x, y, score."""
+        return {k: np.concatenate([c, s[:, None]], axis=1) for k, c, s in zip(self.keys, self.coords, self.scores)}
+
+
+def load_run_config(run_dir: Path) -> tuple[Config, KeypointSchema]:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError("not a run directory (no config.yaml); train one with `cattlepose train`", path=run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    schema_file = run_dir / "schema.yaml"
+    schema = load_schema(schema_file if schema_file.is_file() else cfg.data.schema_)
+    return cfg, schema
+
+
+def load_ensemble(
+    run_dir: str | Path,
+    folds: list[int] | None = None,
+    device: str = "auto",
+    checkpoint: str = "best.pt",
+) -> Ensemble:
+    """Every fold model of a run (or the listed folds), ready for inference."""
+    from cattlepose.models import build_model
+
+    run_dir = Path(run_dir)
+    cfg, schema = load_run_config(run_dir)
+    available = sorted(int(p.parent.name[4:]) for p in run_dir.glob(f"fold*/{checkpoint}"))
+    chosen = available if folds is None else folds
+    missing = [k for k in chosen if k not in available]
+    if not chosen or missing:
+        raise UserError(
+            f"no trained {checkpoint} for fold(s) {missing or 'any'}; trained folds: {available or 'none'}",
+            path=run_dir,
+        )
+    dev = resolve_device(device if device != "auto" else cfg.train.device)
+    model_cfg = cfg.model.model_copy(update={"pretrained": None})
+    models = []
+    for k in chosen:
+        ckpt = torch.load(run_dir / f"fold{k}" / checkpoint, map_location="cpu", weights_only=True)
+        model = build_model(model_cfg, schema.num_keypoints)
+        model.load_state_dict(ckpt["model"])
+        models.append(prepare_for_inference(model, cfg, dev))
+    return Ensemble(models, HeatmapCodec.from_config(cfg), schema, cfg, dev, list(chosen))
+
+
+def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    model = model.to(device).eval()
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+class CropDataset(Dataset):
+    """Decodes images in loader workers and crops them; a broken image comes back as an error, not a crash,
+    so a predict run can name every broken file before it writes anything."""
+
+    def __init__(self, samples: list[Sample], input_size: tuple[int, int], padding: float = 1.25):
+        self.samples = samples
+        self.input_size = input_size
+        self.padding = padding
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        h, w = self.input_size
+        try:
+            image = load_image(s.image)
+        except UserError as e:
+            return {"image": torch.zeros(3, h, w), "trans": torch.zeros(2, 3, dtype=torch.float64),
+                    "size": torch.zeros(2), "index": i, "error": str(e)}  # fmt: skip
+        box = s.bbox
+        crop, trans = crop_for_inference(image, box, self.input_size, self.padding)
+        size = torch.tensor([image.shape[1], image.shape[0]], dtype=torch.float64)
+        return {"image": crop, "trans": torch.as_tensor(trans), "size": size, "index": i, "error": ""}
+
+
+@torch.inference_mode()
+def ensemble_probs(ens: Ensemble, x: torch.Tensor, flip: bool) -> torch.Tensor:
+    """Average heatmap probabilities over models (and the mirrored copy of each crop, in the same batch)."""
+    n = x.shape[0]
+    batch = torch.cat([x, x.flip(3)]) if flip else x
+    batch = batch.to(ens.device, non_blocking=True)
+    if ens.cfg.model.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    total: torch.Tensor | None = None
+    for model in ens.models:
+        with autocast(ens.device, ens.cfg.train.amp):
+            logits = model(batch)
+        probs = ens.codec.to_probs(logits.float())
+        if flip:
+            probs = 0.5 * (probs[:n] + ens.codec.flip_back(probs[n:], ens.schema.flip_index))
+        if total is not None and probs.shape[-2:] != total.shape[-2:]:
+            probs = F.interpolate(probs, size=total.shape[-2:], mode="bilinear", align_corners=False)
+        total = probs if total is None else total + probs
+    assert total is not None
+    return total / len(ens.models)
+
+
+def predict_samples(
+    ens: Ensemble,
+    samples: list[Sample],
+    flip: bool | None = None,
+    batch_size: int | None = None,
+    workers: int = 0,
+    log: Log | None = None,
+) -> Predictions:
+    """Predict every sample's keypoints in original pixel coordinates (clamped to the image)."""
+    log = log or Log(quiet=True)
+    flip = ens.cfg.infer.flip if flip is None else flip
+    batch_size = batch_size or ens.cfg.infer.batch_size
+    ds = CropDataset(samples, ens.cfg.model.input_size)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=ens.device.type == "cuda",
+        persistent_workers=False,
+    )
+    k = ens.schema.num_keypoints
+    coords = np.zeros((len(samples), k, 2))
+    scores = np.zeros((len(samples), k))
+    errors: list[str] = []
+    start = time.perf_counter()
+    with log.task("predict", total=len(samples)) as bar:
+        for batch in loader:
+            idx = batch["index"].numpy()
+            errors.extend(e for e in batch["error"] if e)
+            probs = ensemble_probs(ens, batch["image"], flip)
+            xy, sc = ens.codec.decode(probs.cpu().numpy())
+            for j, i in enumerate(idx):
+                if batch["error"][j]:
+                    continue
+                back = apply_affine(xy[j], invert_affine(batch["trans"][j].numpy()))
+                w, h = batch["size"][j].tolist()
+                back[:, 0] = np.clip(back[:, 0], 0, w - 1)
+                back[:, 1] = np.clip(back[:, 1], 0, h - 1)
+                coords[i], scores[i] = back, sc[j]
+            bar.update(len(idx))
+    if errors:
+        shown = "\n  ".join(errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise UserError(f"{len(errors)} image(s) could not be read; nothing was written:\n  {shown}{more}")
+    return Predictions([s.key for s in samples], coords, scores, time.perf_counter() - start)

@@ -1,0 +1,145 @@
+"""End-to-end training on tiny synthetic data: artefacts, group folds, exact resume after SIGKILL, predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cattlepose.cli import app
+from cattlepose.config import load_config
+from cattlepose.engine.fit import TIMING_COLUMNS
+from cattlepose.engine.kfold import run_training
+
+TINY = [
+    "model.input_size=[64,64]",
+    "model.backbone=hrnet_w18_small",
+    "train.folds=2",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.workers=0",
+    "train.val_every=1",
+    "train.threads=2",
+    "augment.level=heavy",
+    "infer.batch_size=16",
+]
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    from cattlepose.data.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, n_train=40, n_test=6, seed=0)
+    return root
+
+
+def _overrides(root: Path, *extra: str) -> list[str]:
+    return [f"data.train={root / 'train'}", "data.format=adk", *TINY, *extra]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_fold_run_writes_every_artefact(synth_root, tmp_path):
+    cfg = load_config(None, _overrides(synth_root))
+    run_dir = tmp_path / "runs" / "tiny"
+    start = time.perf_counter()
+    report = run_training(cfg, run_dir)
+    assert time.perf_counter() - start < 120
+    for name in ("config.yaml", "schema.yaml", "folds.csv", "oof.csv", "cv.json"):
+        assert (run_dir / name).is_file(), name
+    for k in (0, 1):
+        for name in ("best.pt", "last.pt", "history.csv", "oof.csv", "done.json"):
+            assert (run_dir / f"fold{k}" / name).is_file(), (k, name)
+        assert len(_rows(run_dir / f"fold{k}" / "history.csv")) == 2
+    # every training sample is predicted exactly once, out of fold
+    oof = _rows(run_dir / "oof.csv")
+    folds = _rows(run_dir / "folds.csv")
+    assert sorted(r["key"] for r in oof) == sorted(r["key"] for r in folds) and len(oof) == 40
+    # no farm in two folds
+    fold_of: dict[str, set[str]] = {}
+    for r in folds:
+        fold_of.setdefault(r["group"], set()).add(r["fold"])
+    assert all(len(v) == 1 for v in fold_of.values())
+    cv = json.loads((run_dir / "cv.json").read_text())
+    assert cv == report
+    assert set(cv["folds"]) == {"0", "1"}
+    assert 0.0 <= cv["overall"]["pck_torso@0.35"] <= 1.0
+    assert {"visible", "occluded"} <= set(cv["by_visibility"])
+    # no temporary files left behind
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+def _train_cmd(root: Path, runs: Path, epochs: int, *extra: str) -> list[str]:
+    sets = [a for s in _overrides(root, f"train.epochs={epochs}") for a in ("-s", s)]
+    return [sys.executable, "-m", "cattlepose", "train", *sets, "--name", "r", "--runs-dir", str(runs),
+            "--folds", "0", "-q", *extra]  # fmt: skip
+
+
+def _numbers(path: Path) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in _rows(path)]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(synth_root, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    epochs = 4
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(synth_root, straight, epochs), check=True, env=env, timeout=300)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(synth_root, killed, epochs), env=env)
+    history = killed / "r" / "fold0" / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(_rows(history)) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(_rows(history)) < epochs
+
+    subprocess.run(_train_cmd(synth_root, killed, epochs, "--resume"), check=True, env=env, timeout=300)
+    assert _numbers(history) == _numbers(straight / "r" / "fold0" / "history.csv")
+
+
+def test_cli_train_resume_skips_finished_fold_and_predict_writes_valid_submission(synth_root, tmp_path):
+    runner = CliRunner()
+    runs = tmp_path / "runs"
+    sets = [a for s in _overrides(synth_root, "train.epochs=1") for a in ("-s", s)]
+    base = ["train", *sets, "--name", "cli", "--runs-dir", str(runs), "-q"]
+    r = runner.invoke(app, [*base, "--folds", "1"])
+    assert r.exit_code == 0, r.output
+    assert (runs / "cli" / "fold1" / "done.json").is_file() and not (runs / "cli" / "cv.json").exists()
+    # a second process-style call without --resume on a started fold is refused, nothing changes
+    r = runner.invoke(app, [*base, "--folds", "1"])
+    assert r.exit_code == 2 and "--resume" in r.output
+    r = runner.invoke(app, [*base, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "fold 1 is finished" in r.output or (runs / "cli" / "cv.json").is_file()
+    assert (runs / "cli" / "cv.json").is_file()
+
+    sub = tmp_path / "sub.csv"
+    template = synth_root / "sample_submission.csv"
+    r = runner.invoke(
+        app, ["predict", str(runs / "cli"), str(synth_root / "test" / "images"), "-o", str(sub),
+              "--template", str(template), "--workers", "0", "-q"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["validate", str(sub), "--template", str(template)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["evaluate", str(sub), str(synth_root / "test"), "--json", str(tmp_path / "m.json")])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["n_samples"] == 6

@@ -210,9 +210,10 @@ def predict(
         run_dir, input, output, fmt=format, template=template, flip=not no_flip, folds=folds, images=images,
         device=device, batch_size=batch_size, workers=workers, log=log,
     )  # fmt: skip
+    flip_state = "off" if no_flip else "on"
     log.info(
         f"wrote {output}: {summary['images']} images, {summary['images_per_s']:.1f} images/s, "
-        f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {'on' if not no_flip else 'off'})"
+        f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {flip_state})"
     )
 
 

@@ -48,7 +48,10 @@ class Predictions:
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """key -> (K, 3) array of x, y, score."""
-        return {k: np.concatenate([c, s[:, None]], axis=1) for k, c, s in zip(self.keys, self.coords, self.scores)}
+        return {
+            k: np.concatenate([c, s[:, None]], axis=1)
+            for k, c, s in zip(self.keys, self.coords, self.scores, strict=True)
+        }
 
 
 def load_run_config(run_dir: Path) -> tuple[Config, KeypointSchema]:

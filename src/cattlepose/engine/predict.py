@@ -80,7 +80,7 @@ def samples_from_coco_boxes(path: Path, images: Path | None, num_keypoints: int)
                 width=w,
                 height=h,
                 meta={"coco_image_id": im["id"]},
-            )  # fmt: skip
+            )
         )
     if not samples:
         raise UserError("no annotations with boxes to predict", path=path, field="annotations")

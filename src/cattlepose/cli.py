@@ -264,6 +264,20 @@ def validate(
     Console(highlight=False).print(f"[green]valid[/]: {submission} matches {template}")
 
 
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with oof.csv.")],
+    worst: Annotated[int, typer.Option(min=0, help="Images in the failure gallery.")] = 12,
+    quiet: QuietOpt = False,
+) -> None:
+    """Failure analysis of the out-of-fold predictions: RUN_DIR/report/index.html with figures."""
+    from cattlepose.report import build_report
+
+    page = build_report(run_dir, n_worst=worst, log=Log(quiet))
+    Log(quiet).info(f"wrote {page}")
+
+
 def main() -> None:
     try:
         app()

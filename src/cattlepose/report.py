@@ -220,7 +220,7 @@ def _html(ra: RunAnalysis, t: dict[str, Any], figures: list[str], cards: list[st
         _table(
             ["bin", "images", f"PCK@{a:g}"],
             [[f"{r['lo']:.2f}–{r['hi']:.2f}", r["images"], r["pck"]] for r in t["by_occluded_fraction"]],
-        ),  # fmt: skip
+        ),
     ]
     parts += [f"<h2>{html.escape(f[:-4].replace('_', ' '))}</h2><img src='{f}'>" for f in figures]
     parts.append("<h2>Worst out-of-fold images</h2><p>Ground truth: visible ●, occluded ○; prediction: blue dot, "

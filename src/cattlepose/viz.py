@@ -12,13 +12,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files, never windows: reports are built on headless machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from cattlepose.analysis import SwapRate  # noqa: E402
-from cattlepose.io import atomic_path  # noqa: E402
-from cattlepose.schema import KeypointSchema  # noqa: E402
+from cattlepose.analysis import SwapRate
+from cattlepose.io import atomic_path
+from cattlepose.schema import KeypointSchema
 
 VISIBLE, OCCLUDED, WRONG = "#2ca02c", "#ff7f0e", "#d62728"
 

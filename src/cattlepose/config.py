@@ -102,6 +102,7 @@ class TrainConfig(_Section):
     lr_scale: Literal["none", "linear", "sqrt"] = "none"  # relative to base_batch_size, for DDP
     base_batch_size: int = Field(32, ge=1)
     threads: int | None = Field(None, ge=1)  # torch intra-op threads on CPU; null = torch default
+    sync_bn: bool = True  # under DDP on CUDA: batch statistics over the global batch (CPU/gloo cannot)
 
 
 class InferConfig(_Section):
@@ -147,9 +148,10 @@ def _raise_validation(err: ValidationError, source: str | Path | None) -> None:
         parent = _section_model(loc[:-1])
         options = _field_names(parent) if parent else []
         close = difflib.get_close_matches(loc[-1], options, n=1, cutoff=0.5)
-        hint = f"; did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else ""
+        # the hint ends the sentence with its own question mark; without one a full stop does
+        hint = f"; did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else "."
         valid = f" Valid keys here: {', '.join(options)}." if options else ""
-        raise UserError(f"unknown key '{key}'{hint}.{valid}", path=source, field=key) from None
+        raise UserError(f"unknown key '{key}'{hint}{valid}", path=source, field=key) from None
     raise UserError(f"{first['msg']} (got {first.get('input')!r})", path=source, field=key) from None
 
 

@@ -95,7 +95,7 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
     """Validate a schema mapping (names, not numbers) and build the schema; each failure names the field."""
     if not isinstance(raw, dict):
         raise UserError("a schema must be a mapping", path=source)
-    known = {"name", "keypoints", "pairs", "skeleton", "sigmas", "upper", "lower", "pck_normalizer"}
+    known = {"name", "keypoints", "pairs", "flip_index", "skeleton", "sigmas", "upper", "lower", "pck_normalizer"}
     for key in raw:
         if key not in known:
             raise UserError(f"unknown key '{key}'{_suggest(str(key), sorted(known))}", path=source, field=key)
@@ -116,8 +116,13 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
             raise UserError(f"unknown keypoint '{name}'{_suggest(str(name), names)}", path=source, field=field)
         return names.index(name)
 
-    flip = list(range(k))
-    for i, pair in enumerate(raw.get("pairs") or []):
+    if raw.get("pairs") and raw.get("flip_index") is not None:
+        raise UserError("give either 'pairs' or 'flip_index', not both", path=source, field="flip_index")
+    flip = _flip_from_index(raw["flip_index"], names, source) if raw.get("flip_index") is not None else list(range(k))
+    pairs = raw.get("pairs") or []
+    if not isinstance(pairs, list):
+        raise UserError("must be a list of [left, right] pairs", path=source, field="pairs")
+    for i, pair in enumerate(pairs):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise UserError("each pair must be [left, right]", path=source, field=f"pairs[{i}]")
         a, b = idx(pair[0], f"pairs[{i}]"), idx(pair[1], f"pairs[{i}]")
@@ -129,11 +134,12 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
                 field=f"pairs[{i}]",
             )
         flip[a], flip[b] = b, a
-    if any(flip[flip[i]] != i for i in range(k)):  # pragma: no cover - guaranteed by the loop above
-        raise UserError("left/right swaps are not symmetric", path=source, field="pairs")
 
     skeleton = []
-    for i, edge in enumerate(raw.get("skeleton") or []):
+    edges = raw.get("skeleton") or []
+    if not isinstance(edges, list):
+        raise UserError("must be a list of [a, b] edges", path=source, field="skeleton")
+    for i, edge in enumerate(edges):
         if not isinstance(edge, (list, tuple)) or len(edge) != 2:
             raise UserError("each edge must be [a, b]", path=source, field=f"skeleton[{i}]")
         skeleton.append((idx(edge[0], f"skeleton[{i}]"), idx(edge[1], f"skeleton[{i}]")))
@@ -147,6 +153,9 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
     if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in sigmas):
         raise UserError("every sigma must be a positive number", path=source, field="sigmas")
 
+    for part in ("upper", "lower"):
+        if not isinstance(raw.get(part) or [], list):
+            raise UserError("must be a list of keypoint names", path=source, field=part)
     upper = tuple(idx(n, "upper") for n in raw.get("upper") or [])
     lower = tuple(idx(n, "lower") for n in raw.get("lower") or [])
     norm = raw.get("pck_normalizer")
@@ -171,6 +180,25 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
     )
 
 
+def _flip_from_index(raw: Any, names: Sequence[str], source: str | Path) -> list[int]:
+    """A numeric flip index (as MMPose and others publish it), checked: K entries, in range, symmetric."""
+    k = len(names)
+    if not isinstance(raw, list) or len(raw) != k:
+        got = len(raw) if isinstance(raw, list) else type(raw).__name__
+        raise UserError(f"needs {k} entries, one per keypoint; got {got}", path=source, field="flip_index")
+    for i, j in enumerate(raw):
+        if not isinstance(j, int) or isinstance(j, bool) or not 0 <= j < k:
+            raise UserError(f"entry {i} is {j!r}; must be an index in 0..{k - 1}", path=source, field="flip_index")
+    for i, j in enumerate(raw):
+        if raw[j] != i:
+            raise UserError(
+                f"not symmetric: '{names[i]}' swaps with '{names[j]}', but '{names[j]}' swaps with '{names[raw[j]]}'",
+                path=source,
+                field="flip_index",
+            )
+    return list(raw)
+
+
 # Substitutions that turn a keypoint name into its mirror partner, tried on lower-cased names.
 _SIDE_PATTERNS = [
     (re.compile(r"(^|[_\-\s])left(?=$|[_\-\s])"), r"\1right"),
@@ -181,11 +209,15 @@ _SIDE_PATTERNS = [
     (re.compile(r"(^|[_\-\s])r(?=$|[_\-\s])"), r"\1l"),
     (re.compile(r"^near"), "off"),  # horse anatomy: near side = left, off side = right
     (re.compile(r"^off"), "near"),
+    # last resort, for names run together (frontLeftPaw); a match still needs the partner name to exist
+    (re.compile(r"left"), "right"),
+    (re.compile(r"right"), "left"),
 ]
 
 
 def infer_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
-    """Left/right partners from names: left_/right_, L_/R_, _left/_right, leftX/rightX, NearX/OffX."""
+    """Left/right partners from names: left_/right_, L_/R_, _left/_right, leftX/rightX, xLeftY/xRightY,
+    NearX/OffX (horses). Case-insensitive; a name is paired only when its mirrored name exists."""
     lower = [n.lower() for n in names]
     pairs: list[tuple[int, int]] = []
     taken: set[int] = set()
@@ -204,28 +236,60 @@ def infer_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def schema_from_coco_category(category: dict[str, Any], source: str | Path = "<coco>") -> KeypointSchema:
-    """Build a schema from a COCO category's `keypoints` and 1-indexed `skeleton`; sigmas default with a warning."""
+    """Build a schema from a COCO category's `keypoints` and 1-indexed `skeleton`.
+
+    Left/right partners are inferred from the names. When the names are exactly those of a built-in schema
+    (AP-10K data, ADK files), its OKS sigmas, body halves and PCK normaliser are used; otherwise every sigma
+    is DEFAULT_SIGMA, with a warning, and only box-normalised PCK is defined.
+    """
     names = category.get("keypoints")
-    if not isinstance(names, list) or not names:
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise UserError(
             "category has no 'keypoints' name list, so it cannot serve as a schema",
             path=source,
             field="categories[].keypoints",
         )
+    raw_edges = category.get("skeleton") or []
+    if not isinstance(raw_edges, list):
+        raise UserError("skeleton must be a list of [a, b] pairs", path=source, field="categories[].skeleton")
+    k = len(names)
+    numbers = [e for edge in raw_edges if isinstance(edge, (list, tuple)) for e in edge if isinstance(e, int)]
+    # COCO skeletons count from 1; some converted data sets count from 0, which shows as a 0 and no K
+    base = 0 if numbers and min(numbers) == 0 and max(numbers) < k else 1
+    if base == 0:
+        warnings.warn(f"{source}: the skeleton counts keypoints from 0, not 1 as COCO does; read it so", stacklevel=2)
     skeleton = []
-    for edge in category.get("skeleton") or []:
-        a, b = int(edge[0]) - 1, int(edge[1]) - 1
-        if not (0 <= a < len(names) and 0 <= b < len(names)):
-            raise UserError(f"skeleton edge {edge} is out of range 1..{len(names)}", path=source, field="skeleton")
-        skeleton.append([names[a], names[b]])
-    warnings.warn(
-        f"{source}: schema built from the data has no OKS sigmas; using {DEFAULT_SIGMA} for every keypoint",
-        stacklevel=2,
-    )
-    raw = {
-        "name": str(category.get("name", "from_data")),
+    for i, edge in enumerate(raw_edges):
+        ok = isinstance(edge, (list, tuple)) and len(edge) == 2
+        ok = ok and all(isinstance(e, int) and not isinstance(e, bool) and base <= e < k + base for e in edge)
+        if not ok:
+            raise UserError(
+                f"skeleton edge {edge!r} must be two keypoint numbers in {base}..{k - 1 + base}",
+                path=source,
+                field=f"categories[].skeleton[{i}]",
+            )
+        skeleton.append([names[edge[0] - base], names[edge[1] - base]])
+    raw: dict[str, Any] = {
+        "name": str(category.get("name") or "from_data"),
         "keypoints": list(names),
         "pairs": [[names[a], names[b]] for a, b in infer_pairs(names)],
         "skeleton": skeleton,
     }
+    known = _builtin_with_names(names)
+    if known is not None:
+        d = known.to_dict()
+        raw.update(sigmas=d["sigmas"], upper=d["upper"], lower=d["lower"], pck_normalizer=d["pck_normalizer"])
+    else:
+        warnings.warn(
+            f"{source}: schema built from the data has no OKS sigmas; using {DEFAULT_SIGMA} for every keypoint",
+            stacklevel=2,
+        )
     return schema_from_dict(raw, source=source)
+
+
+def _builtin_with_names(names: Sequence[str]) -> KeypointSchema | None:
+    for spec in builtin_schemas():
+        schema = load_schema(spec)
+        if schema.keypoints == tuple(names):
+            return schema
+    return None

@@ -1,7 +1,13 @@
-"""Image loading that always returns 8-bit RGB: grayscale, RGBA, 16-bit and EXIF-rotated files included."""
+"""Image loading that always returns 8-bit RGB: grayscale, RGBA, 16-bit and EXIF-rotated files included.
+
+`load_image` decodes (and so finds truncated files); `image_size` reads headers only, which is what readers
+use on thousands of files. Both report sizes in the upright frame that EXIF orientation describes, which is
+the frame annotators label in.
+"""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cattlepose.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+_ORIENTATION = 0x0112
+_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -22,7 +30,7 @@ def load_image(path: str | Path) -> np.ndarray:
             im.load()  # decodes fully: a truncated file raises here, not later in a worker
             im = ImageOps.exif_transpose(im)
             return _to_rgb8(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _READ_ERRORS as e:
         raise UserError(f"cannot read image ({e})", path=path) from None
 
 
@@ -34,21 +42,57 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            if im.format == "PNG" and "exif" not in im.info:
+                # PngImageFile.getexif() decodes the whole image to look for an eXIf chunk after the pixel
+                # data; walking the chunk headers finds it at a fraction of the cost.
+                orientation = _png_orientation(path)
+            else:
+                orientation = im.getexif().get(_ORIENTATION, 1)
+    except (*_READ_ERRORS, struct.error) as e:
         raise UserError(f"cannot read image ({e})", path=path) from None
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def _png_orientation(path: Path) -> int:
+    """EXIF orientation from a PNG's eXIf chunk, seeking over the other chunks (1 when there is none)."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return 1
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return 1
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"eXIf":
+                exif = Image.Exif()
+                exif.load(f.read(length))
+                return int(exif.get(_ORIENTATION, 1))
+            if kind == b"IEND":
+                return 1
+            f.seek(length + 4, 1)  # chunk data + CRC
+
+
 def _to_rgb8(im: Image.Image) -> np.ndarray:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if im.mode.startswith("I;16"):
+        # 16-bit files span 0..65535 by definition; 65535 / 257 = 255 maps white to white exactly
         a = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if a.max() > 255 else 255.0
-        a = np.clip(np.round(a * 255.0 / peak), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        return _gray_to_rgb(np.round(a / 257.0))
+    if im.mode == "I":
+        # 32-bit integer images carry no nominal range: 8-bit data stored wide stays as is, anything larger
+        # is taken as 16-bit
+        a = np.asarray(im, dtype=np.float64)
+        return _gray_to_rgb(a if a.max() <= 255 else np.round(a / 257.0))
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        return _gray_to_rgb(a * 255.0 if a.max() <= 1.0 else a)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
         # composite on black: transparent pixels carry no animal
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
         im = Image.alpha_composite(bg, im)
     return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
+    g = np.clip(a, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2))

@@ -266,7 +266,9 @@ def train_fold(
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     net: nn.Module = model
     if info.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if tc.sync_bn and device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     history: list[dict[str, Any]] = []
     best: float | None = None

@@ -1,0 +1,175 @@
+"""One entry point for every annotation format: `read_samples`, `write_samples`, `detect_format`.
+
+Formats: `adk` (folder of per-image JSON), `coco` (COCO keypoints JSON), `csv` (wide `image,<kp>_x,<kp>_y,...`).
+The schema is named (`adk17`, a YAML path) or `from_data`: built from the COCO category, the ADK files'
+`categories[].keypoints_name`, or the CSV header's `<kp>_x` columns.
+"""
+
+from __future__ import annotations
+
+import csv as _csv
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cattlepose.data.formats import adk, coco
+from cattlepose.data.formats.common import ErrorSink, subsample
+from cattlepose.data.records import Sample
+from cattlepose.errors import UserError
+from cattlepose.schema import KeypointSchema, load_schema, schema_from_coco_category
+
+FORMATS = ("adk", "coco", "csv")
+FROM_DATA = "from_data"
+
+
+def detect_format(path: str | Path) -> str:
+    """`adk` for a folder with `annotations/` or `*.json` files, `coco` for a `.json` file, `csv` for `.csv`."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "annotations").is_dir() or next(p.glob("*.json"), None) is not None:
+            return "adk"
+        raise UserError("folder holds neither an annotations/ folder nor *.json files", path=p)
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix == ".json":
+            return "coco"
+        if suffix == ".csv":
+            return "csv"
+        raise UserError(f"cannot tell the format of '{p.name}'; give it (adk, coco or csv)", path=p, field="format")
+    raise UserError("data not found", path=p)
+
+
+def read_samples(
+    fmt: str | None,
+    path: str | Path,
+    schema_spec: str = "adk17",
+    images: str | Path | None = None,
+    bbox: str = "auto",
+    max_samples: int | None = None,
+) -> tuple[list[Sample], KeypointSchema]:
+    """Read a data set and its schema. `fmt` None (or "auto") detects the format.
+
+    `max_samples` keeps an evenly spread subset (quick experiments). Any problem is a UserError naming the
+    file and field; image sizes come from headers (run `cattlepose data check` to decode every image).
+    """
+    fmt = resolve_format(fmt, path)
+    schema = resolve_schema(fmt, path, schema_spec)
+    samples, _ = read_detailed(fmt, path, schema, images=images, bbox=bbox)
+    return subsample(samples, max_samples), schema
+
+
+def read_detailed(
+    fmt: str,
+    path: str | Path,
+    schema: KeypointSchema,
+    images: str | Path | None = None,
+    bbox: str = "auto",
+    on_error: ErrorSink | None = None,
+) -> tuple[list[Sample], dict[str, int]]:
+    """Samples plus the reader's counts of repaired quirks and skipped annotations (see each format)."""
+    fmt = resolve_format(fmt, path)
+    if fmt == "adk":
+        return adk.read_detailed(path, schema.num_keypoints, images, bbox, on_error=on_error)  # type: ignore[arg-type]
+    if fmt == "coco":
+        return coco.read_detailed(path, schema, images, bbox, on_error=on_error)  # type: ignore[arg-type]
+    from cattlepose.data.formats import csv as csv_format
+
+    try:
+        samples = csv_format.read(path, schema, images=images)
+    except UserError as e:
+        if on_error is None:
+            raise
+        on_error(e)
+        return [], {}
+    if bbox == "image":
+        for s in samples:
+            s.bbox = None
+    return samples, {}
+
+
+def write_samples(fmt: str, samples: Sequence[Sample], path: str | Path, schema: KeypointSchema) -> None:
+    """Write samples in a format: an ADK root folder, a COCO JSON file or a CSV file."""
+    fmt = resolve_format(fmt, None)
+    if fmt == "adk":
+        adk.write(samples, path, schema)
+    elif fmt == "coco":
+        coco.write(samples, path, schema)
+    else:
+        from cattlepose.data.formats import csv as csv_format
+
+        csv_format.write(samples, path, schema)
+
+
+def resolve_schema(fmt: str, path: str | Path, spec: str | Path) -> KeypointSchema:
+    """The named schema, or for `from_data` the one the data describes; checked against the data's own
+    keypoint list when it has one (a count mismatch is an error, differing names a warning)."""
+    path = Path(path)
+    if str(spec) == FROM_DATA:
+        category, source = _data_category(fmt, path)
+        return schema_from_coco_category(category, source=source)
+    schema = load_schema(spec)
+    if fmt == "adk":
+        _check_adk_names(path, schema)
+    # COCO compares the category with the schema while reading; a CSV header is checked by its reader
+    return schema
+
+
+def resolve_format(fmt: str | None, path: str | Path | None) -> str:
+    if fmt is None or fmt == "auto":
+        if path is None:
+            raise UserError("a format is needed here: adk, coco or csv", field="format")
+        return detect_format(path)
+    if fmt not in FORMATS:
+        raise UserError(f"unknown data format '{fmt}'; use one of {', '.join(FORMATS)}", field="data.format")
+    return fmt
+
+
+def _data_category(fmt: str, path: Path) -> tuple[dict[str, Any], Path]:
+    if fmt == "coco":
+        return coco.read_category(path), path
+    if fmt == "adk":
+        ann_dir, _ = adk.layout(path)
+        return adk.read_category(path), next(iter(sorted(ann_dir.glob("*.json"))), ann_dir)
+    return _csv_category(path), path
+
+
+def _csv_category(path: Path) -> dict[str, Any]:
+    """Keypoint names from a wide CSV header: every `<kp>_x` column that has a `<kp>_y` partner, in order."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(_csv.reader(f), [])
+    except OSError as e:
+        raise UserError(f"cannot read CSV ({e.strerror})", path=path) from None
+    cols = set(header)
+    names = [c[:-2] for c in header if c.endswith("_x") and f"{c[:-2]}_y" in cols and c != "bbox_x"]
+    if not names:
+        raise UserError(
+            "the header has no <keypoint>_x / <keypoint>_y columns to build a schema from",
+            path=path,
+            field="header",
+        )
+    return {"name": path.stem, "keypoints": names, "skeleton": []}
+
+
+def _check_adk_names(path: Path, schema: KeypointSchema) -> None:
+    try:
+        category = adk.read_category(path)
+    except UserError:
+        return  # no keypoint names in the files (or no files): counts are still checked per file
+    ann_dir, _ = adk.layout(path)
+    first = sorted(ann_dir.glob("*.json"))[0]
+    names = category["keypoints"]
+    if len(names) != schema.num_keypoints:
+        raise UserError(
+            f"the data names {len(names)} keypoints, schema '{schema.name}' has {schema.num_keypoints}",
+            path=first,
+            field="label_info.categories[].keypoints_name",
+        )
+    if tuple(names) != schema.keypoints:
+        i = next(i for i, (a, b) in enumerate(zip(names, schema.keypoints, strict=True)) if a != b)
+        warnings.warn(
+            f"{first}: keypoint {i} is '{names[i]}' in the data and '{schema.keypoints[i]}' in schema "
+            f"'{schema.name}'; the schema's names are used",
+            stacklevel=4,
+        )

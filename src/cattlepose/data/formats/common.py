@@ -1,9 +1,14 @@
-"""Checks shared by every reader: keypoint arrays, paths that must stay inside the data root, duplicates."""
+"""Checks shared by every reader: keypoint arrays, boxes, paths that must stay inside the data root, duplicates.
+
+Readers raise `UserError` on the first bad item by default. Given an `on_error` callback they report each bad
+item to it and skip that item instead, which is how `data check` lists every problem of a data set at once.
+"""
 
 from __future__ import annotations
 
+import posixpath
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +18,38 @@ from cattlepose.data.images import IMAGE_SUFFIXES
 from cattlepose.data.records import Sample
 from cattlepose.errors import UserError
 
+ErrorSink = Callable[[UserError], None]
+
+
+def report_or_raise(error: UserError, on_error: ErrorSink | None) -> None:
+    """Raise `error`, or hand it to `on_error` (collect mode) and return so the caller can skip the item."""
+    if on_error is None:
+        raise error
+    on_error(error)
+
 
 def resolve_inside(root: Path, name: str, source: str | Path, field: str) -> Path:
-    """`root/name`, refusing absolute names and names that climb out of the data root with `..`."""
-    p = Path(name)
-    if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    """`root/name`, refusing absolute names and names that climb out of the data root with `..`.
+
+    The check is lexical on purpose: an images folder whose files are symlinks into a shared store is fine,
+    while an annotation that names `../../etc/passwd` or `/home/x.jpg` is not.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UserError("file name must be a non-empty string", path=source, field=field)
+    # Files labelled on Windows may use backslashes; they are separators there, and `..\\x` escapes just the same.
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
         raise UserError(
             f"absolute path '{name}' is not allowed; names are relative to {root}", path=source, field=field
         )
-    full = (root / p).resolve()
-    if not full.is_relative_to(root.resolve()):
+    norm = posixpath.normpath(posix)
+    if norm == ".." or norm.startswith("../"):
         raise UserError(f"'{name}' escapes the data root {root}", path=source, field=field)
-    return root / p
+    return Path(root) / norm
 
 
 def find_by_stem(folder: Path, stem: str) -> Path | None:
+    """An image in `folder` named `stem` with any known suffix (common spellings first)."""
     for suffix in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", *sorted(IMAGE_SUFFIXES)):
         cand = folder / f"{stem}{suffix}"
         if cand.is_file():
@@ -48,19 +70,51 @@ def check_keypoints(raw: Any, num_keypoints: int | None, source: str | Path, fie
     kps = arr.reshape(-1, 3)
     if num_keypoints is not None and kps.shape[0] != num_keypoints:
         raise UserError(f"has {kps.shape[0]} keypoints, the schema has {num_keypoints}", path=source, field=field)
-    if not np.all(np.isfinite(kps)):
-        bad = int(np.flatnonzero(~np.all(np.isfinite(kps), axis=1))[0])
+    finite = np.all(np.isfinite(kps), axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
         raise UserError(f"keypoint {bad} has a NaN or infinite value", path=source, field=field)
     vis = kps[:, 2]
-    if not np.all(np.isin(vis, (0, 1, 2))):
-        bad = int(np.flatnonzero(~np.isin(vis, (0, 1, 2)))[0])
+    ok = np.isin(vis, (0, 1, 2))
+    if not ok.all():
+        bad = int(np.flatnonzero(~ok)[0])
         raise UserError(f"keypoint {bad} has visibility {vis[bad]:g}; must be 0, 1 or 2", path=source, field=field)
     return kps
 
 
+def check_box(raw: Any, source: str | Path, field: str) -> np.ndarray:
+    """[x, y, w, h] as a float array: four finite numbers with a positive width and height."""
+    if not isinstance(raw, (list, tuple)) or len(raw) != 4:
+        raise UserError(f"bbox must be [x, y, w, h], got {raw!r}", path=source, field=field)
+    try:
+        box = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"bbox must be four numbers, got {raw!r}", path=source, field=field) from None
+    if not np.all(np.isfinite(box)):
+        raise UserError("bbox has NaN or infinite values", path=source, field=field)
+    if box[2] <= 0 or box[3] <= 0:
+        raise UserError(f"zero-area bbox {list(raw)}: width and height must be > 0", path=source, field=field)
+    return box
+
+
+def box_fits(box: np.ndarray, width: int, height: int, tolerance: float = 1.0) -> bool:
+    """Whether x, y, w, h lies inside the image, give or take `tolerance` pixels of annotation rounding."""
+    x, y, w, h = box
+    return bool(x >= -tolerance and y >= -tolerance and x + w <= width + tolerance and y + h <= height + tolerance)
+
+
+def subsample(samples: list[Sample], max_samples: int | None) -> list[Sample]:
+    """At most `max_samples`, spread evenly over the sorted list, so a quick run still sees every farm/source."""
+    if max_samples is None or len(samples) <= max_samples:
+        return samples
+    idx = np.unique(np.linspace(0, len(samples) - 1, max_samples).round().astype(int))
+    return [samples[i] for i in idx]
+
+
 def validate_samples(samples: Sequence[Sample], source: str | Path, num_keypoints: int | None = None) -> None:
+    """Data-set level checks: not empty, unique sample keys, one keypoint count."""
     if not samples:
-        raise UserError("the data set is empty", path=source)
+        raise UserError("the data set is empty: no annotated animal was found", path=source)
     counts = Counter(s.key for s in samples)
     dups = [k for k, n in counts.items() if n > 1]
     if dups:
@@ -68,4 +122,28 @@ def validate_samples(samples: Sequence[Sample], source: str | Path, num_keypoint
     if num_keypoints is not None:
         for s in samples:
             if s.num_keypoints != num_keypoints:
-                raise UserError(f"{s.key}: {s.num_keypoints} keypoints, the schema has {num_keypoints}", path=source)
+                raise UserError(
+                    f"{s.key}: {s.num_keypoints} keypoints, the schema has {num_keypoints}",
+                    path=source,
+                    field="keypoints",
+                )
+
+
+def keypoints_inside(box: np.ndarray, keypoints: np.ndarray, margin: float = 0.1) -> bool:
+    """Whether every labelled keypoint lies in the box grown by `margin` of its size on each side.
+
+    Annotators draw tight boxes and feet or tails poke out a little; a box that misses the animal's keypoints
+    by more than that is not this animal's box.
+    """
+    labelled = keypoints[keypoints[:, 2] > 0, :2]
+    if labelled.size == 0:
+        return True
+    x, y, w, h = box
+    mx, my = margin * w, margin * h
+    inside = (
+        (labelled[:, 0] >= x - mx)
+        & (labelled[:, 0] <= x + w + mx)
+        & (labelled[:, 1] >= y - my)
+        & (labelled[:, 1] <= y + h + my)
+    )
+    return bool(inside.all())

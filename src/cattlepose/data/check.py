@@ -1,0 +1,254 @@
+"""`cattlepose data check`: what a data set holds and every problem in it, found in one pass.
+
+Unlike the readers, which stop at the first bad file, this collects all problems, and it decodes every image
+(readers only read headers), so truncated and corrupt files are found before a training run meets them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from cattlepose.data.formats import read_detailed, resolve_format, resolve_schema
+from cattlepose.data.images import load_image
+from cattlepose.data.records import Sample
+from cattlepose.errors import UserError
+from cattlepose.schema import KeypointSchema
+
+MAX_LISTED = 200  # problems shown in the table; the count always covers all of them
+# Reader counts that no reader warning already reports (the file-name quirk and skipped annotations are warned
+# about by the readers, and those warnings become notes too).
+_STAT_NOTES = {
+    "placeholder_boxes": "placeholder box(es) (outside the image or missing the keypoints) read as the whole image",
+    "other_category": "annotation(s) of other categories skipped",
+    "size_mismatch": "image(s) whose width/height in the JSON differ from the file (the file's size is used)",
+}
+
+
+@dataclass
+class Problem:
+    file: str
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file + (f", field '{self.field}'" if self.field else "")
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class DataReport:
+    path: Path
+    format: str
+    schema: KeypointSchema | None
+    keypoint_names: list[str]
+    images: int = 0  # distinct image files
+    animals: int = 0  # samples (annotated animals)
+    labelled: list[int] = field(default_factory=list)  # per keypoint: v > 0
+    occluded: list[int] = field(default_factory=list)  # per keypoint: v == 1
+    width_range: tuple[int, int] | None = None
+    height_range: tuple[int, int] | None = None
+    categories: dict[str, int] = field(default_factory=dict)  # animals per category
+    farms: dict[str, int] = field(default_factory=dict)  # animals per farm (ADK farm_name)
+    notes: list[str] = field(default_factory=list)  # repaired quirks and skipped annotations: not problems
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "schema": None if self.schema is None else self.schema.name,
+            "images": self.images,
+            "animals": self.animals,
+            "keypoints": {
+                n: {"labelled": lab, "occluded": occ}
+                for n, lab, occ in zip(self.keypoint_names, self.labelled, self.occluded, strict=True)
+            },
+            "width_range": self.width_range,
+            "height_range": self.height_range,
+            "categories": self.categories,
+            "farms": self.farms,
+            "notes": self.notes,
+            "problems": [str(p) for p in self.problems],
+        }
+
+
+def check_data(
+    path: str | Path,
+    fmt: str | None = None,
+    schema_spec: str = "adk17",
+    images: str | Path | None = None,
+    bbox: str = "auto",
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DataReport:
+    """Read a data set collecting every problem, decode every image, and summarise.
+
+    A missing path or unknown format is raised as a UserError; everything found inside the data becomes a
+    `Problem` in the report. `progress(done, total)` is called as images are decoded.
+    """
+    path = Path(path)
+    fmt = resolve_format(fmt, path)
+    problems: list[Problem] = []
+
+    def collect(e: UserError) -> None:
+        if not getattr(e, "already_reported", False):
+            problems.append(Problem(e.path or str(path), e.field, e.message))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        schema: KeypointSchema | None
+        try:
+            schema = resolve_schema(fmt, path, schema_spec)
+        except UserError as e:
+            collect(e)
+            schema = None
+        samples: list[Sample] = []
+        stats: dict[str, int] = {}
+        if schema is not None:
+            samples, stats = read_detailed(fmt, path, schema, images=images, bbox=bbox, on_error=collect)
+    notes = [f"{n} {_STAT_NOTES[k]}" for k, n in stats.items() if n and k in _STAT_NOTES]
+    notes += [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
+
+    problems += _decode_all(sorted({s.image for s in samples}), workers, progress)
+    notes += _outside_notes(samples)
+    names = list(schema.keypoints) if schema is not None else []
+    report = DataReport(path=path, format=fmt, schema=schema, keypoint_names=names, notes=notes, problems=problems)
+    _summarise(report, samples)
+    return report
+
+
+def _decode_all(paths: list[Path], workers: int | None, progress: Callable[[int, int], None] | None) -> list[Problem]:
+    """Decode every image (threads: PIL releases the GIL while decoding); one problem per unreadable file."""
+
+    def decode(p: Path) -> Problem | None:
+        try:
+            load_image(p)
+        except UserError as e:
+            return Problem(str(p), None, e.message)
+        return None
+
+    found: list[Problem] = []
+    n_workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        for i, result in enumerate(pool.map(decode, paths), 1):
+            if result is not None:
+                found.append(result)
+            if progress is not None:
+                progress(i, len(paths))
+    return found
+
+
+def _outside_notes(samples: list[Sample], tolerance: float = 1.0) -> list[str]:
+    """Labelled keypoints outside their image: legal (an animal can leave the frame) but worth a look."""
+    n = 0
+    for s in samples:
+        if s.width is None or s.height is None:
+            continue
+        k = s.keypoints[s.keypoints[:, 2] > 0]
+        out = (k[:, 0] < -tolerance) | (k[:, 1] < -tolerance)
+        out |= (k[:, 0] > s.width + tolerance) | (k[:, 1] > s.height + tolerance)
+        n += int(out.sum())
+    return [f"{n} labelled keypoint(s) lie outside their image"] if n else []
+
+
+def _summarise(report: DataReport, samples: list[Sample]) -> None:
+    report.animals = len(samples)
+    report.images = len({s.image for s in samples})
+    counts = Counter(s.num_keypoints for s in samples)
+    k = len(report.keypoint_names) or (counts.most_common(1)[0][0] if counts else 0)
+    if not report.keypoint_names:
+        report.keypoint_names = [f"keypoint {i}" for i in range(k)]
+    same = [s.keypoints for s in samples if s.num_keypoints == k]
+    vis = np.stack([kp[:, 2] for kp in same]) if same else np.zeros((0, k))
+    report.labelled = [int(v) for v in (vis > 0).sum(axis=0)]
+    report.occluded = [int(v) for v in (vis == 1).sum(axis=0)]
+    widths = [s.width for s in samples if s.width is not None]
+    heights = [s.height for s in samples if s.height is not None]
+    if widths and heights:
+        report.width_range = (min(widths), max(widths))
+        report.height_range = (min(heights), max(heights))
+    cats = Counter(str(s.meta.get("category", s.meta.get("category_id", "-"))) for s in samples)
+    report.categories = dict(cats.most_common())
+    farms = Counter(str(s.meta["farm_name"]) for s in samples if s.meta.get("farm_name") is not None)
+    report.farms = dict(farms.most_common())
+
+
+def render(report: DataReport) -> RenderableType:
+    """Rich tables: summary, per-keypoint counts, notes, problems."""
+    summary = Table(title="data check", title_justify="left", show_header=False)
+    summary.add_column("", style="bold")
+    summary.add_column("", overflow="fold")
+    schema = "-" if report.schema is None else f"{report.schema.name} ({report.schema.num_keypoints} keypoints)"
+    rows = [
+        ("data", str(report.path)),
+        ("format", report.format),
+        ("schema", schema),
+        ("images", str(report.images)),
+        ("animals", str(report.animals)),
+    ]
+    if report.width_range and report.height_range:
+        (w0, w1), (h0, h1) = report.width_range, report.height_range
+        rows.append(("image width", f"{w0} .. {w1} px"))
+        rows.append(("image height", f"{h0} .. {h1} px"))
+    if report.categories:
+        rows.append(("categories", _counts(report.categories)))
+    if report.farms:
+        rows.append(("farms", _counts(report.farms)))
+    for r in rows:
+        summary.add_row(*r)
+
+    parts: list[RenderableType] = [summary]
+    if report.animals:
+        kp = Table(title="keypoints", title_justify="left")
+        for c in ("keypoint", "labelled", "visible", "occluded", "occluded %"):
+            kp.add_column(c, justify="left" if c == "keypoint" else "right")
+        for name, lab, occ in zip(report.keypoint_names, report.labelled, report.occluded, strict=True):
+            pct = f"{100 * occ / lab:.1f}" if lab else "-"
+            kp.add_row(name, str(lab), str(lab - occ), str(occ), pct)
+        parts.append(kp)
+    for note in report.notes:
+        parts.append(Text(f"note: {note}", style="yellow"))
+    if report.ok:
+        parts.append(Text("no problems found", style="bold green"))
+        return Group(*parts)
+    table = Table(title=f"{len(report.problems)} problem(s)", title_justify="left", title_style="bold red")
+    table.add_column("file", overflow="fold")
+    table.add_column("field", overflow="fold")
+    table.add_column("problem", overflow="fold")
+    for p in report.problems[:MAX_LISTED]:
+        table.add_row(_short(p.file, report.path), p.field or "", p.message)
+    parts.append(table)
+    if len(report.problems) > MAX_LISTED:
+        parts.append(Text(f"... and {len(report.problems) - MAX_LISTED} more", style="red"))
+    return Group(*parts)
+
+
+def _counts(d: dict[str, int], limit: int = 8) -> str:
+    items = list(d.items())
+    text = ", ".join(f"{k}: {v}" for k, v in items[:limit])
+    return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _short(file: str, root: Path) -> str:
+    """A file named relative to the data root when it lies inside it (tables stay narrow)."""
+    base = root if root.is_dir() else root.parent
+    try:
+        return str(Path(file).relative_to(base))
+    except ValueError:
+        return file

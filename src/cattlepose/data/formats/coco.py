@@ -1,0 +1,449 @@
+"""COCO keypoints JSON: `images`, `annotations` (several animals per image), `categories` with keypoint names.
+
+One Sample per annotation: `image_id` and `group` are the COCO image id as a string (so the animals of one
+image stay in one fold), `ann_id` the annotation id, and `meta` keeps `category_id`, `category`,
+`coco_image_id`, `file_name` and any extra fields of the image entry (AP-10K's `background`, a farm name...).
+Crowd annotations and annotations without a labelled keypoint are skipped and counted.
+Several categories are read together when they share one keypoint list (AP-10K: 54 species, 17 joints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cattlepose.data.formats.common import (
+    ErrorSink,
+    check_box,
+    check_keypoints,
+    report_or_raise,
+    resolve_inside,
+    validate_samples,
+)
+from cattlepose.data.images import image_size
+from cattlepose.data.records import Sample
+from cattlepose.errors import UserError
+from cattlepose.io import write_json
+from cattlepose.schema import KeypointSchema
+
+BoxMode = Literal["auto", "annotation", "image"]
+# Image-entry keys that describe the file itself; every other key of an image entry travels in Sample.meta.
+_IMAGE_KEYS = ("id", "file_name", "width", "height")
+# Sample.meta keys that belong to the annotation (or identify the image) rather than to the image entry.
+_ANN_META = ("category_id", "category", "occluded_fraction", "coco_image_id", "file_name")
+
+
+def read(
+    path: str | Path,
+    num_keypoints: int | KeypointSchema | None = None,
+    images: str | Path | None = None,
+    bbox: BoxMode = "auto",
+    category: int | str | None = None,
+    on_error: ErrorSink | None = None,
+) -> list[Sample]:
+    """Samples of every keypoint annotation in a COCO file, in file order.
+
+    `num_keypoints` may be a schema: its keypoint count is enforced and differing names are warned about.
+    `images` defaults to the JSON's folder, or an `images/` folder beside it (or beside its parent) when the
+    files are there. `bbox`: auto/annotation keep the annotation box (auto also treats a whole-image box as
+    no box); image ignores boxes. `category`: an id or name to read only that category. With `on_error`, a bad
+    image or annotation is reported there and skipped instead of raising.
+    """
+    samples, _ = read_detailed(path, num_keypoints, images, bbox, category, on_error)
+    return samples
+
+
+def read_detailed(
+    path: str | Path,
+    num_keypoints: int | KeypointSchema | None = None,
+    images: str | Path | None = None,
+    bbox: BoxMode = "auto",
+    category: int | str | None = None,
+    on_error: ErrorSink | None = None,
+) -> tuple[list[Sample], dict[str, int]]:
+    """`read`, plus counts: `crowd`, `no_keypoints`, `other_category` (skipped annotations), `size_mismatch`
+    (images whose header size differs from the JSON's width/height; the header wins)."""
+    path = Path(path)
+    if bbox not in ("auto", "annotation", "image"):
+        raise UserError(f"bbox mode '{bbox}' must be auto, annotation or image", field="data.bbox")
+    doc = load(path)
+    cats = _categories(doc, path, category)
+    all_ids = {c["id"] for c in doc["categories"]}
+    k = _expected_keypoints(cats, num_keypoints, path)
+    image_entries = _images(doc, path)
+    root = _image_root(path, images, image_entries)
+    stats = {"crowd": 0, "no_keypoints": 0, "other_category": 0, "size_mismatch": 0}
+    sizes: dict[Any, tuple[Path, int, int] | UserError] = {}
+    seen_ann: set[Any] = set()
+    samples: list[Sample] = []
+    for i, ann in enumerate(doc["annotations"]):
+        field = f"annotations[{i}]"
+        try:
+            if not isinstance(ann, dict):
+                raise UserError("an annotation must be an object", path=path, field=field)
+            cat_id = ann.get("category_id")
+            if not isinstance(cat_id, (int, str)) or cat_id not in all_ids:
+                raise UserError(
+                    f"category_id {cat_id!r} is not in 'categories'", path=path, field=f"{field}.category_id"
+                )
+            if cat_id not in cats:
+                stats["other_category"] += 1
+                continue
+            if ann.get("iscrowd"):
+                stats["crowd"] += 1
+                continue
+            if ann.get("num_keypoints") == 0:
+                stats["no_keypoints"] += 1
+                continue
+            kps = check_keypoints(ann.get("keypoints"), k, path, f"{field}.keypoints")
+            if not (kps[:, 2] > 0).any():
+                stats["no_keypoints"] += 1
+                continue
+            ann_id = ann.get("id", i)
+            if not isinstance(ann_id, (int, str)):
+                raise UserError(f"annotation id {ann_id!r} must be a number or string", path=path, field=f"{field}.id")
+            if ann_id in seen_ann:
+                raise UserError(f"duplicate annotation id {ann_id!r}", path=path, field=f"{field}.id")
+            seen_ann.add(ann_id)
+            image_id = ann.get("image_id")
+            if not isinstance(image_id, (int, str)) or image_id not in image_entries:
+                raise UserError(f"image_id {image_id!r} is not in 'images'", path=path, field=f"{field}.image_id")
+            img_path, width, height = _image_size(sizes, image_entries[image_id], root, path, stats)
+            box = _box(ann.get("bbox"), width, height, bbox, path, f"{field}.bbox")
+        except UserError as e:
+            report_or_raise(e, on_error)
+            continue
+        _, entry = image_entries[image_id]
+        meta = {key: v for key, v in entry.items() if key not in _IMAGE_KEYS}
+        meta.update(
+            category_id=cat_id,
+            category=str(cats[cat_id].get("name", cat_id)),
+            coco_image_id=image_id,
+            file_name=entry["file_name"],
+        )
+        if "occluded_fraction" in ann:
+            meta["occluded_fraction"] = ann["occluded_fraction"]
+        samples.append(
+            Sample(
+                image=img_path,
+                keypoints=kps,
+                bbox=box,
+                image_id=str(image_id),
+                group=str(image_id),
+                width=width,
+                height=height,
+                ann_id=str(ann_id),
+                meta=meta,
+            )
+        )
+    skipped = stats["crowd"] + stats["no_keypoints"]
+    if skipped:
+        warnings.warn(
+            f"{path}: skipped {stats['crowd']} crowd annotation(s) and {stats['no_keypoints']} with no labelled "
+            "keypoint",
+            stacklevel=3,
+        )
+    try:
+        validate_samples(samples, source=path, num_keypoints=k)
+    except UserError as e:
+        report_or_raise(e, on_error)
+    return samples, stats
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """The parsed COCO document, with `images`, `annotations` and `categories` checked to be lists."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("COCO annotation file not found", path=path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"not valid JSON ({e})", path=path) from None
+    if not isinstance(doc, dict):
+        raise UserError("a COCO file is a JSON object with images, annotations and categories", path=path)
+    if "label_info" in doc:
+        raise UserError("this is an ADK per-image file; give the folder that holds it (format adk)", path=path)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc.get(key), list):
+            raise UserError(f"needs a '{key}' list", path=path, field=key)
+    return doc
+
+
+def read_category(path: str | Path, category: int | str | None = None) -> dict[str, Any]:
+    """The keypoint category the file would be read with ({name, keypoints, skeleton}), for `from_data`."""
+    path = Path(path)
+    cats = _categories(load(path), path, category)
+    if not cats:
+        raise UserError(
+            "no category lists keypoint names, so the data cannot serve as its own schema; name a schema instead",
+            path=path,
+            field="categories[].keypoints",
+        )
+    first = next(iter(cats.values()))
+    name = first.get("name") if len(cats) == 1 else path.stem
+    return {"name": str(name or path.stem), "keypoints": first["keypoints"], "skeleton": first.get("skeleton")}
+
+
+def _categories(doc: dict[str, Any], path: Path, category: int | str | None) -> dict[Any, dict[str, Any]]:
+    """id -> category of the keypoint categories to read; they must share one keypoint list."""
+    cats: dict[Any, dict[str, Any]] = {}
+    for i, c in enumerate(doc["categories"]):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), (int, str)):
+            raise UserError("each category needs a number or string 'id'", path=path, field=f"categories[{i}]")
+        if c["id"] in cats:
+            raise UserError(f"duplicate category id {c['id']!r}", path=path, field=f"categories[{i}].id")
+        names = c.get("keypoints")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise UserError("keypoints must be a list of names", path=path, field=f"categories[{i}].keypoints")
+        cats[c["id"]] = c
+    if category is not None:
+        chosen = {cid: c for cid, c in cats.items() if cid == category or c.get("name") == category}
+        if not chosen:
+            listed = ", ".join(f"{cid} ({c.get('name')})" for cid, c in list(cats.items())[:10])
+            raise UserError(f"no category '{category}'; the file has {listed}", path=path, field="categories")
+        cats = chosen
+    with_names = {cid: c for cid, c in cats.items() if c.get("keypoints")}
+    if not with_names:
+        return cats  # a file without keypoint names: counts are checked per annotation against the schema
+    lists = {tuple(c["keypoints"]) for c in with_names.values()}
+    if len(lists) > 1:
+        raise UserError(
+            f"{len(lists)} different keypoint lists among the categories; read one category at a time (category=...) ",
+            path=path,
+            field="categories[].keypoints",
+        )
+    return with_names
+
+
+def _expected_keypoints(
+    cats: dict[Any, dict[str, Any]], num_keypoints: int | KeypointSchema | None, path: Path
+) -> int | None:
+    names = next((c["keypoints"] for c in cats.values() if c.get("keypoints")), None)
+    schema = num_keypoints if isinstance(num_keypoints, KeypointSchema) else None
+    k = schema.num_keypoints if schema is not None else num_keypoints
+    if names is None:
+        return k
+    if k is not None and len(names) != k:
+        which = f"schema '{schema.name}'" if schema is not None else "schema"
+        raise UserError(
+            f"the category lists {len(names)} keypoints, the {which} has {k}", path=path, field="categories[].keypoints"
+        )
+    if schema is not None and tuple(names) != schema.keypoints:
+        diff = next(i for i, (a, b) in enumerate(zip(names, schema.keypoints, strict=True)) if a != b)
+        warnings.warn(
+            f"{path}: keypoint {diff} is '{names[diff]}' in the data and '{schema.keypoints[diff]}' in schema "
+            f"'{schema.name}'; the schema's names are used",
+            stacklevel=4,
+        )
+    return len(names)
+
+
+def _images(doc: dict[str, Any], path: Path) -> dict[Any, tuple[int, dict[str, Any]]]:
+    """COCO image id -> (index in `images`, entry). Ids must be unique."""
+    out: dict[Any, tuple[int, dict[str, Any]]] = {}
+    for i, im in enumerate(doc["images"]):
+        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+            raise UserError("each image needs 'id' and 'file_name'", path=path, field=f"images[{i}]")
+        if not isinstance(im["id"], (int, str)):
+            raise UserError("an image id must be a number or a string", path=path, field=f"images[{i}].id")
+        if im["id"] in out:
+            first = out[im["id"]][0]
+            raise UserError(
+                f"duplicate image id {im['id']!r} (also images[{first}])", path=path, field=f"images[{i}].id"
+            )
+        out[im["id"]] = (i, im)
+    return out
+
+
+def _image_root(path: Path, images: str | Path | None, entries: dict[Any, tuple[int, dict[str, Any]]]) -> Path:
+    if images is not None:
+        root = Path(images)
+        if not root.is_dir():
+            raise UserError("image folder not found", path=root, field="images")
+        return root
+    here = path.parent
+    candidates = [here, here / "images", here.parent / "images"]
+    first = next(iter(entries.values()), None)
+    if first is not None and isinstance(first[1]["file_name"], str):
+        name = first[1]["file_name"].replace("\\", "/")
+        for cand in candidates:
+            if (cand / name).is_file():
+                return cand
+    return here
+
+
+def _image_size(
+    cache: dict[Any, tuple[Path, int, int] | UserError],
+    item: tuple[int, dict[str, Any]],
+    root: Path,
+    path: Path,
+    stats: dict[str, int],
+) -> tuple[Path, int, int]:
+    """(image path, width, height) from the header, once per image; a bad image is one error, reported once
+    by its first annotation and re-raised (uncounted) for the others so they are skipped too."""
+    i, entry = item
+    key = entry["id"]
+    if key not in cache:
+        field = f"images[{i}].file_name"
+        try:
+            img_path = resolve_inside(root, entry["file_name"], source=path, field=field)
+            if not img_path.is_file():
+                raise UserError(f"image not found: {img_path}", path=path, field=field)
+            try:
+                w, h = image_size(img_path)
+            except UserError as e:
+                raise UserError(f"{e.message}: {img_path}", path=path, field=field) from None
+            if (entry.get("width"), entry.get("height")) not in ((None, None), (w, h)):
+                stats["size_mismatch"] += 1
+            cache[key] = (img_path, w, h)
+        except UserError as e:
+            cache[key] = e
+            raise
+    hit = cache[key]
+    if isinstance(hit, UserError):
+        raise _AlreadyReported(hit)
+    return hit
+
+
+class _AlreadyReported(UserError):
+    """The same bad image, met again by another annotation of it: raised to skip the annotation, and
+    recognised by `data check`'s collector through `already_reported` so the problem is listed once."""
+
+    already_reported = True
+
+    def __init__(self, original: UserError):
+        super().__init__(original.message, path=original.path, field=original.field)
+
+
+def _box(raw: Any, width: int, height: int, mode: BoxMode, path: Path, field: str) -> np.ndarray | None:
+    if mode == "image" or raw is None:
+        return None
+    box = check_box(raw, path, field)
+    x, y, w, h = box
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise UserError(f"bbox {list(raw)} lies outside the {width}x{height} image", path=path, field=field)
+    if mode == "auto" and np.array_equal(box, [0, 0, width, height]):
+        return None  # the whole image, which is what None means (and what `write` stores for None)
+    return box
+
+
+def write(samples: Sequence[Sample], path: str | Path, schema: KeypointSchema) -> None:
+    """A COCO keypoints file that `read` gives back exactly (with `images=` when the image files do not lie
+    under the output's folder). Checked completely before the file is (atomically) written."""
+    path = Path(path)
+    validate_samples(samples, source="<samples to write>", num_keypoints=schema.num_keypoints)
+    out_dir = path.parent.resolve()
+    image_ids = _assign_ids([_image_key(s) for s in samples])
+    ann_ids = _assign_ids([s.ann_id if s.ann_id is not None else f"#{i}" for i, s in enumerate(samples)])
+    images: dict[Any, dict[str, Any]] = {}
+    files: dict[Any, Path] = {}
+    categories: dict[Any, str] = {}
+    annotations = []
+    for s, image_id, ann_id in zip(samples, image_ids, ann_ids, strict=True):
+        source = f"sample {s.key}"
+        kps = check_keypoints(s.keypoints, schema.num_keypoints, source, "keypoints")
+        if image_id in files and files[image_id] != s.image:
+            raise UserError(f"image id {image_id} names two files: {files[image_id]} and {s.image}", path=source)
+        files[image_id] = s.image
+        width, height = (s.width, s.height) if s.width and s.height else image_size(s.image)
+        if image_id not in images:
+            entry: dict[str, Any] = {
+                "id": image_id,
+                "file_name": _file_name(s, out_dir),
+                "width": int(width),
+                "height": int(height),
+            }
+            entry.update({k: _plain(v) for k, v in s.meta.items() if k not in _ANN_META and k not in _IMAGE_KEYS})
+            images[image_id] = entry
+        cat_id = _plain(s.meta.get("category_id", 1))
+        categories.setdefault(cat_id, str(s.meta.get("category", schema.name)))
+        box = [0.0, 0.0, float(width), float(height)] if s.bbox is None else check_box(list(s.bbox), source, "bbox")
+        ann: dict[str, Any] = {
+            "id": ann_id,
+            "image_id": image_id,
+            "category_id": cat_id,
+            "bbox": [_num(v) for v in box],
+            "area": _num(float(box[2]) * float(box[3])),
+            "iscrowd": 0,
+            "keypoints": [_num(v) for v in kps.reshape(-1)],
+            "num_keypoints": int((kps[:, 2] > 0).sum()),
+        }
+        if "occluded_fraction" in s.meta:
+            ann["occluded_fraction"] = _plain(s.meta["occluded_fraction"])
+        annotations.append(ann)
+    doc = {
+        "images": list(images.values()),
+        "annotations": annotations,
+        "categories": [
+            {
+                "id": cid,
+                "name": name,
+                "supercategory": "animal",
+                "keypoints": list(schema.keypoints),
+                "skeleton": [[a + 1, b + 1] for a, b in schema.skeleton],
+            }
+            for cid, name in categories.items()
+        ],
+    }
+    try:
+        json.dumps(doc, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"sample metadata cannot be written as JSON ({e})", path=path, field="meta") from None
+    write_json(path, doc, indent=None)
+
+
+def _image_key(s: Sample) -> Any:
+    """The COCO id an image had (kept when it is an integer), else its string id."""
+    cid = s.meta.get("coco_image_id")
+    return _plain(cid) if cid is not None else s.image_id
+
+
+def _assign_ids(keys: Sequence[Any]) -> list[int]:
+    """Integer ids: integer-like keys keep their value; other keys get fresh numbers above the largest one,
+    the same key always the same number."""
+
+    def as_int(k: Any) -> int | None:
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            return int(k)
+        if isinstance(k, str) and k.isdigit():
+            return int(k)
+        return None
+
+    taken = {v for v in map(as_int, keys) if v is not None}
+    nxt = max(taken, default=0) + 1
+    fresh: dict[Any, int] = {}
+    out = []
+    for k in keys:
+        v = as_int(k)
+        if v is None:
+            if k not in fresh:
+                fresh[k] = nxt
+                nxt += 1
+            v = fresh[k]
+        out.append(v)
+    return out
+
+
+def _file_name(s: Sample, out_dir: Path) -> str:
+    """The image's path relative to the output folder when it lies inside it; else the name it had in its
+    COCO file (read back with `images=`), else its base name."""
+    rel = os.path.relpath(s.image.resolve(), out_dir)
+    if not rel.startswith(".."):
+        return Path(rel).as_posix()
+    name = s.meta.get("file_name")
+    return name if isinstance(name, str) and name else s.image.name
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _num(v: float) -> int | float:
+    f = float(v)
+    return int(f) if f.is_integer() else f

@@ -1,0 +1,190 @@
+"""The COCO keypoints reader/writer on real animal data sets and on drawn multi-animal files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from cattlepose.data.formats import coco, read_samples
+from cattlepose.errors import UserError
+from cattlepose.schema import load_schema, schema_from_dict
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*no OKS sigmas:UserWarning")
+
+# data set -> (samples, keypoints, built-in schema with the same keypoints or None)
+COCO_FIXTURES = {
+    "ap10k": (2, 17, "ap10k17"),
+    "animalpose": (2, 20, "animalpose20"),
+    "horse10": (3, 22, None),
+    "macaque": (2, 17, None),
+}
+
+
+def _fixture_json(fixtures_dir, name):
+    (path,) = (fixtures_dir / "coco_animal_samples" / name).glob("*.json")
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(COCO_FIXTURES))
+def test_every_fixture_reads_with_its_own_schema(fixtures_dir, name):
+    n, k, _ = COCO_FIXTURES[name]
+    path = _fixture_json(fixtures_dir, name)
+    samples, schema = read_samples("coco", path, "from_data")
+    assert len(samples) == n and schema.num_keypoints == k
+    doc = json.loads(path.read_text())
+    assert [int(s.ann_id) for s in samples] == [a["id"] for a in doc["annotations"]]
+    for s, a in zip(samples, doc["annotations"], strict=True):
+        assert s.image_id == str(a["image_id"]) == s.group
+        assert s.keypoints.reshape(-1).tolist() == pytest.approx(a["keypoints"])
+        assert s.bbox.tolist() == pytest.approx(a["bbox"])
+        assert s.meta["category_id"] == a["category_id"] and s.meta["coco_image_id"] == a["image_id"]
+        assert s.image.is_file() and s.image.name == s.meta["file_name"]
+        assert (s.width, s.height) == next(
+            (im["width"], im["height"]) for im in doc["images"] if im["id"] == a["image_id"]
+        )
+    assert all(schema.flip_index[schema.flip_index[i]] == i for i in range(k))
+
+
+@pytest.mark.parametrize("name", [n for n, v in COCO_FIXTURES.items() if v[2]])
+def test_fixture_reads_with_the_matching_builtin_schema(fixtures_dir, name):
+    path = _fixture_json(fixtures_dir, name)
+    builtin = COCO_FIXTURES[name][2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same names: no warning of any kind
+        samples, schema = read_samples("coco", path, builtin)
+        assert len(samples) == COCO_FIXTURES[name][0]
+        data_schema = read_samples("coco", path, "from_data")[1]
+    assert schema == load_schema(builtin)
+    # the schema built from the data agrees with the hand-written one where it matters
+    assert data_schema.keypoints == schema.keypoints and data_schema.flip_index == schema.flip_index
+    assert data_schema.sigmas == schema.sigmas
+
+
+def test_ap10k_reads_several_species_that_share_the_keypoints(fixtures_dir):
+    samples = coco.read(_fixture_json(fixtures_dir, "ap10k"), load_schema("ap10k17"))
+    assert {s.meta["category"] for s in samples} == {"jaguar", "antelope"}
+    only = coco.read(_fixture_json(fixtures_dir, "ap10k"), 17, category="jaguar")
+    assert [s.meta["category"] for s in only] == ["jaguar"]
+
+
+def test_horse10_near_and_off_sides_pair_up(fixtures_dir):
+    _, schema = read_samples("coco", _fixture_json(fixtures_dir, "horse10"), "from_data")
+    pairs = [(schema.keypoints[a], schema.keypoints[b]) for a, b in schema.pairs]
+    assert len(pairs) == 6
+    for a, b in pairs:  # Near = the horse's left, Off = its right, same joint
+        near, off = sorted((a, b), key=lambda n: not n.startswith("Near"))
+        assert near.startswith("Near") and off == "Off" + near[len("Near") :]
+    unpaired = {schema.keypoints[i] for i in range(22) if schema.flip_index[i] == i}
+    assert {"Nose", "Eye", "Wither", "Girth"} <= unpaired
+
+
+def test_fixture_round_trip_is_exact(fixtures_dir, tmp_path, same_samples):
+    path = _fixture_json(fixtures_dir, "ap10k")
+    samples, schema = read_samples("coco", path, "ap10k17")
+    out = tmp_path / "ap10k_copy.json"
+    coco.write(samples, out, schema)
+    same_samples(samples, coco.read(out, schema, images=path.parent))
+
+
+def test_several_animals_per_image(make_coco, same_samples):
+    path = make_coco(n_images=2, animals=3)
+    samples = coco.read(path, 17)
+    assert len(samples) == 6
+    assert [s.group for s in samples] == ["10"] * 3 + ["20"] * 3
+    assert len({s.key for s in samples}) == 6 and samples[0].key == "10#1"
+    assert samples[0].image == samples[2].image
+    assert (samples[0].keypoints[-1] == 0).all()
+    # written beside its images, the file reads back without being told where the images are
+    schema = schema_from_dict({"name": "animal", "keypoints": [f"kp{j}" for j in range(17)]})
+    coco.write(samples, path.parent / "copy.json", schema)
+    same_samples(samples, coco.read(path.parent / "copy.json", 17))
+
+
+def test_crowd_and_unlabelled_annotations_are_skipped_and_counted(make_coco):
+    path = make_coco(n_images=1, animals=4)
+    doc = json.loads(path.read_text())
+    doc["annotations"][0]["iscrowd"] = 1
+    doc["annotations"][1]["num_keypoints"] = 0
+    doc["annotations"][2]["keypoints"] = [0] * 51  # no num_keypoints field saying so: counted from v
+    del doc["annotations"][2]["num_keypoints"]
+    path.write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match="skipped 1 crowd annotation.* and 2 with no labelled keypoint"):
+        samples, stats = coco.read_detailed(path, 17)
+    assert [s.ann_id for s in samples] == ["4"]
+    assert stats["crowd"] == 1 and stats["no_keypoints"] == 2
+
+
+def test_categories_with_different_keypoints_need_a_choice(make_coco):
+    path = make_coco(n_images=1, animals=2)
+    doc = json.loads(path.read_text())
+    doc["categories"].append({"id": 2, "name": "bird", "keypoints": ["beak", "tail"]})
+    doc["annotations"][1]["category_id"] = 2
+    doc["annotations"][1]["keypoints"] = [5, 5, 2, 9, 9, 2]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="read one category at a time") as e:
+        coco.read(path)
+    assert e.value.path == str(path)
+    animals, stats = coco.read_detailed(path, 17, category="animal")
+    birds = coco.read(path, 2, category=2)
+    assert len(animals) == 1 and stats["other_category"] == 1 and len(birds) == 1
+
+
+@pytest.mark.parametrize("layout", ["images_beside", "images_beside_parent"])
+def test_image_folder_is_found_beside_the_json(make_coco, layout):
+    path = make_coco(n_images=1, animals=1)
+    folder = path.parent
+    if layout == "images_beside":
+        (folder / "images").mkdir()
+        shutil.move(folder / "img_0.png", folder / "images" / "img_0.png")
+        json_path = path
+    else:  # COCO's own layout: annotations/x.json and images/ beside annotations/
+        (folder / "images").mkdir()
+        (folder / "annotations").mkdir()
+        shutil.move(folder / "img_0.png", folder / "images" / "img_0.png")
+        json_path = shutil.move(path, folder / "annotations" / "data.json")
+    (s,) = coco.read(json_path, 17)
+    assert s.image == folder / "images" / "img_0.png"
+
+
+def test_explicit_image_folder(make_coco, tmp_path):
+    path = make_coco(n_images=1, animals=1)
+    elsewhere = tmp_path / "pixels"
+    elsewhere.mkdir()
+    shutil.move(path.parent / "img_0.png", elsewhere / "img_0.png")
+    (s,) = coco.read(path, 17, images=elsewhere)
+    assert s.image == elsewhere / "img_0.png"
+
+
+def test_whole_image_box_means_no_box_and_image_mode_ignores_boxes(make_coco):
+    path = make_coco(n_images=1, animals=1, size=(128, 96))
+    doc = json.loads(path.read_text())
+    doc["annotations"][0]["bbox"] = [0, 0, 128, 96]
+    path.write_text(json.dumps(doc))
+    assert coco.read(path, 17)[0].bbox is None
+    assert coco.read(path, 17, bbox="annotation")[0].bbox.tolist() == [0, 0, 128, 96]
+    assert coco.read(make_coco(name="b"), 17, bbox="image")[0].bbox is None
+
+
+def test_keypoint_count_of_category_and_schema_must_agree(make_coco):
+    path = make_coco(k=20)
+    with pytest.raises(UserError) as e:
+        read_samples("coco", path, "ap10k17")
+    assert e.value.path == str(path) and e.value.field == "categories[].keypoints"
+    assert "20" in e.value.message and "17" in e.value.message
+
+
+def test_adk_samples_written_as_coco_get_integer_ids_and_keep_their_metadata(make_adk, tmp_path):
+    samples, schema = read_samples("adk", make_adk(n=3), "adk17")
+    out = tmp_path / "adk.json"
+    coco.write(samples, out, schema)
+    doc = json.loads(out.read_text())
+    assert [im["id"] for im in doc["images"]] == [1, 2, 3]
+    assert all(isinstance(a["id"], int) for a in doc["annotations"])
+    back = coco.read(out, schema)
+    assert [s.meta["farm_name"] for s in back] == [s.meta["farm_name"] for s in samples]
+    assert all(np.array_equal(a.keypoints, b.keypoints) for a, b in zip(samples, back, strict=True))
+    assert [s.image for s in back] == [s.image for s in samples]

@@ -1,0 +1,152 @@
+"""Every image a data set may hold loads as upright 8-bit RGB, and sizes come from headers alone."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cattlepose.data.formats import adk
+from cattlepose.data.images import image_size, load_image
+from cattlepose.errors import UserError
+
+RED = (255, 0, 0)
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def test_grayscale_loads_as_three_equal_channels(tmp_path):
+    a = np.tile(np.arange(0, 250, 10, dtype=np.uint8), (8, 1))
+    Image.fromarray(a, "L").save(tmp_path / "g.png")
+    rgb = load_image(tmp_path / "g.png")
+    assert rgb.shape == (8, 25, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], a) and np.array_equal(rgb[..., 1], a) and np.array_equal(rgb[..., 2], a)
+
+
+def test_rgba_composites_transparent_pixels_on_black(tmp_path):
+    a = np.zeros((6, 6, 4), np.uint8)
+    a[..., :3] = (10, 200, 30)
+    a[:, :3, 3] = 255  # left half opaque, right half fully transparent
+    Image.fromarray(a, "RGBA").save(tmp_path / "a.png")
+    rgb = load_image(tmp_path / "a.png")
+    assert rgb.shape == (6, 6, 3)
+    assert (rgb[:, :3] == (10, 200, 30)).all()
+    assert (rgb[:, 3:] == 0).all()
+
+
+def test_palette_with_transparency_loads_as_rgb(tmp_path):
+    im = Image.new("P", (4, 4), 1)
+    im.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    im.info["transparency"] = 0
+    im.save(tmp_path / "p.png", transparency=0)
+    assert (load_image(tmp_path / "p.png") == (200, 100, 50)).all()
+
+
+def test_16_bit_grayscale_is_scaled_to_8_bit(tmp_path):
+    a = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as im:
+        assert im.mode.startswith("I;16")  # really a 16-bit file
+    rgb = load_image(tmp_path / "g16.png")
+    assert rgb.dtype == np.uint8
+    assert rgb[0, :, 0].tolist() == [0, 1, 128, 255]
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_16_bit_rgb_png_loads_as_8_bit_rgb(tmp_path):
+    import cv2
+
+    bgr16 = np.zeros((2, 2, 3), np.uint16)
+    bgr16[..., 2] = 65535  # red in OpenCV's BGR order
+    bgr16[..., 1] = 32896
+    cv2.imwrite(str(tmp_path / "c16.png"), bgr16)
+    rgb = load_image(tmp_path / "c16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert rgb[0, 0].tolist() == [255, 128, 0]
+
+
+def _rotated_jpeg(path: Path) -> None:
+    """Stored 60 wide x 40 high with a red block at the stored top-left; EXIF 6 = display rotated 90° clockwise,
+    so upright the image is 40 x 60 and the block sits at the top-right."""
+    a = np.full((40, 60, 3), 255, np.uint8)
+    a[:10, :10] = RED
+    Image.fromarray(a).save(path, quality=95, exif=_exif(6))
+
+
+def test_exif_orientation_6_rotates_pixels_and_size(tmp_path):
+    _rotated_jpeg(tmp_path / "r.jpg")
+    assert image_size(tmp_path / "r.jpg") == (40, 60)
+    rgb = load_image(tmp_path / "r.jpg")
+    assert rgb.shape == (60, 40, 3)
+    assert rgb[4, 35].tolist() == pytest.approx(RED, abs=40)  # top-right upright
+    assert rgb[4, 4].min() > 200  # top-left upright is white
+
+
+def test_keypoints_of_an_exif_rotated_image_are_in_the_upright_frame(tmp_path):
+    root = tmp_path / "adk"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    _rotated_jpeg(root / "images" / "cow.jpg")
+    kps = [35, 4, 2] + [20, 30, 2] * 16  # the first keypoint on the red block, in upright pixels
+    doc = {"label_info": {"image": {"file_name": "cow.jpg", "width": 60, "height": 40},  # stored size: ignored
+                          "annotations": [{"bbox": [0, 0, 40, 60], "keypoints": kps, "category_id": 1}]}}  # fmt: skip
+    (root / "annotations" / "cow.json").write_text(json.dumps(doc))
+    (s,) = adk.read(root, 17)
+    assert (s.width, s.height) == (40, 60)
+    x, y = s.keypoints[0, :2].astype(int)
+    assert load_image(s.image)[y, x].tolist() == pytest.approx(RED, abs=40)
+
+
+def _png_with_late_exif(path: Path, orientation: int) -> None:
+    """A PNG whose eXIf chunk comes after the pixel data (allowed by the spec), which PIL only sees on load."""
+    Image.new("RGB", (30, 10), (0, 0, 255)).save(path)
+    data = path.read_bytes()
+    iend = data.rindex(b"IEND") - 4
+    payload = _exif(orientation)
+    payload = payload[6:] if payload.startswith(b"Exif\x00\x00") else payload
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + payload) & 0xFFFFFFFF)
+    path.write_bytes(data[:iend] + chunk + data[iend:])
+
+
+def test_png_size_with_late_exif_matches_the_decoded_image(tmp_path):
+    _png_with_late_exif(tmp_path / "late.png", 6)
+    with Image.open(tmp_path / "late.png") as im:
+        assert "exif" not in im.info  # the header alone does not reveal it
+    assert image_size(tmp_path / "late.png") == (10, 30)
+    assert load_image(tmp_path / "late.png").shape == (30, 10, 3)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_image_has_a_header_size_but_fails_to_decode(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"t{suffix}"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert image_size(path) == (64, 64)  # readers only read headers: fast, and blind to this
+    with pytest.raises(UserError) as e:
+        load_image(path)
+    assert e.value.path == str(path)
+    assert "cannot read image" in str(e.value)
+
+
+def test_missing_and_non_image_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(UserError, match="not found"):
+        image_size(tmp_path / "nope.jpg")
+    (tmp_path / "text.jpg").write_text("not an image")
+    for fn in (load_image, image_size):
+        with pytest.raises(UserError) as e:
+            fn(tmp_path / "text.jpg")
+        assert "text.jpg" in str(e.value)

@@ -1,0 +1,259 @@
+"""Heatmap codec: keypoints <-> Gaussian heatmaps, the loss on them, flip and decoding, kept side by side.
+
+The network never sees pixel coordinates; everything that relates heatmap pixels to input pixels lives here,
+so the encoder, the decoder and the flip rule cannot drift apart.
+
+Pixel convention (pixel i has coordinate i, see `data/transforms.py`):
+- msra: heatmap u = (x + 0.5) / stride - 0.5, i.e. heatmap pixel centres sit at the centres of stride x stride
+  blocks of input pixels. Gaussian centres are sub-pixel (no rounding), so encoding loses nothing.
+- udp (unbiased data processing): u = x * (Wh - 1) / (W - 1), the first and last pixel centres line up.
+With either mapping the input mirror x -> W - 1 - x is exactly the heatmap mirror u -> Wh - 1 - u, so
+`flip_back` is a plain width flip plus the left/right channel swap, with no shift.
+
+Losses: `ce` treats each keypoint's heatmap as a distribution (spatial softmax of the logits against the
+Gaussian normalised to sum 1); it learns from scratch where `mse` collapses to zero heatmaps (FACTS.md).
+Decoding: `argmax` (+ a quarter pixel towards the higher neighbour) or `dark` (one Newton step on the log
+of the blurred heatmap, Zhang et al. 2020). Both work on probabilities, which is what flip and fold
+averaging produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cattlepose.errors import UserError
+
+if TYPE_CHECKING:
+    from cattlepose.config import Config
+
+_LOG_FLOOR = 1e-10  # relative to each map's maximum: keeps log() finite far from the peak
+
+
+def _blur_sigma(kernel: int) -> float:
+    """OpenCV's sigma for a Gaussian kernel of this size (what DARK's reference code uses)."""
+    return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+
+
+def gaussian_blur_maps(maps: np.ndarray, kernel: int) -> np.ndarray:
+    """Separable Gaussian blur of (..., H, W) maps, reflect-101 borders (as cv2's default), vectorised over
+    every leading axis so thousands of small maps cost a few numpy calls rather than a Python loop."""
+    if kernel <= 1:
+        return maps
+    r = kernel // 2
+    offs = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-(offs**2) / (2 * _blur_sigma(kernel) ** 2))
+    k /= k.sum()
+    out = maps
+    for axis in (-1, -2):
+        n = out.shape[axis]
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        mode = "reflect" if n > r else "edge"  # numpy's reflect is OpenCV's reflect-101
+        p = np.pad(out, pad, mode=mode)
+        acc = np.zeros_like(out)
+        for i, w in enumerate(k):
+            acc += w * np.take(p, np.arange(i, i + n), axis=axis)
+        out = acc
+    return out
+
+
+class HeatmapCodec:
+    """Encode keypoints (input pixels) as heatmaps and decode heatmaps back to input pixels.
+
+    input_size: (H, W) of the network input; stride: input pixels per heatmap pixel; sigma in heatmap pixels.
+    """
+
+    def __init__(
+        self,
+        input_size: Sequence[int] = (128, 128),
+        sigma: float = 1.5,
+        kind: Literal["msra", "udp"] = "msra",
+        loss: Literal["ce", "mse"] = "ce",
+        decode: Literal["dark", "argmax"] = "dark",
+        blur_kernel: int = 5,
+        stride: int = 4,
+    ):
+        h, w = (int(v) for v in input_size)
+        if h % stride or w % stride:
+            raise UserError(f"input size {h}x{w} is not a multiple of the stride {stride}", field="model.input_size")
+        if kind not in ("msra", "udp"):
+            raise UserError(f"unknown codec kind '{kind}' (msra or udp)", field="codec.kind")
+        if loss not in ("ce", "mse"):
+            raise UserError(f"unknown loss '{loss}' (ce or mse)", field="codec.loss")
+        if decode not in ("dark", "argmax"):
+            raise UserError(f"unknown decoder '{decode}' (dark or argmax)", field="codec.decode")
+        if blur_kernel < 1 or blur_kernel % 2 == 0:
+            raise UserError(f"blur_kernel must be odd and >= 1, got {blur_kernel}", field="codec.blur_kernel")
+        self.input_size = (h, w)
+        self.sigma = float(sigma)
+        self.kind = kind
+        self.loss_kind = loss
+        self.decoder = decode
+        self.blur_kernel = int(blur_kernel)
+        self.stride = int(stride)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> HeatmapCodec:
+        c = cfg.codec
+        return cls(cfg.model.input_size, c.sigma, c.kind, c.loss, c.decode, c.blur_kernel)
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """(Hh, Wh)."""
+        return self.input_size[0] // self.stride, self.input_size[1] // self.stride
+
+    def __repr__(self) -> str:
+        return (
+            f"HeatmapCodec(input_size={self.input_size}, sigma={self.sigma}, kind={self.kind!r}, "
+            f"loss={self.loss_kind!r}, decode={self.decoder!r}, blur_kernel={self.blur_kernel})"
+        )
+
+    # ------------------------------------------------------------------------------------------ coordinates
+    def _ratio(self) -> np.ndarray:
+        """Heatmap pixels per input pixel, (x, y), for udp."""
+        (h, w), (hh, wh) = self.input_size, self.heatmap_size
+        return np.array([(wh - 1) / max(w - 1, 1), (hh - 1) / max(h - 1, 1)])
+
+    def to_heatmap(self, xy: np.ndarray) -> np.ndarray:
+        """Input pixels -> heatmap pixels, (..., 2)."""
+        xy = np.asarray(xy, dtype=np.float64)
+        if self.kind == "udp":
+            return xy * self._ratio()
+        return (xy + 0.5) / self.stride - 0.5
+
+    def to_input(self, uv: np.ndarray) -> np.ndarray:
+        """Heatmap pixels -> input pixels, (..., 2)."""
+        uv = np.asarray(uv, dtype=np.float64)
+        if self.kind == "udp":
+            return uv / self._ratio()
+        return (uv + 0.5) * self.stride - 0.5
+
+    # ------------------------------------------------------------------------------------------ encode
+    def encode(self, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 3) x, y, v in input pixels -> heatmaps (K, Hh, Wh) float32 with a unit-height Gaussian at each
+        sub-pixel centre, and weights (K,) float32.
+
+        Weight 1 needs v > 0 and the centre inside the heatmap's pixel area. A keypoint pushed out of the crop
+        by augmentation would otherwise leave only a Gaussian tail on the border, which the cross-entropy
+        target (normalised to sum 1) would turn into a confident, wrong border peak.
+        """
+        kps = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
+        hh, wh = self.heatmap_size
+        uv = self.to_heatmap(kps[:, :2])
+        u, v = uv[:, 0], uv[:, 1]
+        finite = np.isfinite(u) & np.isfinite(v)
+        inside = finite & (u >= -0.5) & (u <= wh - 0.5) & (v >= -0.5) & (v <= hh - 0.5)
+        weights = ((kps[:, 2] > 0) & inside).astype(np.float32)
+        u, v = np.where(finite, u, 0.0), np.where(finite, v, 0.0)
+        s2 = 2.0 * self.sigma**2
+        gx = np.exp(-((np.arange(wh)[None, :] - u[:, None]) ** 2) / s2)  # separable: (K, Wh) x (K, Hh)
+        gy = np.exp(-((np.arange(hh)[None, :] - v[:, None]) ** 2) / s2)
+        heat = (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
+        heat[weights == 0] = 0.0
+        return heat, weights
+
+    # ------------------------------------------------------------------------------------------ training
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of (N, K, Hh, Wh) logits against encoded targets with (N, K) weights."""
+        w = weight.to(logits.dtype)
+        if self.loss_kind == "ce":
+            logp = F.log_softmax(logits.flatten(2), dim=-1)
+            t = target.to(logits.dtype).flatten(2)
+            t = t / t.sum(-1, keepdim=True).clamp_min(1e-12)
+            per_kp = -(t * logp).sum(-1)  # (N, K)
+            return (per_kp * w).sum() / w.sum().clamp_min(1e-6)
+        # classic HRNet weighted MSE: 0.5 * mean over N, K and pixels of (w * (pred - gt))^2
+        diff = (logits - target.to(logits.dtype)) * w[..., None, None]
+        return 0.5 * diff.pow(2).mean()
+
+    def to_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """What flip and fold averaging work on: spatial softmax for ce, the clamped heatmap for mse."""
+        if self.loss_kind == "ce":
+            n, k, h, w = logits.shape
+            return F.softmax(logits.reshape(n, k, h * w), dim=-1).reshape(n, k, h, w)
+        return logits.clamp_min(0)
+
+    @staticmethod
+    def flip_back(probs: torch.Tensor, flip_index: Sequence[int]) -> torch.Tensor:
+        """Heatmaps of a mirrored crop -> heatmaps of the crop: mirror the width (u -> Wh - 1 - u, exact for
+        both msra and udp, so no shift) and swap left/right channels."""
+        idx = list(flip_index)
+        if isinstance(probs, np.ndarray):
+            return probs[:, idx, :, ::-1].copy()
+        return probs.flip(-1)[:, idx]
+
+    # ------------------------------------------------------------------------------------------ decode
+    def decode(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, K, Hh, Wh) probabilities -> coords (N, K, 2) in input pixels and scores (N, K) = each map's
+        maximum."""
+        probs = np.asarray(probs, dtype=np.float64)
+        n, k, h, w = probs.shape
+        maps = probs.reshape(n * k, h, w)
+        scores = maps.reshape(n * k, -1).max(-1)
+        uv = self._dark(maps) if self.decoder == "dark" else self._argmax_shift(maps)
+        xy = self.to_input(uv)
+        return xy.reshape(n, k, 2), scores.reshape(n, k)
+
+    @staticmethod
+    def _argmax(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m, _, w = maps.shape
+        flat = maps.reshape(m, -1).argmax(-1)
+        return flat % w, flat // w
+
+    def _argmax_shift(self, maps: np.ndarray) -> np.ndarray:
+        """Integer peak plus a quarter pixel towards the higher neighbour on each axis."""
+        m, h, w = maps.shape
+        x, y = self._argmax(maps)
+        r = np.arange(m)
+        right, left = maps[r, y, np.minimum(x + 1, w - 1)], maps[r, y, np.maximum(x - 1, 0)]
+        down, up = maps[r, np.minimum(y + 1, h - 1), x], maps[r, np.maximum(y - 1, 0), x]
+        interior_x, interior_y = (x > 0) & (x < w - 1), (y > 0) & (y < h - 1)
+        dx = np.where(interior_x, 0.25 * np.sign(right - left), 0.0)
+        dy = np.where(interior_y, 0.25 * np.sign(down - up), 0.0)
+        return np.stack([x + dx, y + dy], axis=-1)
+
+    def _dark(self, maps: np.ndarray) -> np.ndarray:
+        """One Newton step on log(blurred heatmap) from its peak. Derivatives of a log are unchanged by
+        scaling, so ce probabilities (sum 1) and mse heatmaps (peak ~1) are handled alike: each blurred map is
+        divided by its maximum before the log, with a floor that keeps the far field finite."""
+        m, h, w = maps.shape
+        raw = np.clip(maps, 0, None)
+        blurred = gaussian_blur_maps(raw, self.blur_kernel)
+        # Near a border the blur needs pixels beyond it, and any padding invents them (reflection drags the
+        # peak towards the border by up to ~0.1 heatmap px at sigma 1.5). Those maps take the Newton step on
+        # the raw map, which is exactly log-quadratic for a Gaussian.
+        bx, by = self._argmax(blurred)
+        reach = self.blur_kernel // 2 + 1
+        near = (bx < reach) | (by < reach) | (bx > w - 1 - reach) | (by > h - 1 - reach)
+        blurred = np.where(near[:, None, None], raw, blurred)
+        peak = blurred.reshape(m, -1).max(-1)
+        logm = np.log(np.maximum(blurred / np.maximum(peak, 1e-300)[:, None, None], _LOG_FLOOR))
+        x, y = self._argmax(blurred)
+        if h < 3 or w < 3:
+            return np.stack([x, y], axis=-1).astype(np.float64)
+        # the stencil stays one pixel inside the map: a peak on the border is reached from its inner
+        # neighbour, which for a log-quadratic map gives the same answer
+        xc, yc = np.clip(x, 1, w - 2), np.clip(y, 1, h - 2)
+        r = np.arange(m)
+
+        def at(dy: int, dx: int) -> np.ndarray:
+            return logm[r, yc + dy, xc + dx]
+
+        c = at(0, 0)
+        gx = 0.5 * (at(0, 1) - at(0, -1))
+        gy = 0.5 * (at(1, 0) - at(-1, 0))
+        hxx = at(0, 1) - 2 * c + at(0, -1)
+        hyy = at(1, 0) - 2 * c + at(-1, 0)
+        hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+        det = hxx * hyy - hxy**2
+        ok = (det > 1e-12) & (hxx < 0) & (hyy < 0)  # a maximum: the Hessian is negative definite
+        safe = np.where(ok, det, 1.0)
+        ux = np.where(ok, xc - (hyy * gx - hxy * gy) / safe, x)
+        uy = np.where(ok, yc - (hxx * gy - hxy * gx) / safe, y)
+        # a step beyond the neighbouring pixel means the quadratic model does not hold there
+        return np.stack([np.clip(ux, x - 1.0, x + 1.0), np.clip(uy, y - 1.0, y + 1.0)], axis=-1)

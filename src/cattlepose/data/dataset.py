@@ -1,0 +1,172 @@
+"""Top-down training data: affine crop -> appearance augmentation -> heatmap targets.
+
+The crop region is the annotation box grown by 1.25 (COCO-style data) or the whole image (ADK crops, whose
+`Sample.bbox` is None: the reader's `data.bbox: auto` drops placeholder boxes), at the input's aspect ratio.
+Training jitters it (scale, rotation, shift, horizontal mirror with left/right label swap, half-body crops);
+all of that is one affine matrix, so the image is resampled once and the keypoints move exactly as the pixels
+do. The matrix is returned with every item, so predictions map back to original pixels.
+
+Randomness: item i of epoch e draws from `np.random.default_rng((seed, e, i))` (split into a geometry and an
+appearance stream), so results do not depend on worker count or order, and a resumed run sees the same crops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cattlepose.augment import Augmenter, PatchBank
+from cattlepose.codec import HeatmapCodec
+from cattlepose.config import Config
+from cattlepose.data.images import load_image
+from cattlepose.data.records import Sample
+from cattlepose.data.transforms import apply_affine, box_to_center_scale, get_affine, warp
+from cattlepose.schema import KeypointSchema
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+BOX_PADDING = 1.25  # around annotation boxes; whole-image crops use 1.0 (the image is already the crop)
+HALF_BODY_PADDING = 1.5
+HALF_BODY_MIN = 3  # labelled keypoints a half needs before it can be cropped alone
+ROTATION_PROB = 0.6  # HRNet's convention: a share of crops stay upright
+
+
+def to_tensor(crop: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32, ImageNet-normalised."""
+    x = (crop.astype(np.float32) * (1.0 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def to_image(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Inverse of `to_tensor`: (3, H, W) normalised -> (H, W, 3) uint8 RGB (for previews)."""
+    x = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+    x = x.transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def crop_region(
+    box: np.ndarray | None, image_wh: tuple[int, int], input_size: tuple[int, int], padding: float = BOX_PADDING
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and size of the crop: the box with `padding`, or the whole image with none."""
+    h_in, w_in = input_size
+    if box is None:
+        return box_to_center_scale(np.array([0.0, 0.0, *image_wh]), w_in / h_in, 1.0)
+    return box_to_center_scale(box, w_in / h_in, padding)
+
+
+def crop_for_inference(
+    image: np.ndarray, box: np.ndarray | None, input_size: tuple[int, int], padding: float = BOX_PADDING
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The eval-mode crop of an RGB image: (3, H, W) normalised tensor and the (2, 3) original -> input affine.
+    `box` None means the whole image is the crop (no padding)."""
+    h_in, w_in = input_size
+    center, size = crop_region(box, (image.shape[1], image.shape[0]), input_size, padding)
+    trans = get_affine(center, size, 0.0, (w_in, h_in))
+    return to_tensor(warp(image, trans, (w_in, h_in))), trans
+
+
+class KeypointDataset(Dataset):
+    """Training (`train=True`: jitter + augmentation) or evaluation crops of `samples` with heatmap targets.
+
+    Items: image (3, H, W) float32 normalised; heatmaps (K, Hh, Wh); weights (K,); trans (2, 3) float64
+    original -> input (mirror included); keypoints (K, 3) x, y, v in input pixels (after the label swap of a
+    mirror); hidden (K,) bool, keypoints an occluder covers; index.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        schema: KeypointSchema,
+        cfg: Config,
+        train: bool,
+        codec: HeatmapCodec,
+        seed: int = 0,
+    ):
+        self.samples = samples
+        self.schema = schema
+        self.cfg = cfg
+        self.train = train
+        self.codec = codec
+        self.seed = seed
+        self.epoch = 0
+        self.input_size = tuple(cfg.model.input_size)
+        aug = cfg.augment
+        self.geometry = train and aug.level != "none"
+        self.augmenter: Augmenter | None = None
+        if train and aug.level != "none":
+            bank = PatchBank(samples, seed) if aug.level == "heavy" and aug.animal_patches > 0 else None
+            self.augmenter = Augmenter(aug, bank)
+        self.flip_index = np.asarray(schema.flip_index, dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    # ------------------------------------------------------------------------------------------ geometry
+    def _half_body(self, kps: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """Crop region around the upper or lower half's labelled keypoints, or None when neither has enough."""
+        halves = [self.schema.upper, self.schema.lower]
+        if rng.random() < 0.5:
+            halves.reverse()
+        for half in halves:
+            pts = kps[list(half)] if half else kps[:0]
+            pts = pts[pts[:, 2] > 0, :2]
+            if len(pts) >= HALF_BODY_MIN:
+                (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+                box = np.array([x0 + 0.5, y0 + 0.5, x1 - x0, y1 - y0])  # centre coords -> edge-style box
+                return box_to_center_scale(box, self.input_size[1] / self.input_size[0], HALF_BODY_PADDING)
+        return None
+
+    def _affine(self, s: Sample, kps: np.ndarray, image_wh: tuple[int, int], rng: np.random.Generator | None):
+        h_in, w_in = self.input_size
+        center, size = crop_region(s.bbox, image_wh, self.input_size)
+        rot, flip = 0.0, False
+        if self.geometry and rng is not None:
+            a = self.cfg.augment
+            # every draw happens whatever the branch, so one option never shifts the others' random numbers
+            u_half, u_rot_on, u_flip = rng.random(3)
+            f_scale = rng.uniform(1 - a.scale, 1 + a.scale)
+            r_rot = rng.uniform(-a.rotation, a.rotation)
+            shift = rng.uniform(-a.shift, a.shift, 2)
+            if u_half < a.half_body:
+                half = self._half_body(kps, rng)
+                if half is not None and half[1][0] < size[0]:  # only ever a zoom onto one half
+                    center, size = half
+            size = size * f_scale
+            center = center + shift * size
+            rot = r_rot if u_rot_on < ROTATION_PROB else 0.0
+            flip = bool(u_flip < a.flip)
+        return get_affine(center, size, rot, (w_in, h_in), flip), flip
+
+    # ------------------------------------------------------------------------------------------ items
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        image = load_image(s.image)
+        h_in, w_in = self.input_size
+        base = np.random.default_rng((self.seed, self.epoch, i))
+        geo_rng, app_rng = base.spawn(2)
+        kps = s.keypoints.astype(np.float64).copy()
+        trans, flip = self._affine(s, kps, (image.shape[1], image.shape[0]), geo_rng if self.train else None)
+        crop = warp(image, trans, (w_in, h_in))
+        out_kps = kps.copy()
+        out_kps[:, :2] = apply_affine(kps[:, :2], trans)
+        if flip:
+            out_kps = out_kps[self.flip_index]
+        hidden = np.zeros(len(out_kps), bool)
+        if self.augmenter is not None:
+            crop, hidden = self.augmenter(crop, out_kps, app_rng)
+        heatmaps, weights = self.codec.encode(out_kps)
+        if self.cfg.augment.occlusion_policy == "ignore":
+            weights[hidden] = 0.0
+        return {
+            "image": to_tensor(crop),
+            "heatmaps": torch.from_numpy(heatmaps),
+            "weights": torch.from_numpy(weights),
+            "trans": torch.from_numpy(trans),
+            "keypoints": torch.from_numpy(out_kps.astype(np.float32)),
+            "hidden": torch.from_numpy(hidden),
+            "index": i,
+        }

@@ -81,7 +81,8 @@ def synthesize(
             count += 1
             if progress is not None:
                 progress(count, total)
-        adk.write(samples, root, schema)
+        if samples:  # an empty test split (n_test=0) stays an empty folder; the writer refuses no samples
+            adk.write(samples, root, schema)
         written[split] = samples
     _write_sample_submission(done_marker, written["test"], schema)
     seconds = time.perf_counter() - start

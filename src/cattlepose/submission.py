@@ -1,0 +1,414 @@
+"""Submission writers (wide CSV, ADK JSON, COCO results), their reader, and the CSV validator.
+
+- CSV: `image, <kp>_x, <kp>_y, ...` in schema order, or, given a sample-submission template, exactly its
+  columns and its row order. The template's first column names the image; the others must be `<kp>_x` /
+  `<kp>_y` of schema keypoints. A template may list images by file name or by stem; both are matched.
+- ADK JSON: `{"latency": seconds_per_image, "annotations": [{"ID", "img_path", "joint_self": [[x, y] * K]}]}`.
+- COCO results: `[{image_id, category_id, keypoints: [x, y, score] * K, score}]`.
+
+`read_predictions` reads any of them back in the keys `engine.predict.match_predictions` expects: the image
+file name (CSV, ADK JSON) or `"<image_id>#<n>"` (COCO, n counts detections of one image).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cattlepose.data.formats.csv import format_number, parse_number, read_rows
+from cattlepose.errors import UserError
+from cattlepose.io import atomic_open, write_json
+from cattlepose.schema import KeypointSchema
+
+FORMATS = ("csv", "adk-json", "coco")
+
+
+# ---------------------------------------------------------------------------------------------- writers
+def csv_header(schema: KeypointSchema) -> list[str]:
+    return ["image"] + [f"{n}_{c}" for n in schema.keypoints for c in ("x", "y")]
+
+
+def write_csv(
+    path: str | Path,
+    preds: Mapping[str, np.ndarray],
+    schema: KeypointSchema,
+    template: Path | None = None,
+) -> None:
+    """Predictions (image file name -> (K, 2|3)) as a wide CSV; with a template, its columns and row order.
+
+    Every template image needs a prediction (a UserError lists the missing ones); predictions for images the
+    template does not list are left out with a warning.
+    """
+    arrays = {k: _check_pred(k, v, schema.num_keypoints) for k, v in preds.items()}
+    if template is None:
+        head = csv_header(schema)
+        rows = [[name] + [format_coord(c) for c in arr[:, :2].reshape(-1)] for name, arr in arrays.items()]
+    else:
+        head, ids = _read_template(template, schema)
+        lookup = _name_lookup(arrays)
+        missing = [i for i in ids if _find(lookup, i) is None]
+        if missing:
+            raise UserError(
+                f"no prediction for {len(missing)} template image(s): {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}",
+                path=template,
+                field=head[0],
+            )
+        used = {_find(lookup, i) for i in ids}
+        extra = [k for k in arrays if k not in used]
+        if extra:
+            warnings.warn(
+                f"{len(extra)} predicted image(s) are not in the template {template} and were left out, "
+                f"e.g. {extra[:3]}",
+                stacklevel=2,
+            )
+        index = {c: schema.keypoints.index(c[:-2]) for c in head[1:]}
+        rows = []
+        for i in ids:
+            arr = arrays[_find(lookup, i)]  # type: ignore[index]
+            rows.append([i] + [format_coord(arr[index[c], 0 if c.endswith("_x") else 1]) for c in head[1:]])
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(head)
+        w.writerows(rows)
+
+
+def format_coord(v: float) -> str:
+    """Coordinates to 1/1000 px: far below any metric's resolution, and it keeps the file readable."""
+    return format_number(round(float(v), 3))
+
+
+def write_adk_json(
+    path: str | Path,
+    preds: Mapping[str, np.ndarray],
+    schema: KeypointSchema,
+    latency: float,
+    image_paths: Mapping[str, str],
+) -> None:
+    """The ADK2021 submission JSON; `image_paths` gives each prediction's `img_path` (same keys as `preds`).
+    IDs count annotations from 1 in the order of `preds`."""
+    if not (isinstance(latency, (int, float)) and math.isfinite(latency) and latency >= 0):
+        raise UserError(f"latency {latency!r} must be a finite number of seconds >= 0", field="latency")
+    anns = []
+    for i, (key, raw) in enumerate(preds.items(), start=1):
+        arr = _check_pred(key, raw, schema.num_keypoints)
+        if key not in image_paths:
+            raise UserError(f"no image path for prediction '{key}'", field="image_paths")
+        joints = [[_plain_num(x), _plain_num(y)] for x, y in arr[:, :2]]
+        anns.append({"ID": i, "img_path": str(image_paths[key]), "joint_self": joints})
+    write_json(path, {"latency": float(latency), "annotations": anns})
+
+
+def write_coco_results(
+    path: str | Path,
+    preds_by_key: Mapping[str, np.ndarray],
+    image_ids: Mapping[str, int],
+    category_id: int = 1,
+    scores: Mapping[str, float] | None = None,
+) -> None:
+    """COCO keypoint results. Each keypoint's third value is its score (1 when predictions carry none); the
+    detection score is `scores[key]`, else the mean keypoint score."""
+    out = []
+    for key, raw in preds_by_key.items():
+        arr = _check_pred(key, raw, None)
+        if key not in image_ids:
+            raise UserError(f"no COCO image id for prediction '{key}'", field="image_ids")
+        kps = arr if arr.shape[1] == 3 else np.concatenate([arr, np.ones((len(arr), 1))], axis=1)
+        score = float(scores[key]) if scores is not None and key in scores else float(kps[:, 2].mean())
+        if not math.isfinite(score):
+            raise UserError(f"score of prediction '{key}' is not finite", field="scores")
+        out.append(
+            {
+                "image_id": int(image_ids[key]),
+                "category_id": int(category_id),
+                "keypoints": [_plain_num(v) for v in kps.reshape(-1)],
+                "score": score,
+            }
+        )
+    write_json(path, out, indent=None)
+
+
+def _check_pred(key: str, raw: Any, k: int | None) -> np.ndarray:
+    arr = np.asarray(raw, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] not in (2, 3) or (k is not None and arr.shape[0] != k):
+        want = f"({k}, 2) or ({k}, 3)" if k is not None else "(K, 2) or (K, 3)"
+        raise UserError(f"prediction for '{key}' has shape {arr.shape}; expected {want}")
+    if not np.all(np.isfinite(arr)):
+        raise UserError(f"prediction for '{key}' holds NaN or infinite values")
+    return arr
+
+
+def _plain_num(v: float) -> float:
+    return round(float(v), 3)
+
+
+# ---------------------------------------------------------------------------------------------- template
+def _read_template(template: Path, schema: KeypointSchema) -> tuple[list[str], list[str]]:
+    """(columns, image ids in row order) of a sample submission, its columns checked against the schema."""
+    head, body = read_rows(template)
+    if len(head) < 2:
+        raise UserError("a template needs an image column and coordinate columns", path=template, field="header")
+    for c in head[1:]:
+        if not (c.endswith(("_x", "_y")) and c[:-2] in schema.keypoints):
+            raise UserError(
+                f"column '{c}' is not <keypoint>_x / <keypoint>_y of schema '{schema.name}'",
+                path=template,
+                field="header",
+            )
+    ids = [cells[0].strip() if cells else "" for _, cells in body]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise UserError(f"lists image(s) twice: {dup[:5]}", path=template, field=head[0])
+    return head, ids
+
+
+def _name_lookup(keys: Mapping[str, Any] | Sequence[str]) -> dict[str, str]:
+    """Every spelling of an image key (as given, base name, stem) -> the key; first key wins a clash."""
+    out: dict[str, str] = {}
+    for key in keys:
+        p = Path(str(key).replace("\\", "/"))
+        for alias in (str(key), p.name, p.stem):
+            out.setdefault(alias, key)
+    return out
+
+
+def _find(lookup: Mapping[str, str], name: str) -> str | None:
+    p = Path(name.replace("\\", "/"))
+    for alias in (name, p.name, p.stem):
+        if alias in lookup:
+            return lookup[alias]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- reader
+def detect_prediction_format(path: Path) -> str:
+    if path.suffix.lower() == ".csv":
+        return "csv"
+    doc = _load_json(path)
+    return "adk-json" if isinstance(doc, dict) else "coco"
+
+
+def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None = None) -> dict[str, np.ndarray]:
+    """Predictions of a submission file: image file name -> (K, 2) for CSV and ADK JSON, `"<image_id>#<n>"` ->
+    (K, 3) (x, y, keypoint score) for COCO results. `fmt` None guesses from the suffix and JSON shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("prediction file not found", path=path)
+    fmt = fmt or detect_prediction_format(path)
+    if fmt == "csv":
+        return _read_csv(path, schema)
+    if fmt == "adk-json":
+        return _read_adk_json(path, schema)
+    if fmt == "coco":
+        return _read_coco(path, schema)
+    raise UserError(f"unknown prediction format '{fmt}'; use one of {', '.join(FORMATS)}", field="format")
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"not valid JSON ({e})", path=path) from None
+    except OSError as e:
+        raise UserError(f"cannot read file ({e.strerror})", path=path) from None
+
+
+def _read_csv(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
+    head, body = read_rows(path)
+    col = {c: i for i, c in enumerate(head)}
+    image_col = "image" if "image" in col else head[0]
+    needed = [f"{n}_{c}" for n in schema.keypoints for c in ("x", "y")]
+    missing = [c for c in needed if c not in col]
+    if missing:
+        raise UserError(f"missing column(s) {', '.join(missing[:4])}", path=path, field="header")
+    out: dict[str, np.ndarray] = {}
+    for row, cells in body:
+        if len(cells) != len(head):
+            raise UserError(f"has {len(cells)} cells, the header has {len(head)}", path=path, field=f"row {row}")
+        name = cells[col[image_col]].strip()
+        if name in out:
+            raise UserError(f"image '{name}' appears twice", path=path, field=f"row {row}, column '{image_col}'")
+        values = [parse_number(cells[col[c]].strip(), path, row, c) for c in needed]
+        out[name] = np.asarray(values).reshape(schema.num_keypoints, 2)
+    return out
+
+
+def _read_adk_json(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
+    doc = _load_json(path)
+    anns = doc.get("annotations") if isinstance(doc, dict) else None
+    if not isinstance(anns, list):
+        raise UserError("an ADK submission is an object with an 'annotations' list", path=path, field="annotations")
+    out: dict[str, np.ndarray] = {}
+    for i, ann in enumerate(anns):
+        field = f"annotations[{i}]"
+        if not isinstance(ann, dict) or not isinstance(ann.get("img_path"), str):
+            raise UserError("each annotation needs an 'img_path' string", path=path, field=field)
+        joints = _array(ann.get("joint_self"), path, f"{field}.joint_self")
+        if joints.shape[0] != schema.num_keypoints or joints.shape[1] < 2:
+            raise UserError(
+                f"joint_self has shape {joints.shape}; expected {schema.num_keypoints} [x, y] pairs",
+                path=path,
+                field=f"{field}.joint_self",
+            )
+        name = Path(ann["img_path"].replace("\\", "/")).name
+        if name in out:
+            raise UserError(f"image '{name}' appears twice", path=path, field=f"{field}.img_path")
+        out[name] = joints[:, :2]
+    return out
+
+
+def _read_coco(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
+    doc = _load_json(path)
+    if not isinstance(doc, list):
+        raise UserError("COCO results are a JSON list of detections", path=path)
+    out: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+    for i, det in enumerate(doc):
+        field = f"[{i}]"
+        if not isinstance(det, dict) or not isinstance(det.get("image_id"), (int, str)):
+            raise UserError("each detection needs an 'image_id'", path=path, field=f"{field}.image_id")
+        kps = _array(det.get("keypoints"), path, f"{field}.keypoints").reshape(-1)
+        if kps.size != 3 * schema.num_keypoints:
+            raise UserError(
+                f"has {kps.size} values; expected {3 * schema.num_keypoints} (x, y, score per keypoint)",
+                path=path,
+                field=f"{field}.keypoints",
+            )
+        image_id = str(det["image_id"])
+        n = count.get(image_id, 0)
+        count[image_id] = n + 1
+        out[f"{image_id}#{n}"] = kps.reshape(schema.num_keypoints, 3)
+    return out
+
+
+def _array(raw: Any, path: Path, field: str) -> np.ndarray:
+    try:
+        arr = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError("must be a list of numbers", path=path, field=field) from None
+    if arr.ndim == 0 or arr.size == 0:
+        raise UserError("must be a non-empty list of numbers", path=path, field=field)
+    if not np.all(np.isfinite(arr)):
+        raise UserError("holds NaN or infinite values", path=path, field=field)
+    return arr if arr.ndim == 2 else arr.reshape(-1, 1)
+
+
+# ---------------------------------------------------------------------------------------------- validator
+def validate_submission(
+    path: str | Path,
+    template: Path | None,
+    image_sizes: Mapping[str, tuple[int, int]] | None,
+) -> list[str]:
+    """Every problem of a submission CSV, one human-readable line each (empty list = valid).
+
+    Checked: missing, extra and reordered columns; rows missing, repeated, out of order; images the template
+    (or, given `image_sizes` (file name -> (width, height)), the image folder) does not know; empty,
+    non-numeric, NaN or infinite cells; coordinates off the image. Rows count as in a spreadsheet (header = 1).
+    """
+    path = Path(path)
+    try:
+        head, body = read_rows(path)
+    except UserError as e:
+        return [str(e)]
+    problems: list[str] = []
+    t_head: list[str] | None = None
+    t_ids: list[str] = []
+    if template is not None:
+        try:
+            t_head, t_body = read_rows(template)
+        except UserError as e:
+            return [f"template: {e}"]
+        t_ids = list(dict.fromkeys(cells[0].strip() if cells else "" for _, cells in t_body))
+        problems += _column_problems(head, t_head)
+    id_col = head[0] if head else "image"
+    col = {c: i for i, c in enumerate(head)}
+
+    # rows: ragged, repeated, unknown, missing, out of order
+    ids: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    template_set = set(t_ids)
+    sizes = _name_lookup(image_sizes) if image_sizes is not None else None
+    for row, cells in body:
+        if len(cells) != len(head):
+            problems.append(f"row {row}: has {len(cells)} cells, the header has {len(head)}")
+        name = cells[0].strip() if cells else ""
+        if not name:
+            problems.append(f"row {row}, column '{id_col}': no image name")
+            continue
+        if name in seen:
+            problems.append(f"row {row}: extra row, image '{name}' already appears in row {seen[name]}")
+            continue
+        seen[name] = row
+        if template is not None and name not in template_set:
+            problems.append(f"row {row}: unknown image '{name}' (not in the template)")
+        elif sizes is not None and _find(sizes, name) is None:
+            problems.append(f"row {row}: unknown image '{name}' (not in the image folder)")
+        ids.append((row, name))
+    if template is not None:
+        missing = [i for i in t_ids if i and i not in seen]
+        for name in missing:
+            problems.append(f"missing row for image '{name}' (in the template)")
+        order = [name for _, name in ids if name in template_set]
+        expected = [i for i in t_ids if i in seen]
+        if order != expected:
+            k = next(j for j, (a, b) in enumerate(zip(order, expected, strict=True)) if a != b)
+            row = seen[order[k]]
+            problems.append(
+                f"row {row}: rows are out of order: image '{order[k]}' where the template has '{expected[k]}' "
+                "(rows must follow the template's order)"
+            )
+
+    # cells: numbers, finite, on the image
+    coord_cols = [c for c in head[1:] if c.endswith(("_x", "_y"))]
+    for row, cells in body:
+        name = cells[0].strip() if cells else ""
+        size = None
+        if sizes is not None and name:
+            key = _find(sizes, name)
+            size = image_sizes[key] if key is not None else None  # type: ignore[index]
+        for c in head[1:]:
+            j = col[c]
+            if j >= len(cells):
+                continue  # reported as a short row
+            text = cells[j].strip()
+            try:
+                value = float(text)
+            except ValueError:
+                what = "empty cell" if not text else f"'{text}' is not a number"
+                problems.append(f"row {row}, column '{c}': {what}")
+                continue
+            if not math.isfinite(value):
+                problems.append(f"row {row}, column '{c}': {text} is not a finite number")
+                continue
+            if size is not None and c in coord_cols:
+                limit = size[0] if c.endswith("_x") else size[1]
+                if not 0 <= value <= limit:
+                    axis = "width" if c.endswith("_x") else "height"
+                    problems.append(f"row {row}, column '{c}': {text} is off the image ({axis} {limit}) of '{name}'")
+    return problems
+
+
+def _column_problems(head: list[str], t_head: list[str]) -> list[str]:
+    problems = []
+    missing = [c for c in t_head if c not in head]
+    extra = [c for c in head if c not in t_head]
+    dup = sorted({c for c in head if head.count(c) > 1})
+    if missing:
+        problems.append(f"header: missing column(s) {', '.join(missing)}")
+    if extra:
+        problems.append(f"header: extra column(s) {', '.join(extra)} (not in the template)")
+    if dup:
+        problems.append(f"header: duplicate column(s) {', '.join(dup)}")
+    common = [c for c in head if c in t_head]
+    if not dup and common != [c for c in t_head if c in head]:
+        problems.append("header: columns are in a different order than the template's")
+    elif head and t_head and head[0] != t_head[0] and not missing:
+        problems.append(f"header: the first column must be '{t_head[0]}'")
+    return problems

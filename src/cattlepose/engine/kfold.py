@@ -225,13 +225,10 @@ def collect(
     write_predictions_csv(run_dir / "oof.csv", samples, oof, schema)
     overall = evaluate(oof, samples, schema, **eval_kw)
     names = [m for m, v in next(iter(per_fold.values())).items() if isinstance(v, (int, float))]
-    spread = {
-        m: {
-            "mean": float(np.mean([per_fold[k][m] for k in per_fold])),
-            "std": float(np.std([per_fold[k][m] for k in per_fold])),
-        }
-        for m in names
-    }
+    spread = {}
+    for m in names:  # a metric can be undefined in one fold (no usable torso length there): skip it there
+        values = [per_fold[k][m] for k in per_fold if per_fold[k].get(m) is not None]
+        spread[m] = {"mean": float(np.mean(values)), "std": float(np.std(values))} if values else None
     report = {"run": str(run_dir), "folds": per_fold, "fold_spread": spread, **overall}
     write_json(run_dir / "cv.json", report)
     return report

@@ -150,10 +150,12 @@ def match_predictions(preds: dict[str, np.ndarray], samples: list[Sample], fmt: 
     with several animals of one image paired to ground truth by the smallest mean keypoint distance."""
     if fmt != "coco":
         by_name = {Path(k).name: v for k, v in preds.items()}
-        missing = [s.image.name for s in samples if s.image.name not in by_name]
+        by_name.update({Path(k).stem: v for k, v in preds.items() if Path(k).stem not in by_name})
+        found = {s.key: by_name.get(s.image.name, by_name.get(s.image.stem)) for s in samples}
+        missing = [s.image.name for s in samples if found[s.key] is None]
         if missing:
             raise UserError(f"no prediction for {len(missing)} image(s), e.g. {missing[:3]}")
-        return {s.key: by_name[s.image.name] for s in samples}
+        return found
     groups: dict[str, list[Sample]] = {}
     for s in samples:
         groups.setdefault(str(s.meta.get("coco_image_id", s.image_id)), []).append(s)

@@ -1,0 +1,136 @@
+"""PSA cost on CPU, measured side by side in one run: train step and inference, with PSA ÷ without.
+
+Issue goals: train step with PSA ÷ without <= 1.15, inference ÷ <= 1.10 (default config: hrnet_w18_small,
+128x128, batch 32, channels_last, 2 threads). Runs of none / parallel / sequential are interleaved round by
+round so that drift hits every variant alike. Each ratio is a ratio of the fastest round of each variant: other
+processes on a shared machine only ever add time, so the minimum is the least disturbed measurement (medians are
+printed too).
+Also prints the forward pass's GFLOP/s (FlopCounterMode conv+matmul FLOPs) against a 2048² fp32 matmul measured
+in the same run: how much of the machine's dense throughput the network reaches.
+
+    .venv/bin/python benchmarks/bench_model.py [--config configs/default.yaml] [--rounds 5] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from cattlepose.config import load_config
+from cattlepose.models import build_model, count_macs
+
+VARIANTS = ("none", "parallel", "sequential")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 8) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def spatial_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # the default training loss: per keypoint, log-softmax over the heatmap against a normalised target
+    return -(target * logits.flatten(2).log_softmax(-1)).sum(-1).mean()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    cfg = load_config(args.config)
+    k = 17
+    h, w = cfg.model.input_size
+    batch = cfg.train.batch_size
+    fmt = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, h, w).contiguous(memory_format=fmt)
+    target = F.softmax(torch.randn(batch, k, h // 4 * (w // 4)), dim=-1)
+
+    models, opts, macs = {}, {}, {}
+    for v in VARIANTS:
+        m = build_model(cfg.model.model_copy(update={"psa": v, "pretrained": None}), k)
+        macs[v] = count_macs(m.eval(), x[:1].contiguous())[0]
+        models[v] = m.to(memory_format=fmt).train()
+        opts[v] = torch.optim.AdamW(m.parameters(), lr=1e-4)
+
+    def train_step(v: str) -> None:
+        opts[v].zero_grad(set_to_none=True)
+        spatial_ce(models[v](x), target).backward()
+        opts[v].step()
+
+    def infer(v: str) -> None:
+        with torch.inference_mode():
+            models[v](x)
+
+    mm = matmul_gflops()  # measured again at the end; the better of the two is this machine's dense throughput
+    for v in VARIANTS:  # warm-up: allocator, oneDNN primitives
+        train_step(v)
+        models[v].eval()
+        infer(v)
+        models[v].train()
+
+    train_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    infer_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for r in range(args.rounds):
+        order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
+        for v in order:
+            models[v].train()
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                train_step(v)
+            train_t[v].append((time.perf_counter() - t) / args.steps)
+            models[v].eval()
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                infer(v)
+            infer_t[v].append((time.perf_counter() - t) / args.steps)
+    mm = max(mm, matmul_gflops())
+
+    tr = {v: min(train_t[v]) for v in VARIANTS}
+    inf = {v: min(infer_t[v]) for v in VARIANTS}
+    tr_med = {v: statistics.median(train_t[v]) for v in VARIANTS}
+    inf_med = {v: statistics.median(infer_t[v]) for v in VARIANTS}
+    print(
+        f"model cost ({cfg.model.backbone}, {h}x{w}, batch {batch}, "
+        f"{'channels_last' if cfg.model.channels_last else 'NCHW'}, {args.threads} threads, "
+        f"{args.rounds} interleaved rounds x {args.steps} steps, fastest round)"
+    )
+    print(f"fp32 matmul 2048²: {mm:.0f} GFLOP/s")
+    print(
+        "| psa | train step s | train img/s | train ÷ none | infer s | infer img/s | infer ÷ none "
+        "| fwd GFLOP/s | ÷ matmul |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for v in VARIANTS:
+        gf = 2 * macs[v] * batch / inf[v] / 1e9
+        print(
+            f"| {v} | {tr[v]:.3f} | {batch / tr[v]:.1f} | {tr[v] / tr['none']:.3f} | {inf[v]:.3f} | "
+            f"{batch / inf[v]:.1f} | {inf[v] / inf['none']:.3f} | {gf:.1f} | {gf / mm:.3f} |"
+        )
+    print(
+        "medians instead: "
+        + ", ".join(
+            f"{v} train ÷ {tr_med[v] / tr_med['none']:.3f} infer ÷ {inf_med[v] / inf_med['none']:.3f}"
+            for v in VARIANTS[1:]
+        )
+    )
+    goal_ok = all(tr[v] / tr["none"] <= 1.15 and inf[v] / inf["none"] <= 1.10 for v in VARIANTS[1:])
+    print(f"goals (train ÷ <= 1.15, infer ÷ <= 1.10): {'met' if goal_ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

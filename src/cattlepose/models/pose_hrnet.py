@@ -1,0 +1,104 @@
+"""Top-down pose HRNet: a timm HRNet backbone, PSA in every BasicBlock of stages 2-4, a stride-4 heatmap head.
+
+The backbone is timm's HRNet as a feature extractor (``features_only=True, feature_location=''`` gives the raw
+branches, ``out_indices=(1,)`` only the stride-4 one). A 1x1 convolution turns that branch into K heatmap
+logits at input/4, as in the original pose HRNet.
+
+Two changes to the timm network:
+
+* PSA goes into the ``aa`` slot of every BasicBlock of stages 2-4 (conv1 -> bn1 -> act1 -> **aa** -> conv2),
+  which is where the official PSA code places it.
+* The last module of stage 4 fuses all branches into every output resolution; a stride-4 head reads only the
+  first, so the fuse layers producing the others would never get a gradient. They are removed, which keeps
+  DDP free of ``find_unused_parameters``.
+
+Weights are loaded by ``cattlepose.models.pretrained``; the timm key names survive under ``backbone.``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import timm
+import torch
+from timm.models.resnet import BasicBlock
+from torch import nn
+
+from cattlepose.models.psa import PolarizedSelfAttention
+
+# The registry of named variants: timm model name -> channels of its stride-4 branch (the head's input).
+BACKBONES: dict[str, int] = {
+    "hrnet_w18_small": 16,
+    "hrnet_w18_small_v2": 18,
+    "hrnet_w18": 18,
+    "hrnet_w32": 32,
+    "hrnet_w48": 48,
+}
+PSA_LAYOUTS = ("none", "parallel", "sequential")
+PsaMode = Literal["none", "parallel", "sequential"]
+
+
+def create_backbone(name: str) -> nn.Module:
+    """timm HRNet returning only its stride-4 branch, random weights (loading is the caller's business)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    return timm.create_model(name, pretrained=False, features_only=True, feature_location="", out_indices=(1,))
+
+
+def prune_unused_fuse(backbone: nn.Module) -> int:
+    """Drop the last stage-4 fuse layers that only feed strides 8-32; returns the parameter count removed."""
+    last = backbone.stage4[-1]
+    fuse = last.fuse_layers
+    if not isinstance(fuse, nn.ModuleList) or len(fuse) <= 1:
+        return 0
+    removed = sum(p.numel() for layer in fuse[1:] for p in layer.parameters())
+    last.fuse_layers = fuse[:1]
+    return removed
+
+
+def insert_psa(backbone: nn.Module, layout: PsaMode) -> list[str]:
+    """Put PSA into the `aa` slot of every BasicBlock of stages 2-4; returns the names of the blocks changed."""
+    if layout == "none":
+        return []
+    names = []
+    for stage in ("stage2", "stage3", "stage4"):
+        for name, module in getattr(backbone, stage).named_modules():
+            if isinstance(module, BasicBlock):
+                if not isinstance(module.aa, nn.Identity):
+                    raise RuntimeError(f"{stage}.{name}.aa is {type(module.aa).__name__}, expected Identity")
+                module.aa = PolarizedSelfAttention(module.conv1.out_channels, layout)
+                names.append(f"{stage}.{name}")
+    return names
+
+
+class PoseHRNet(nn.Module):
+    """(N, 3, H, W) ImageNet-normalised images -> (N, K, H/4, W/4) heatmap logits."""
+
+    def __init__(self, backbone: str, num_keypoints: int, psa: PsaMode = "parallel"):
+        super().__init__()
+        if psa not in PSA_LAYOUTS:
+            raise ValueError(f"psa must be one of {PSA_LAYOUTS}, not {psa!r}")
+        if num_keypoints < 1:
+            raise ValueError("num_keypoints must be positive")
+        self.backbone_name = backbone
+        self.psa = psa
+        self.num_keypoints = num_keypoints
+        self.backbone = create_backbone(backbone)
+        prune_unused_fuse(self.backbone)
+        self.psa_blocks = insert_psa(self.backbone, psa)
+        self.head = nn.Conv2d(BACKBONES[backbone], num_keypoints, kernel_size=1)
+        # small logits at init: a near-uniform spatial softmax (CE loss) and near-zero heatmaps (MSE loss)
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)[0])
+
+
+def psa_parameter_names(model: nn.Module) -> list[str]:
+    """State-dict names of every PSA parameter and buffer of `model` (what a plain HRNet file cannot fill)."""
+    names = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, PolarizedSelfAttention):
+            names += [f"{prefix}.{k}" for k in module.state_dict()]
+    return names

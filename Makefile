@@ -10,7 +10,7 @@ SUB     ?= submissions/submission.csv
 DATA    ?= data/synth
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup test test-slow lint format train predict bench
+.PHONY: setup test test-slow lint format train predict bench ablation variants report
 
 setup: $(STAMP)
 
@@ -28,12 +28,12 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests
-	$(PY) -m ruff check --fix src tests
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 # K-fold training of CONFIG into runs/NAME. Re-running continues a stopped run and skips finished folds.
 train: $(STAMP)
@@ -49,3 +49,16 @@ predict: $(STAMP)
 # Side-by-side benchmarks (ratios measured in one run); numbers go to docs/BENCHMARKS.md.
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Inference variants of a trained run on the synthetic test set: single fold vs ensemble, flip, argmax vs DARK.
+variants: $(STAMP)
+	test -f $(RUN)/cv.json || $(MAKE) train
+	$(PY) benchmarks/variants.py $(RUN) --test $(DATA)/test
+
+# The training ablation of docs/BENCHMARKS.md (PSA layouts, augmentation levels; 2 folds each, about 35 min on CPU).
+ablation: $(STAMP)
+	$(PY) benchmarks/ablation.py --config $(CONFIG)
+
+# Failure-analysis report of a run -> RUN/report/index.html
+report: $(STAMP)
+	$(CLI) report $(RUN)

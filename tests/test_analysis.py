@@ -49,6 +49,17 @@ def test_swap_rate_counts_predictions_closer_to_the_partner():
     assert rate.rate == pytest.approx(3 / 8)
 
 
+def test_swap_rate_min_separation_drops_pairs_that_nearly_coincide():
+    samples = [_sample(i) for i in range(2)]
+    samples[1].keypoints[3, :2] = [2.5, 10]  # right leg 0.5 px from the left leg: no left/right signal
+    pred = np.stack([s.keypoints.copy() for s in samples])
+    pred[:, [2, 3]] = pred[:, [3, 2]]
+    (everything,) = analysis.swap_rates(pred, samples, SCHEMA)
+    (separated,) = analysis.swap_rates(pred, samples, SCHEMA, min_separation=np.array([1.0, 1.0]))
+    assert (everything.count, everything.rate) == (4, 1.0)
+    assert (separated.count, separated.rate) == (2, 1.0)
+
+
 def test_swap_rate_ignores_pairs_with_an_unlabelled_partner():
     samples = [_sample(0, vis=(2, 2, 2, 0))]
     pred = np.stack([samples[0].keypoints.copy()])

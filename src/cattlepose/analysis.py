@@ -67,14 +67,24 @@ class SwapRate:
     count: int
 
 
-def swap_rates(pred: np.ndarray, samples: Sequence[Sample], schema: KeypointSchema) -> list[SwapRate]:
+def swap_rates(
+    pred: np.ndarray,
+    samples: Sequence[Sample],
+    schema: KeypointSchema,
+    min_separation: np.ndarray | None = None,
+) -> list[SwapRate]:
     """Per left/right pair: how often a prediction is closer to its partner's ground truth than to its own.
 
-    Both keypoints of the pair must be labelled; each of the two predictions counts once."""
+    Both keypoints of the pair must be labelled; each of the two predictions counts once. In a side view the
+    left and right joints of a pair often nearly coincide, and then "closer to the partner" is a coin toss that
+    says nothing about left/right confusion: `min_separation` ((N,) pixels) keeps only the animals whose pair
+    lies at least that far apart."""
     gt = stack_truth(samples)
     out = []
     for a, b in schema.pairs:
         both = (gt[:, a, 2] > 0) & (gt[:, b, 2] > 0)
+        if min_separation is not None:
+            both &= np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=-1) >= min_separation
         swapped = 0
         for own, partner in ((a, b), (b, a)):
             d_own = np.linalg.norm(pred[:, own, :2] - gt[:, own, :2], axis=-1)

@@ -27,6 +27,8 @@ from cattlepose.io import write_text
 from cattlepose.schema import KeypointSchema
 from cattlepose.ui import Log
 
+SWAP_MIN_SEPARATION = 0.1  # swap rates count animals whose left/right pair lies >= 0.1 normaliser apart
+
 
 @dataclass
 class RunAnalysis:
@@ -141,7 +143,13 @@ def compute_tables(ra: RunAnalysis) -> dict[str, Any]:
         "per_keypoint_visibility": per_keypoint_visibility(ra),
         "by_occluded_fraction": analysis.binned_pck(ne, occ, [0, 0.1, 0.2, 0.35, 0.5, 1.0], ra.alpha),
         "by_crop_size": analysis.binned_pck(ne, sizes, size_edges, ra.alpha) if len(size_edges) > 1 else [],
-        "swap_rates": analysis.swap_rates(ra.pred, ra.samples, ra.schema),
+        # pairs closer than 0.1 torso carry no left/right signal (see analysis.swap_rates)
+        "swap_rates": analysis.swap_rates(
+            ra.pred,
+            ra.samples,
+            ra.schema,
+            min_separation=SWAP_MIN_SEPARATION * analysis.normalisers(ra.samples, ra.schema),
+        ),
         "sizes": sizes,
     }
 

@@ -110,7 +110,11 @@ def swap_bars(rates: Sequence[SwapRate]) -> Figure:
     ax.barh(np.arange(len(rates)), [r.rate for r in rates], color=WRONG)
     ax.set_yticks(np.arange(len(rates)), names, fontsize=7)
     ax.invert_yaxis()
-    ax.set(xlabel="share of predictions closer to the partner", title="left/right swap rate", xlim=(0, None))
+    ax.set(
+        xlabel="share of predictions closer to the partner",
+        title="left/right swap rate (pairs at least 0.1 PCK normaliser apart)",
+        xlim=(0, None),
+    )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -13,7 +13,6 @@ file name (CSV, ADK JSON) or `"<image_id>#<n>"` (COCO, n counts detections of on
 from __future__ import annotations
 
 import csv
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cattlepose.data.formats.common import load_json
 from cattlepose.data.formats.csv import format_number, parse_number, read_rows
 from cattlepose.errors import UserError
 from cattlepose.io import atomic_open, write_json
@@ -191,7 +191,7 @@ def _find(lookup: Mapping[str, str], name: str) -> str | None:
 def detect_prediction_format(path: Path) -> str:
     if path.suffix.lower() == ".csv":
         return "csv"
-    doc = _load_json(path)
+    doc = load_json(path)
     return "adk-json" if isinstance(doc, dict) else "coco"
 
 
@@ -209,15 +209,6 @@ def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None =
     if fmt == "coco":
         return _read_coco(path, schema)
     raise UserError(f"unknown prediction format '{fmt}'; use one of {', '.join(FORMATS)}", field="format")
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"not valid JSON ({e})", path=path) from None
-    except OSError as e:
-        raise UserError(f"cannot read file ({e.strerror})", path=path) from None
 
 
 def _read_csv(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
@@ -241,7 +232,7 @@ def _read_csv(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
 
 
 def _read_adk_json(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
-    doc = _load_json(path)
+    doc = load_json(path)
     anns = doc.get("annotations") if isinstance(doc, dict) else None
     if not isinstance(anns, list):
         raise UserError("an ADK submission is an object with an 'annotations' list", path=path, field="annotations")
@@ -265,7 +256,7 @@ def _read_adk_json(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
 
 
 def _read_coco(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
-    doc = _load_json(path)
+    doc = load_json(path)
     if not isinstance(doc, list):
         raise UserError("COCO results are a JSON list of detections", path=path)
     out: dict[str, np.ndarray] = {}

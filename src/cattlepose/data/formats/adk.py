@@ -26,6 +26,7 @@ from cattlepose.data.formats.common import (
     check_keypoints,
     find_by_stem,
     keypoints_inside,
+    load_json,
     report_or_raise,
     resolve_inside,
     validate_samples,
@@ -134,7 +135,7 @@ def read_category(root: str | Path) -> dict[str, Any]:
     files = sorted(ann_dir.glob("*.json"))
     if not files:
         raise UserError("the data set is empty: no annotation files (*.json)", path=ann_dir)
-    info = _load_json(files[0])
+    info = load_json(files[0])
     cats = info.get("label_info", {}).get("categories") if isinstance(info, dict) else None
     for c in cats if isinstance(cats, list) else []:
         if isinstance(c, dict) and isinstance(c.get("keypoints_name"), list) and c["keypoints_name"]:
@@ -147,20 +148,11 @@ def read_category(root: str | Path) -> dict[str, Any]:
     )
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"not valid JSON ({e})", path=path) from None
-    except OSError as e:
-        raise UserError(f"cannot read file ({e.strerror})", path=path) from None
-
-
 def _read_one(
     path: Path, img_dir: Path, num_keypoints: int | None, bbox_mode: BoxMode, check_images: bool
 ) -> tuple[Sample, bool, bool]:
     """(sample, whether the image was found by the JSON's stem, whether the box was a placeholder)."""
-    doc = _load_json(path)
+    doc = load_json(path)
     info = doc.get("label_info") if isinstance(doc, dict) else None
     if not isinstance(info, dict):
         raise UserError("missing 'label_info' object", path=path, field="label_info")

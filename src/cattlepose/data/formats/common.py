@@ -6,6 +6,7 @@ item to it and skip that item instead, which is how `data check` lists every pro
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -147,3 +148,13 @@ def keypoints_inside(box: np.ndarray, keypoints: np.ndarray, margin: float = 0.1
         & (labelled[:, 1] <= y + h + my)
     )
     return bool(inside.all())
+
+
+def load_json(path: Path) -> Any:
+    """Parse a JSON file; an unreadable or malformed file is a UserError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"not valid JSON ({e})", path=path) from None
+    except OSError as e:
+        raise UserError(f"cannot read file ({e.strerror})", path=path) from None

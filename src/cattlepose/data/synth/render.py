@@ -22,16 +22,9 @@ from cattlepose.data.synth.geometry import chaikin, ellipse, fill, leaf, stroke
 from cattlepose.data.synth.occluders import Shape
 from cattlepose.data.synth.pose import Pose, joints, near_side, project, sample_pose, side_to_anatomy
 from cattlepose.data.synth.scene import FARMS, Farm, background, camera, lighting
+from cattlepose.schema import load_schema
 
-ADK17 = (
-    "fore_head", "neck", "fore_spine",
-    "fore_right_shoulder", "fore_right_knee", "fore_right_foot",
-    "fore_left_shoulder", "fore_left_knee", "fore_left_foot",
-    "rear_spine",
-    "rear_right_shoulder", "rear_right_knee", "rear_right_foot",
-    "rear_left_shoulder", "rear_left_knee", "rear_left_foot",
-    "hip",
-)  # fmt: skip
+ADK17 = load_schema("adk17").keypoints  # the order every rendered keypoint array follows
 CENTRE = ("fore_head", "neck", "fore_spine", "rear_spine", "hip")
 
 # coat families: base colours (RGB) the per-animal colour is jittered around, from white to black

@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--folds", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="default: as predict chooses")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 

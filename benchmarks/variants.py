@@ -24,7 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", nargs="?", default="runs/default")
     ap.add_argument("--test", default="data/synth/test")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="default: as predict chooses")
     args = ap.parse_args()
 
     full = load_ensemble(args.run, device="cpu")

@@ -199,7 +199,9 @@ def predict(
     images: Annotated[Path | None, typer.Option(help="Image folder for a COCO INPUT.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Crops per batch (default: infer.batch_size).")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="Image-decoding worker processes.")] = 2,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Image-decoding worker processes (default: 0 on a CPU with <= 4 cores).")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Flip + fold ensemble on new images, written as a submission file."""

@@ -98,7 +98,7 @@ def run_predict(
     images: Path | None = None,
     device: str = "auto",
     batch_size: int | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     log: Log | None = None,
 ) -> dict[str, Any]:
     log = log or Log(quiet=True)

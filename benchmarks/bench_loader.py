@@ -105,9 +105,11 @@ def main() -> None:
         fixed = next(iter(DataLoader(ds, batch_size=bs, num_workers=0)))
         train = train_rate(model, codec, iter(lambda: fixed, None), args.steps, cfg.model.channels_last)
 
+        fed_loader = make_loader()  # one loader, so persistent workers start once, as in training
+
         def forever():
             while True:
-                yield from make_loader()
+                yield from fed_loader
 
         both = train_rate(model, codec, forever(), args.steps, cfg.model.channels_last)
 

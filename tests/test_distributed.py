@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,34 @@ def test_fold_parallel_processes_share_a_run_then_collect(synth_root, tmp_path):
     assert (run / "cv.json").is_file() and (run / "oof.csv").is_file()
     with open(run / "oof.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 32
+
+
+def test_sigkill_then_resume_under_torchrun_matches_uninterrupted_ddp_run(synth_root, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+
+    def cmd(name: str, *extra: str) -> list[str]:
+        return [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "cattlepose", "train",
+                *_sets(synth_root, "train.epochs=4"), "--folds", "0", "--name", name, "--runs-dir", str(tmp_path),
+                "-q", *extra]  # fmt: skip
+
+    subprocess.run(cmd("straight"), check=True, env=_env(), timeout=300)
+    history = tmp_path / "killed" / "fold0" / "history.csv"
+    proc = subprocess.Popen(cmd("killed"), env=_env(), start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(_history(history)) >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, as a lost node would
+    proc.wait()
+    assert len(_history(history)) < 4
+
+    subprocess.run(cmd("killed", "--resume"), check=True, env=_env(), timeout=300)
+    timing = ("seconds", "images_per_s")
+    numbers = [{k: v for k, v in r.items() if k not in timing} for r in _history(history)]
+    expected = [
+        {k: v for k, v in r.items() if k not in timing}
+        for r in _history(tmp_path / "straight" / "fold0" / "history.csv")
+    ]
+    assert numbers == expected

@@ -231,9 +231,9 @@ class HeatmapCodec:
         bx, by = self._argmax(blurred)
         reach = self.blur_kernel // 2 + 1
         near = (bx < reach) | (by < reach) | (bx > w - 1 - reach) | (by > h - 1 - reach)
-        blurred = np.where(near[:, None, None], raw, blurred)
+        if near.any():
+            blurred[near] = raw[near]
         peak = blurred.reshape(m, -1).max(-1)
-        logm = np.log(np.maximum(blurred / np.maximum(peak, 1e-300)[:, None, None], _LOG_FLOOR))
         x, y = self._argmax(blurred)
         if h < 3 or w < 3:
             return np.stack([x, y], axis=-1).astype(np.float64)
@@ -241,9 +241,10 @@ class HeatmapCodec:
         # neighbour, which for a log-quadratic map gives the same answer
         xc, yc = np.clip(x, 1, w - 2), np.clip(y, 1, h - 2)
         r = np.arange(m)
+        scale = 1.0 / np.maximum(peak, 1e-300)
 
-        def at(dy: int, dx: int) -> np.ndarray:
-            return logm[r, yc + dy, xc + dx]
+        def at(dy: int, dx: int) -> np.ndarray:  # the log only where the 3x3 stencil reads it
+            return np.log(np.maximum(blurred[r, yc + dy, xc + dx] * scale, _LOG_FLOOR))
 
         c = at(0, 0)
         gx = 0.5 * (at(0, 1) - at(0, -1))

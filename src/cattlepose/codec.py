@@ -231,16 +231,18 @@ class HeatmapCodec:
         bx, by = self._argmax(blurred)
         reach = self.blur_kernel // 2 + 1
         near = (bx < reach) | (by < reach) | (bx > w - 1 - reach) | (by > h - 1 - reach)
+        x, y = bx, by
         if near.any():
             blurred[near] = raw[near]
-        peak = blurred.reshape(m, -1).max(-1)
-        x, y = self._argmax(blurred)
+            x, y = bx.copy(), by.copy()
+            x[near], y[near] = self._argmax(blurred[near])
+        r = np.arange(m)
+        peak = blurred[r, y, x]
         if h < 3 or w < 3:
             return np.stack([x, y], axis=-1).astype(np.float64)
         # the stencil stays one pixel inside the map: a peak on the border is reached from its inner
         # neighbour, which for a log-quadratic map gives the same answer
         xc, yc = np.clip(x, 1, w - 2), np.clip(y, 1, h - 2)
-        r = np.arange(m)
         scale = 1.0 / np.maximum(peak, 1e-300)
 
         def at(dy: int, dx: int) -> np.ndarray:  # the log only where the 3x3 stencil reads it

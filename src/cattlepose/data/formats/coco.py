@@ -22,6 +22,7 @@ from cattlepose.data.formats.common import (
     ErrorSink,
     check_box,
     check_keypoints,
+    image_root,
     report_or_raise,
     resolve_inside,
     validate_samples,
@@ -262,20 +263,10 @@ def _images(doc: dict[str, Any], path: Path) -> dict[Any, tuple[int, dict[str, A
 
 
 def _image_root(path: Path, images: str | Path | None, entries: dict[Any, tuple[int, dict[str, Any]]]) -> Path:
-    if images is not None:
-        root = Path(images)
-        if not root.is_dir():
-            raise UserError("image folder not found", path=root, field="images")
-        return root
     here = path.parent
-    candidates = [here, here / "images", here.parent / "images"]
     first = next(iter(entries.values()), None)
-    if first is not None and isinstance(first[1]["file_name"], str):
-        name = first[1]["file_name"].replace("\\", "/")
-        for cand in candidates:
-            if (cand / name).is_file():
-                return cand
-    return here
+    name = first[1]["file_name"] if first is not None and isinstance(first[1]["file_name"], str) else ""
+    return image_root(path, images, name, [here, here / "images", here.parent / "images"], here)
 
 
 def _image_size(

@@ -158,3 +158,20 @@ def load_json(path: Path) -> Any:
         raise UserError(f"not valid JSON ({e})", path=path) from None
     except OSError as e:
         raise UserError(f"cannot read file ({e.strerror})", path=path) from None
+
+
+def image_root(
+    annotation_file: Path, images: str | Path | None, first_name: str, candidates: Sequence[Path], default: Path
+) -> Path:
+    """The folder image names are relative to: `images` when given (it must exist), else the first of
+    `candidates` that holds the first image named in the file, else `default`."""
+    if images is not None:
+        root = Path(images)
+        if not root.is_dir():
+            raise UserError("image folder not found", path=root, field="images")
+        return root
+    name = first_name.strip().replace("\\", "/")
+    for cand in candidates:
+        if name and (cand / name).is_file():
+            return cand
+    return default

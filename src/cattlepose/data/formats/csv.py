@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cattlepose.data.formats.common import check_box, resolve_inside, validate_samples
+from cattlepose.data.formats.common import check_box, image_root, resolve_inside, validate_samples
 from cattlepose.data.images import image_size
 from cattlepose.data.records import Sample
 from cattlepose.errors import UserError
@@ -127,18 +127,9 @@ def _columns(head: list[str], schema: KeypointSchema, path: Path) -> dict[str, i
 
 
 def _image_root(path: Path, images: str | Path | None, first: str) -> Path:
-    if images is not None:
-        root = Path(images)
-        if not root.is_dir():
-            raise UserError("image folder not found", path=root, field="images")
-        return root
     here = path.parent
-    candidates = [here / "images", here, here.parent / "images"]
-    name = first.strip().replace("\\", "/")
-    for cand in candidates:
-        if name and (cand / name).is_file():
-            return cand
-    return candidates[0] if candidates[0].is_dir() else here
+    default = here / "images" if (here / "images").is_dir() else here
+    return image_root(path, images, first, [here / "images", here, here.parent / "images"], default)
 
 
 def _sample(

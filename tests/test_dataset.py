@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from cattlepose.codec import HeatmapCodec
 from cattlepose.config import Config, load_config
-from cattlepose.data.dataset import KeypointDataset, crop_for_inference, to_image
+from cattlepose.data.dataset import KeypointDataset, crop_for_inference, to_image, to_tensor
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.data.transforms import apply_affine, invert_affine
@@ -128,7 +128,7 @@ def test_eval_items_match_inference_crops(tmp_path):
         for i, s in enumerate(samples):
             item = ds[i]
             crop, trans = crop_for_inference(load_image(s.image), s.bbox, (128, 128))
-            assert torch.equal(crop, item["image"])
+            assert crop.dtype == np.uint8 and torch.equal(to_tensor(crop), item["image"])
             assert np.array_equal(trans, item["trans"].numpy())
             assert item["hidden"].sum() == 0
 

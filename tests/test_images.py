@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from cattlepose.data.formats import adk
-from cattlepose.data.images import image_size, load_image
+from cattlepose.data.images import _decode_jpeg, image_size, load_image
 from cattlepose.errors import UserError
 
 RED = (255, 0, 0)
@@ -89,6 +89,56 @@ def test_exif_orientation_6_rotates_pixels_and_size(tmp_path):
     assert rgb.shape == (60, 40, 3)
     assert rgb[4, 35].tolist() == pytest.approx(RED, abs=40)  # top-right upright
     assert rgb[4, 4].min() > 200  # top-left upright is white
+
+
+def _pillow_reference(path: Path) -> np.ndarray:
+    from PIL import ImageOps
+
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillows_exif_transpose(tmp_path, orientation, suffix):
+    # JPEGs take the libjpeg-turbo fast path, PNGs Pillow's: both must give Pillow's upright pixels exactly
+    a = np.random.default_rng(orientation).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    path = tmp_path / f"o{orientation}{suffix}"
+    Image.fromarray(a).save(path, exif=_exif(orientation))
+    got = load_image(path)
+    assert got.dtype == np.uint8 and got.flags.c_contiguous
+    assert np.array_equal(got, _pillow_reference(path))
+    assert image_size(path) == (got.shape[1], got.shape[0])
+
+
+@pytest.mark.parametrize("kind", ["rgb", "progressive", "gray", "cmyk", "444", "png-named-jpg"])
+def test_jpeg_fast_path_gives_pillows_pixels(tmp_path, kind):
+    rgb = Image.fromarray(np.random.default_rng(5).integers(0, 256, (41, 67, 3), dtype=np.uint8))
+    path = tmp_path / "x.jpg"
+    if kind == "gray":
+        rgb.convert("L").save(path)
+    elif kind == "cmyk":  # four channels: left to Pillow, which converts CMYK its own way
+        rgb.convert("CMYK").save(path)
+    elif kind == "png-named-jpg":
+        rgb.save(path, format="PNG")
+    else:
+        rgb.save(path, progressive=kind == "progressive", subsampling=0 if kind == "444" else -1)
+    got = load_image(path)
+    assert got.shape == (41, 67, 3)
+    assert np.array_equal(got, _pillow_reference(path))
+    fast = _decode_jpeg(path)  # the fast path takes what it decodes alike and only that
+    assert (fast is None) == (kind in ("cmyk", "png-named-jpg"))
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.9, 0.99])
+def test_truncated_jpeg_is_named_whichever_decoder_reads_it(tmp_path, keep):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(UserError, match="cannot read image") as e:
+        load_image(path)
+    assert "cut.jpg" in str(e.value)
 
 
 def test_keypoints_of_an_exif_rotated_image_are_in_the_upright_frame(tmp_path):

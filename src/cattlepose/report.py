@@ -113,7 +113,7 @@ def worst_joint_heatmaps(ra: RunAnalysis, index: int, joints: list[int]) -> dict
     model = load_fold_model(fold_dir, ra.cfg, ra.schema, device)
     ens = Ensemble([model], HeatmapCodec.from_config(ra.cfg), ra.schema, ra.cfg, device, [fold])
     item = CropDataset([ra.samples[index]], ra.cfg.model.input_size)[0]
-    probs = ensemble_probs(ens, item["image"][None], flip=ra.cfg.infer.flip)[0].numpy()
+    probs = ensemble_probs(ens, item["image"][None], flip=ra.cfg.infer.flip)[0][0].numpy()
     return {ra.schema.keypoints[k]: probs[k] for k in joints}
 
 

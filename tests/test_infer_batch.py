@@ -1,0 +1,43 @@
+"""The inference input batch: uint8 crops normalised in one pass, mirrors appended, buffer reused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cattlepose.data.dataset import to_tensor
+from cattlepose.engine.infer import input_batch
+
+CPU = torch.device("cpu")
+
+
+def _crops(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 16, 24, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("flip", [True, False])
+def test_batch_equals_per_image_to_tensor_and_mirrors(channels_last, flip):
+    crops = _crops(5)
+    batch = input_batch(crops, flip, CPU, channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert batch.shape == (10 if flip else 5, 3, 16, 24) and batch.dtype == torch.float32
+    assert batch.is_contiguous(memory_format=fmt)
+    expected = torch.stack([to_tensor(c.numpy()) for c in crops])
+    assert torch.allclose(batch[:5], expected, atol=1e-5)
+    if flip:
+        assert torch.equal(batch[5:], batch[:5].flip(3))
+
+
+def test_reuse_writes_into_the_earlier_buffer_and_gives_the_same_batch():
+    first = input_batch(_crops(8, seed=1), True, CPU, True)
+    crops = _crops(3, seed=2)  # a smaller last batch uses the first rows
+    again = input_batch(crops, True, CPU, True, reuse=first)
+    assert again.data_ptr() == first.data_ptr() and again.shape[0] == 6
+    assert torch.equal(again, input_batch(crops, True, CPU, True))
+    # a buffer that does not fit (too few rows, other size or layout) is not used
+    small = input_batch(_crops(8), True, CPU, True, reuse=again)
+    assert small.data_ptr() != again.data_ptr() and small.shape[0] == 16
+    other = input_batch(crops, True, CPU, False, reuse=first)
+    assert other.data_ptr() != first.data_ptr() and other.is_contiguous()

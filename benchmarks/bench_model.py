@@ -8,12 +8,13 @@ printed too).
 Also prints the forward pass's GFLOP/s (FlopCounterMode conv+matmul FLOPs) against a 2048² fp32 matmul measured
 in the same run: how much of the machine's dense throughput the network reaches.
 
-    .venv/bin/python benchmarks/bench_model.py [--config configs/default.yaml] [--rounds 5] [--steps 3]
+    .venv/bin/python benchmarks/bench_model.py [--config configs/default.yaml] [--rounds 20] [--steps 1] [--infer-steps 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from cattlepose.config import load_config
 from cattlepose.models import build_model, count_macs
+from cattlepose.models.fold_bn import fold_batchnorm
 
 VARIANTS = ("none", "parallel", "sequential")
 
@@ -46,7 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
+    ap.add_argument("--steps", type=int, default=1, help="timed train steps per variant per round")
+    ap.add_argument("--infer-steps", type=int, default=3, help="timed forward passes per variant per round")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,10 +63,14 @@ def main() -> None:
     x = torch.randn(batch, 3, h, w).contiguous(memory_format=fmt)
     target = F.softmax(torch.randn(batch, k, h // 4 * (w // 4)), dim=-1)
 
-    models, opts, macs = {}, {}, {}
+    models, opts, macs, folded = {}, {}, {}, {}
     for v in VARIANTS:
         m = build_model(cfg.model.model_copy(update={"psa": v, "pretrained": None}), k)
         macs[v] = count_macs(m.eval(), x[:1].contiguous())[0]
+        # what `cattlepose predict` runs: eval mode with batch norm folded into the convolutions
+        folded[v] = copy.deepcopy(m)
+        fold_batchnorm(folded[v])
+        folded[v] = folded[v].to(memory_format=fmt)
         models[v] = m.to(memory_format=fmt).train()
         opts[v] = torch.optim.AdamW(m.parameters(), lr=1e-4)
 
@@ -72,19 +79,24 @@ def main() -> None:
         spatial_ce(models[v](x), target).backward()
         opts[v].step()
 
-    def infer(v: str) -> None:
+    def infer(model: torch.nn.Module) -> float:
         with torch.inference_mode():
-            models[v](x)
+            t = time.perf_counter()
+            for _ in range(args.infer_steps):
+                model(x)
+            return (time.perf_counter() - t) / args.infer_steps
 
     mm = matmul_gflops()  # measured again at the end; the better of the two is this machine's dense throughput
     for v in VARIANTS:  # warm-up: allocator, oneDNN primitives
         train_step(v)
         models[v].eval()
-        infer(v)
+        infer(models[v])
+        infer(folded[v])
         models[v].train()
 
     train_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
     infer_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    fold_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
         order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
         for v in order:
@@ -94,20 +106,20 @@ def main() -> None:
                 train_step(v)
             train_t[v].append((time.perf_counter() - t) / args.steps)
             models[v].eval()
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                infer(v)
-            infer_t[v].append((time.perf_counter() - t) / args.steps)
+            infer_t[v].append(infer(models[v]))
+            fold_t[v].append(infer(folded[v]))
     mm = max(mm, matmul_gflops())
 
     tr = {v: min(train_t[v]) for v in VARIANTS}
     inf = {v: min(infer_t[v]) for v in VARIANTS}
     tr_med = {v: statistics.median(train_t[v]) for v in VARIANTS}
     inf_med = {v: statistics.median(infer_t[v]) for v in VARIANTS}
+    fo = {v: min(fold_t[v]) for v in VARIANTS}
+    fo_med = {v: statistics.median(fold_t[v]) for v in VARIANTS}
     print(
         f"model cost ({cfg.model.backbone}, {h}x{w}, batch {batch}, "
         f"{'channels_last' if cfg.model.channels_last else 'NCHW'}, {args.threads} threads, "
-        f"{args.rounds} interleaved rounds x {args.steps} steps, fastest round)"
+        f"{args.rounds} interleaved rounds x {args.steps} train steps / {args.infer_steps} forwards, fastest round)"
     )
     print(f"fp32 matmul 2048²: {mm:.0f} GFLOP/s")
     print(
@@ -121,6 +133,12 @@ def main() -> None:
             f"| {v} | {tr[v]:.3f} | {batch / tr[v]:.1f} | {tr[v] / tr['none']:.3f} | {inf[v]:.3f} | "
             f"{batch / inf[v]:.1f} | {inf[v] / inf['none']:.3f} | {gf:.1f} | {gf / mm:.3f} |"
         )
+    print(
+        "inference as predict runs it (batch norm folded), fastest round: "
+        + ", ".join(f"{v} {batch / fo[v]:.1f} img/s ÷ {fo[v] / fo['none']:.3f}" for v in VARIANTS)
+        + "; medians ÷ "
+        + ", ".join(f"{v} {fo_med[v] / fo_med['none']:.3f}" for v in VARIANTS[1:])
+    )
     print(
         "medians instead: "
         + ", ".join(

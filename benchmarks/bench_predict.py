@@ -4,7 +4,7 @@ The pipeline decodes JPEGs, crops, runs each crop and its mirror in one batch, u
 maps back to original pixels. The bare model runs forward passes of the same batch shape on tensors already
 in memory. Flip counts as two images on both sides. Weights are random: throughput does not depend on them.
 
-    .venv/bin/python benchmarks/bench_predict.py [--images 256] [--config configs/default.yaml] [--folds 1] [--rounds 5]
+    .venv/bin/python benchmarks/bench_predict.py [--images 256] [--config configs/default.yaml] [--folds 1] [--rounds 9] [--batch N]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--folds", type=int, default=1)
     ap.add_argument("--workers", type=int, default=None, help="default: as predict chooses")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved bare/pipeline rounds")
+    ap.add_argument("--batch", type=int, default=None, help="crops per batch (default: infer.batch_size)")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved bare/pipeline rounds")
     args = ap.parse_args()
 
     cfg = load_config(args.config)
@@ -53,7 +54,7 @@ def main() -> None:
         make_run(tmp / "run", cfg, schema, args.folds)
         ens = load_ensemble(tmp / "run", device="cpu")
         samples = samples_from_folder(tmp / "synth" / "test" / "images", schema.num_keypoints)
-        bs = cfg.infer.batch_size
+        bs = args.batch or cfg.infer.batch_size
         h, w = cfg.model.input_size
         x = torch.randn(2 * bs, 3, h, w).contiguous(memory_format=torch.channels_last)
         n_batches = -(-len(samples) // bs)

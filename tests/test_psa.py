@@ -67,6 +67,10 @@ def test_equals_naive_reference(layout: str, shape: tuple, channels_last: bool) 
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     if channels_last and shape[2] * shape[3] > 1:
         assert out.is_contiguous(memory_format=torch.channels_last)
+    if not channels_last:
+        assert out.is_contiguous()  # the output keeps the input's memory format
+    with torch.inference_mode():  # the inference path (no autograd.Function) computes the same
+        torch.testing.assert_close(m(x_in), out.detach(), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -8,7 +8,7 @@ printed too).
 Also prints the forward pass's GFLOP/s (FlopCounterMode conv+matmul FLOPs) against a 2048² fp32 matmul measured
 in the same run: how much of the machine's dense throughput the network reaches.
 
-    .venv/bin/python benchmarks/bench_model.py [--config configs/default.yaml] [--rounds 20] [--steps 1] [--infer-steps 3]
+    .venv/bin/python benchmarks/bench_model.py [--config FILE] [--rounds 20] [--steps 1] [--infer-steps 3]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The pipeline decodes JPEGs, crops, runs each crop and its mirror in one batch, u
 maps back to original pixels. The bare model runs forward passes of the same batch shape on tensors already
 in memory. Flip counts as two images on both sides. Weights are random: throughput does not depend on them.
 
-    .venv/bin/python benchmarks/bench_predict.py [--images 256] [--config configs/default.yaml] [--folds 1] [--rounds 9] [--batch N]
+    .venv/bin/python benchmarks/bench_predict.py [--images 256] [--config FILE] [--folds 1] [--rounds 9] [--batch N]
 """
 
 from __future__ import annotations

@@ -34,13 +34,14 @@ each on tensors of 16-128 channels). So:
   pool-first math under autograd, and the forward alone 3.8 ms against 6.7-7.6 ms;
 * per-pixel dots run as a (1, C) x (C, HW) bmm per sample, 2-3x faster than multiply-and-sum or an (HW, C) x
   (C, 1) bmm, and need no full-size temporary (fresh multi-MB allocations page-fault under glibc malloc);
-* under no_grad / inference_mode the forward runs without autograd.Function and saves nothing.
+* under no_grad / inference_mode the forward runs without autograd.Function and saves nothing;
+* the (N, HW, C) output gate is built from the two small gate vectors and multiplied into x once, 20-25%
+  faster than x·g_ch followed by an addcmul of x·g_sp.
 
-Measured with interleaved runs on a shared 2-core machine (five runs of the benchmark): train step with PSA ÷
-without 1.08-1.13 parallel, 1.12-1.20 sequential; inference 1.07-1.11. The same pool-first math under plain
-autograd measured 1.11 / 1.23 train and 1.10 / 1.14 inference (parallel / sequential) in the first run.
-In the whole network PSA adds about twice its isolated cost (about 30 ms per step, 7 ms per forward): caches
-and allocations around the block; that remainder is the next thing to look at.
+Measured with interleaved runs on a shared 2-core machine (docs/BENCHMARKS.md): train step with PSA ÷ without
+1.07-1.15, inference 1.06-1.12 (fastest rounds). The blocks work on small tensors (down to 32×128×4×4 in
+stage 4), so what PSA costs in the network (5-6 ms of a 70-77 ms forward at batch 32) is mostly a fixed ~15
+operator calls per block rather than arithmetic or bandwidth; only a fused kernel would remove that.
 
 Initialisation: the block starts out as the identity
 ----------------------------------------------------

@@ -168,3 +168,19 @@ def test_from_config_and_bad_settings():
     assert (codec.kind, codec.sigma, codec.loss_kind, codec.heatmap_size) == ("udp", 2.5, "mse", (48, 32))
     with pytest.raises(UserError, match="blur_kernel"):
         HeatmapCodec((128, 128), blur_kernel=4)
+
+
+@pytest.mark.parametrize("decoder", ["dark", "argmax"])
+def test_decode_takes_tensors_and_arrays_alike(decoder):
+    # predict hands the averaged probabilities over as a tensor (decoded where they are); tests and tools use
+    # numpy: both must give the same coordinates and scores, including maps whose peak sits on the border
+    codec = HeatmapCodec((128, 128), sigma=1.5, decode=decoder)
+    rng = np.random.default_rng(7)
+    kps = np.concatenate([rng.uniform(-2, 129, (40, 2)), np.full((40, 1), 2.0)], axis=1)
+    heat, _ = codec.encode(kps)
+    probs = codec.to_probs((torch.from_numpy(np.log(heat + 1e-6)) + 0.1 * torch.randn(40, 32, 32))[None])
+    xy_t, s_t = codec.decode(probs)
+    xy_n, s_n = codec.decode(probs.numpy())
+    assert xy_t.shape == (1, 40, 2) and s_t.shape == (1, 40)
+    assert np.array_equal(xy_t, xy_n) and np.array_equal(s_t, s_n)
+    assert np.isfinite(xy_t).all()

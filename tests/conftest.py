@@ -4,6 +4,8 @@
   use it are skipped where it is absent (never copy it into this repository).
 - `make_adk`: a factory writing a tiny, valid ADK2021-layout data set with drawn images into tmp_path.
 - `make_coco`: the same as one COCO keypoints file, several animals per image.
+- `synth_set`, `csv_rows`, `history_numbers`, `kill_after_rows`: helpers for the end-to-end training tests
+  (a small synthetic set per module, run artefacts read back, a run killed with SIGKILL mid-training).
 
 Both factories write the files by hand (not through cattlepose's writers), so reader tests do not depend on
 the code they test. Corrupt what you need afterwards: each factory returns the paths it wrote.
@@ -11,7 +13,10 @@ the code they test. Corrupt what you need afterwards: each factory returns the p
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -204,3 +209,38 @@ def _assert_same_samples(a: list, b: list, meta: bool = True, image_ids: bool = 
 def same_samples() -> Callable[..., None]:
     """`same_samples(a, b, meta=True, image_ids=True, same_file=True)`: assert two Sample lists are equal."""
     return _assert_same_samples
+
+
+def synth_set(tmp_path_factory: pytest.TempPathFactory, n_train: int, n_test: int, seed: int) -> Path:
+    """A synthetic ADK-layout set in a fresh temporary folder (for module-scoped fixtures)."""
+    from cattlepose.data.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, n_train=n_train, n_test=n_test, seed=seed)
+    return root
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV artefact (history.csv, oof.csv, folds.csv) as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def history_numbers(path: Path) -> list[dict[str, str]]:
+    """history.csv without its wall-clock columns: what must repeat exactly between two runs."""
+    from cattlepose.engine.fit import TIMING_COLUMNS
+
+    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv_rows(path)]
+
+
+def kill_after_rows(proc: subprocess.Popen, history: Path, rows: int, kill: Callable[[], None]) -> None:
+    """Wait until `history` holds `rows` epochs, then `kill()` the run and reap it; fails if the run ended
+    first (then the test needs a longer run) or took more than 4 minutes to get there."""
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(csv_rows(history)) >= rows:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    kill()
+    proc.wait()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from conftest import csv_rows, history_numbers, kill_after_rows, synth_set
 
 TINY = [
     "model.input_size=[64,64]",
@@ -27,20 +27,11 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from cattlepose.data.synthetic import synthesize
-
-    root = tmp_path_factory.mktemp("synth")
-    synthesize(root, n_train=32, n_test=4, seed=1)
-    return root
+    return synth_set(tmp_path_factory, n_train=32, n_test=4, seed=1)
 
 
 def _sets(root: Path, *extra: str) -> list[str]:
     return [a for s in [f"data.train={root / 'train'}", *TINY, *extra] for a in ("-s", s)]
-
-
-def _history(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _env() -> dict[str, str]:
@@ -55,8 +46,8 @@ def test_torchrun_two_processes_match_single_process(synth_root, tmp_path):
     ddp = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "cattlepose", "train",
            *_sets(synth_root), "--folds", "0", "--name", "ddp", "--runs-dir", str(tmp_path)]  # fmt: skip
     out = subprocess.run(ddp, check=True, env=_env(), timeout=300, capture_output=True, text=True)
-    a = _history(tmp_path / "single" / "fold0" / "history.csv")
-    b = _history(tmp_path / "ddp" / "fold0" / "history.csv")
+    a = csv_rows(tmp_path / "single" / "fold0" / "history.csv")
+    b = csv_rows(tmp_path / "ddp" / "fold0" / "history.csv")
     assert len(a) == len(b) == 2
     # The same global batch (8 = 2 x 4) over the same samples in the same order. BatchNorm statistics are per
     # process under DDP, so the numbers agree closely but not bit for bit.
@@ -80,8 +71,7 @@ def test_fold_parallel_processes_share_a_run_then_collect(synth_root, tmp_path):
     assert (run / "fold0" / "done.json").is_file() and (run / "fold1" / "done.json").is_file()
     subprocess.run([*base, "--collect"], check=True, env=_env(), timeout=300)
     assert (run / "cv.json").is_file() and (run / "oof.csv").is_file()
-    with open(run / "oof.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 32
+    assert len(csv_rows(run / "oof.csv")) == 32
 
 
 def test_sigkill_then_resume_under_torchrun_matches_uninterrupted_ddp_run(synth_root, tmp_path):
@@ -95,21 +85,9 @@ def test_sigkill_then_resume_under_torchrun_matches_uninterrupted_ddp_run(synth_
     subprocess.run(cmd("straight"), check=True, env=_env(), timeout=300)
     history = tmp_path / "killed" / "fold0" / "history.csv"
     proc = subprocess.Popen(cmd("killed"), env=_env(), start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if history.is_file() and len(_history(history)) >= 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, as a lost node would
-    proc.wait()
-    assert len(_history(history)) < 4
+    # torchrun and both workers, as a lost node would
+    kill_after_rows(proc, history, 1, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    assert len(csv_rows(history)) < 4
 
     subprocess.run(cmd("killed", "--resume"), check=True, env=_env(), timeout=300)
-    timing = ("seconds", "images_per_s")
-    numbers = [{k: v for k, v in r.items() if k not in timing} for r in _history(history)]
-    expected = [
-        {k: v for k, v in r.items() if k not in timing}
-        for r in _history(tmp_path / "straight" / "fold0" / "history.csv")
-    ]
-    assert numbers == expected
+    assert history_numbers(history) == history_numbers(tmp_path / "straight" / "fold0" / "history.csv")

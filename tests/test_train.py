@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -16,8 +15,8 @@ from typer.testing import CliRunner
 
 from cattlepose.cli import app
 from cattlepose.config import load_config
-from cattlepose.engine.fit import TIMING_COLUMNS
 from cattlepose.engine.kfold import run_training
+from conftest import csv_rows, history_numbers, kill_after_rows, synth_set
 
 TINY = [
     "model.input_size=[64,64]",
@@ -35,20 +34,11 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from cattlepose.data.synthetic import synthesize
-
-    root = tmp_path_factory.mktemp("synth")
-    synthesize(root, n_train=40, n_test=6, seed=0)
-    return root
+    return synth_set(tmp_path_factory, n_train=40, n_test=6, seed=0)
 
 
 def _overrides(root: Path, *extra: str) -> list[str]:
     return [f"data.train={root / 'train'}", "data.format=adk", *TINY, *extra]
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_two_fold_run_writes_every_artefact(synth_root, tmp_path):
@@ -62,10 +52,10 @@ def test_two_fold_run_writes_every_artefact(synth_root, tmp_path):
     for k in (0, 1):
         for name in ("best.pt", "last.pt", "history.csv", "oof.csv", "done.json"):
             assert (run_dir / f"fold{k}" / name).is_file(), (k, name)
-        assert len(_rows(run_dir / f"fold{k}" / "history.csv")) == 2
+        assert len(csv_rows(run_dir / f"fold{k}" / "history.csv")) == 2
     # every training sample is predicted exactly once, out of fold
-    oof = _rows(run_dir / "oof.csv")
-    folds = _rows(run_dir / "folds.csv")
+    oof = csv_rows(run_dir / "oof.csv")
+    folds = csv_rows(run_dir / "folds.csv")
     assert sorted(r["key"] for r in oof) == sorted(r["key"] for r in folds) and len(oof) == 40
     # no farm in two folds
     fold_of: dict[str, set[str]] = {}
@@ -87,10 +77,6 @@ def _train_cmd(root: Path, runs: Path, epochs: int, *extra: str) -> list[str]:
             "--folds", "0", "-q", *extra]  # fmt: skip
 
 
-def _numbers(path: Path) -> list[dict[str, str]]:
-    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in _rows(path)]
-
-
 def test_sigkill_then_resume_matches_uninterrupted_run(synth_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     epochs = 4
@@ -100,18 +86,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(synth_root, tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(synth_root, killed, epochs), env=env)
     history = killed / "r" / "fold0" / "history.csv"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if history.is_file() and len(_rows(history)) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(_rows(history)) < epochs
+    kill_after_rows(proc, history, 2, lambda: os.kill(proc.pid, signal.SIGKILL))
+    assert len(csv_rows(history)) < epochs
 
     subprocess.run(_train_cmd(synth_root, killed, epochs, "--resume"), check=True, env=env, timeout=300)
-    assert _numbers(history) == _numbers(straight / "r" / "fold0" / "history.csv")
+    assert history_numbers(history) == history_numbers(straight / "r" / "fold0" / "history.csv")
 
 
 def test_cli_train_resume_skips_finished_fold_and_predict_writes_valid_submission(synth_root, tmp_path):

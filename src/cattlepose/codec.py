@@ -236,10 +236,10 @@ class HeatmapCodec:
         x, y = self._argmax(blurred)
         reach = self.blur_kernel // 2 + 1
         near = (x < reach) | (y < reach) | (x > w - 1 - reach) | (y > h - 1 - reach)
-        if bool(near.any()):
-            blurred = torch.where(near[:, None, None], raw, blurred)
-            rx, ry = self._argmax(raw)
-            x, y = torch.where(near, rx, x), torch.where(near, ry, y)
+        if bool(near.any()):  # rewrite and re-search only those maps, not the whole batch
+            idx = near.nonzero().squeeze(1)
+            blurred[idx] = raw[idx]
+            x[idx], y[idx] = self._argmax(raw[idx])
         if h < 3 or w < 3:
             return torch.stack([x, y], dim=-1).double()
         r = torch.arange(m, device=maps.device)

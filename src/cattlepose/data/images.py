@@ -61,7 +61,10 @@ def _decode_jpeg(path: Path) -> np.ndarray | None:
     data = np.fromfile(path, dtype=np.uint8)
     if _jpeg_components(data[:65536].tobytes()) not in (1, 3):
         return None
-    rgb = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)  # applies EXIF orientation; gray comes back as RGB
+    try:
+        rgb = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)  # applies EXIF orientation; gray comes back as RGB
+    except cv2.error:
+        return None
     return None if rgb is None else np.ascontiguousarray(rgb)
 
 

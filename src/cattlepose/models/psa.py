@@ -41,7 +41,8 @@ each on tensors of 16-128 channels). So:
 Measured with interleaved runs on a shared 2-core machine (docs/BENCHMARKS.md): train step with PSA ÷ without
 1.07-1.15, inference 1.06-1.12 (fastest rounds). The blocks work on small tensors (down to 32×128×4×4 in
 stage 4), so what PSA costs in the network (5-6 ms of a 70-77 ms forward at batch 32) is mostly a fixed ~15
-operator calls per block rather than arithmetic or bandwidth; only a fused kernel would remove that.
+operator calls per block rather than arithmetic or bandwidth. torch.compile of the block did not remove it
+(÷ 1.078-1.087 against 1.090-1.095 eager; ``benchmarks/psa_in_network.py --compile``).
 
 Initialisation: the block starts out as the identity
 ----------------------------------------------------

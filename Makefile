@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
+	$(PY) -c 'from cattlepose.models import psa_fused; psa_fused.warm_up()'  # compile PSA's CPU kernel once
 	touch $(STAMP)
 
 test: $(STAMP)

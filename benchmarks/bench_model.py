@@ -5,6 +5,7 @@ Issue goals: train step with PSA ÷ without <= 1.15, inference ÷ <= 1.10 (defau
 round so that drift hits every variant alike. Each ratio is a ratio of the fastest round of each variant: other
 processes on a shared machine only ever add time, so the minimum is the least disturbed measurement (medians are
 printed too).
+Inference on CPU runs PSA's fused kernel (models/psa_fused.py); the eager PSA forward is timed too, for comparison.
 Also prints the forward pass's GFLOP/s (FlopCounterMode conv+matmul FLOPs) against a 2048² fp32 matmul measured
 in the same run: how much of the machine's dense throughput the network reaches.
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from cattlepose.config import load_config
-from cattlepose.models import build_model, count_macs
+from cattlepose.models import build_model, count_macs, psa_fused
 from cattlepose.models.fold_bn import fold_batchnorm
 
 VARIANTS = ("none", "parallel", "sequential")
@@ -97,6 +98,7 @@ def main() -> None:
     train_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
     infer_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
     fold_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    eager_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
         order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
         for v in order:
@@ -108,6 +110,8 @@ def main() -> None:
             models[v].eval()
             infer_t[v].append(infer(models[v]))
             fold_t[v].append(infer(folded[v]))
+            with psa_fused.enabled(False):
+                eager_t[v].append(infer(models[v]) if v != "none" else infer_t[v][-1])
     mm = max(mm, matmul_gflops())
 
     tr = {v: min(train_t[v]) for v in VARIANTS}
@@ -138,6 +142,11 @@ def main() -> None:
         + ", ".join(f"{v} {batch / fo[v]:.1f} img/s ÷ {fo[v] / fo['none']:.3f}" for v in VARIANTS)
         + "; medians ÷ "
         + ", ".join(f"{v} {fo_med[v] / fo_med['none']:.3f}" for v in VARIANTS[1:])
+    )
+    ea = {v: min(eager_t[v]) for v in VARIANTS}
+    print(
+        "inference with the eager PSA forward instead of the fused kernel, fastest round: "
+        + ", ".join(f"{v} ÷ {ea[v] / inf['none']:.3f}" for v in VARIANTS[1:])
     )
     print(
         "medians instead: "

@@ -1,9 +1,10 @@
 """What PSA costs inside the network, against what a block could cost at best (issue: inference ÷ <= 1.10).
 
-Times the batch-norm-folded model (as `cattlepose predict` runs it) with PSA as it is, with every PSA block
-replaced by a plain copy of its input (the cost of one read and one write, a floor for any fused block), and
-optionally with each block's inference function compiled by `torch.compile` (inductor; needs a C++ compiler,
-compiles for about half a minute). Rounds are interleaved; fastest round per variant.
+Times the batch-norm-folded model (as `cattlepose predict` runs it) with PSA's fused CPU kernel (the default,
+models/psa_fused.py), with the eager PSA forward, with every PSA block replaced by a plain copy of its input (the
+cost of one read and one write through the eager path), and optionally with the eager forward compiled by
+`torch.compile` (inductor; needs a C++ compiler, compiles for about half a minute). Rounds are interleaved;
+fastest round per variant. Also prints the time inside the PSA modules per forward.
 
     .venv/bin/python benchmarks/psa_in_network.py [--batch 32] [--rounds 12] [--compile]
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from cattlepose.config import load_config
-from cattlepose.models import build_model
+from cattlepose.models import build_model, psa_fused
 from cattlepose.models import psa as P
 from cattlepose.models.fold_bn import fold_batchnorm
 
@@ -26,6 +27,25 @@ def folded(cfg, psa: str) -> torch.nn.Module:
     m = build_model(cfg.model.model_copy(update={"psa": psa, "pretrained": None}), 17).eval()
     fold_batchnorm(m)
     return m.to(memory_format=torch.channels_last)
+
+
+def time_inside(blocks: list[torch.nn.Module], forward: Callable[[], object]) -> float:
+    """Seconds spent inside `blocks` during one call of `forward` (forward pre/post hooks on each block)."""
+    spent, starts = [0.0], []
+
+    def enter(*_) -> None:
+        starts.append(time.perf_counter())
+
+    def leave(*_) -> None:
+        spent[0] += time.perf_counter() - starts.pop()
+
+    hooks = [b.register_forward_pre_hook(enter) for b in blocks] + [b.register_forward_hook(leave) for b in blocks]
+    try:
+        forward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return spent[0]
 
 
 def main() -> None:
@@ -45,31 +65,46 @@ def main() -> None:
     def copy(x: torch.Tensor, *params) -> tuple[torch.Tensor, None]:
         return x.clone(memory_format=torch.channels_last), None
 
-    variants: dict[str, Callable] = {f"PSA {layout} (eager)": eager, "PSA replaced by a copy of x": copy}
+    # name -> (fused kernel on?, the eager forward to use)
+    variants: dict[str, tuple[bool, Callable]] = {
+        f"PSA {layout} (fused kernel)": (True, eager),
+        f"PSA {layout} (eager)": (False, eager),
+        "PSA replaced by a copy of x": (False, copy),
+    }
     if args.compile:
         fn = torch.compile(lambda x, *p: eager(x, *p, layout, 1e-5)[0], dynamic=False)
-        variants["PSA compiled (torch.compile)"] = lambda x, *a: (fn(x, *a[:7]), None)
+        variants["PSA compiled (torch.compile)"] = (False, lambda x, *a: (fn(x, *a[:7]), None))
     times: dict[str, list[float]] = {"no PSA": [], **{k: [] for k in variants}}
+    inside: dict[str, float] = dict.fromkeys(variants, 0.0)
+    blocks = [m for m in psa.modules() if isinstance(m, P.PolarizedSelfAttention)]
+
+    def run(name: str) -> float:
+        fused, fn = variants[name]
+        P._psa_forward = fn
+        with psa_fused.enabled(fused):
+            t = time.perf_counter()
+            psa(x)
+            return time.perf_counter() - t
+
     with torch.inference_mode():
         for _ in range(2):  # warm-up (and compilation)
             plain(x)
-            for f in variants.values():
-                P._psa_forward = f
-                psa(x)
+            for name in variants:
+                run(name)
         for _ in range(args.rounds):
             t = time.perf_counter()
             plain(x)
             times["no PSA"].append(time.perf_counter() - t)
-            for name, f in variants.items():
-                P._psa_forward = f
-                t = time.perf_counter()
-                psa(x)
-                times[name].append(time.perf_counter() - t)
+            for name in variants:
+                times[name].append(run(name))
+        for name in variants:  # one more pass each, with hooks timing the PSA blocks
+            inside[name] = time_inside(blocks, lambda name=name: run(name))
     P._psa_forward = eager
     base = min(times["no PSA"])
     print(f"{cfg.model.backbone}, batch norm folded, batch {args.batch}, {h}x{w}, {torch.get_num_threads()} threads")
     for name, ts in times.items():
-        print(f"{name:<32}{min(ts) * 1000:8.1f} ms   ÷ no PSA {min(ts) / base:.3f}")
+        spent = f"   inside the {len(blocks)} PSA blocks {inside[name] * 1000:.1f} ms" if name in inside else ""
+        print(f"{name:<32}{min(ts) * 1000:8.1f} ms   ÷ no PSA {min(ts) / base:.3f}{spent}")
 
 
 if __name__ == "__main__":

@@ -69,8 +69,8 @@ def test_equals_naive_reference(layout: str, shape: tuple, channels_last: bool) 
         assert out.is_contiguous(memory_format=torch.channels_last)
     if not channels_last:
         assert out.is_contiguous()  # the output keeps the input's memory format
-    with torch.inference_mode():  # the inference path (no autograd.Function) computes the same
-        torch.testing.assert_close(m(x_in), out.detach(), atol=1e-6, rtol=1e-6)
+    with torch.inference_mode():  # the inference path (no autograd.Function; fused on CPU channels_last)
+        torch.testing.assert_close(m(x_in), out.detach(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -73,6 +73,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cattlepose.models import psa_fused
+
 Layout = Literal["parallel", "sequential"]
 
 # The sequential gates multiply; each starts at 1/2 (see module docstring).
@@ -112,6 +114,10 @@ class PolarizedSelfAttention(nn.Module):
         self.ch_ln = nn.LayerNorm(c, eps=eps)
         self.sp_wq = nn.Parameter(torch.empty(half, c))
         self.sp_wv = nn.Parameter(torch.empty(half, c))
+        # inference may overwrite x with the output (set by pose_hrnet, where x is a temporary of the block,
+        # like the in-place ReLU before it); never when autograd records
+        self.inplace = False
+        self._packed_cache = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -129,19 +135,45 @@ class PolarizedSelfAttention(nn.Module):
         return f"channels={self.channels}, layout={self.layout}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = self._params()
+        if psa_fused.usable(x) and not (torch.is_grad_enabled() and _records(x, params)):
+            # inference on CPU: one fused kernel per block (psa_fused.py). Checked first and with as little
+            # Python as possible: between two convolutions this code runs with cold caches, where each
+            # attribute lookup and check costs several times what it costs in a loop.
+            return psa_fused.psa_forward(
+                x, self._packed(params), self.layout == "sequential", self.ch_ln.eps, self.inplace
+            )
         if torch.is_autocast_enabled(x.device.type):
             # mixed precision: PSA runs in fp32 (softmax over thousands of pixels, LayerNorm of a few numbers);
             # the next conv casts back down. Its cost is in passes over memory, not in arithmetic.
             with torch.autocast(x.device.type, enabled=False):
-                return self._forward(x.float())
-        return self._forward(x)
+                return self._eager(x.float(), params)
+        return self._eager(x, params)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        params = (self.ch_wq, self.ch_wv, self.ch_wz, self.ch_ln.weight, self.ch_ln.bias, self.sp_wq, self.sp_wv)
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+    def _eager(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if torch.is_grad_enabled() and _records(x, params):
             return _PSAFunction.apply(x, *params, self.layout, self.ch_ln.eps)
-        # inference: the same computation without autograd.Function's bookkeeping
+        # inference elsewhere (CUDA, NCHW, no numba): the same computation without autograd.Function's bookkeeping
         return _psa_forward(x, *params, self.layout, self.ch_ln.eps)[0]
+
+    def _params(self) -> tuple[torch.Tensor, ...]:
+        # straight from the parameter dicts: nn.Module.__getattr__ costs ~0.5 µs a name
+        own, ln = self._parameters, self._modules["ch_ln"]._parameters
+        return own["ch_wq"], own["ch_wv"], own["ch_wz"], ln["weight"], ln["bias"], own["sp_wq"], own["sp_wv"]
+
+    def _packed(self, params: tuple[torch.Tensor, ...]):
+        # repacked whenever a parameter is replaced or changed in place (optimizer step, load_state_dict, .to())
+        if any(p.is_inference() for p in params):  # made under inference_mode: no version counter, no cache
+            return psa_fused.pack(params)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._packed_cache is None or self._packed_cache[0] != key:
+            self._packed_cache = (key, psa_fused.pack(params))
+        return self._packed_cache[1]
+
+
+def _records(x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> bool:
+    """Whether autograd would record PSA on x (the caller has checked that grad mode is on)."""
+    return x.requires_grad or any(p.requires_grad for p in params)
 
 
 # ------------------------------------------------------------------------------------------------------------------

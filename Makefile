@@ -3,6 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 CLI     := .venv/bin/cattlepose
 STAMP   := .venv/.setup-stamp
+KERNEL  := .venv/.psa-kernel-stamp
 CONFIG  ?= configs/default.yaml
 NAME    ?= default
 RUN     ?= runs/$(NAME)
@@ -16,20 +17,25 @@ export MALLOC_MMAP_THRESHOLD_ ?= 67108864
 
 .PHONY: setup test test-slow lint format train predict bench ablation variants report
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNEL)
 
 # Re-installs only when pyproject.toml changes (the stamp is older than it).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[dev]'
-	$(PY) -c 'from cattlepose.models import psa_fused; psa_fused.warm_up()'  # compile PSA's CPU kernel once
 	touch $(STAMP)
 
-test: $(STAMP)
+# PSA's fused CPU kernel is compiled by numba into its cache once, here, not on the first prediction (~8 s on
+# 2 cores); again whenever its source changes.
+$(KERNEL): $(STAMP) src/cattlepose/models/psa_fused.py
+	$(PY) -c 'from cattlepose.models import psa_fused; psa_fused.warm_up()'
+	touch $(KERNEL)
+
+test: $(STAMP) $(KERNEL)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(KERNEL)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
@@ -41,27 +47,27 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 # K-fold training of CONFIG into runs/NAME. Re-running continues a stopped run and skips finished folds.
-train: $(STAMP)
+train: $(STAMP) $(KERNEL)
 	$(CLI) train -c $(CONFIG) --name $(NAME) --resume
 
 # Fold + flip ensemble on the synthetic test set -> submission, validated and scored. Trains first if needed.
-predict: $(STAMP)
+predict: $(STAMP) $(KERNEL)
 	test -f $(RUN)/cv.json || $(MAKE) train
 	$(CLI) predict $(RUN) $(DATA)/test/images -o $(SUB) --template $(DATA)/sample_submission.csv
 	$(CLI) validate $(SUB) --template $(DATA)/sample_submission.csv --images $(DATA)/test/images
 	$(CLI) evaluate $(SUB) $(DATA)/test -c $(CONFIG)
 
 # Side-by-side benchmarks (ratios measured in one run); numbers go to docs/BENCHMARKS.md.
-bench: $(STAMP)
+bench: $(STAMP) $(KERNEL)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Inference variants of a trained run on the synthetic test set: single fold vs ensemble, flip, argmax vs DARK.
-variants: $(STAMP)
+variants: $(STAMP) $(KERNEL)
 	test -f $(RUN)/cv.json || $(MAKE) train
 	$(PY) benchmarks/variants.py $(RUN) --test $(DATA)/test
 
 # The training ablation of docs/BENCHMARKS.md (PSA layouts, augmentation levels; 2 folds each, about 35 min on CPU).
-ablation: $(STAMP)
+ablation: $(STAMP) $(KERNEL)
 	$(PY) benchmarks/ablation.py --config $(CONFIG)
 
 # Failure-analysis report of a run -> RUN/report/index.html

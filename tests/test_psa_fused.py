@@ -143,3 +143,26 @@ def test_follows_torch_thread_count() -> None:
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(one, two, atol=0, rtol=0)  # samples are independent: same numbers
+
+
+def test_background_warm_up_starts_once() -> None:
+    psa_fused.warm_up_in_background()
+    psa_fused.warm_up_in_background()
+    assert len(psa_fused._background) == 1
+    psa_fused._background[0].join(timeout=120)
+    assert not psa_fused._background[0].is_alive()
+
+
+def test_environment_switch_turns_the_kernel_off() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from cattlepose.models import psa_fused; "
+        "print(psa_fused.usable(torch.zeros(1, 4, 2, 2).contiguous(memory_format=torch.channels_last)))"
+    )
+    for value, expected in (("0", "False"), ("1", "True")):
+        env = {**os.environ, "CATTLEPOSE_FUSED_PSA": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected

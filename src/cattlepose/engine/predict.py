@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 
 from cattlepose.config import load_config
@@ -18,6 +19,7 @@ from cattlepose.data.records import Sample
 from cattlepose.engine.infer import load_ensemble, load_run_config, predict_samples
 from cattlepose.errors import UserError
 from cattlepose.metrics import evaluate
+from cattlepose.models import psa_fused
 from cattlepose.submission import read_predictions, write_adk_json, write_coco_results, write_csv
 from cattlepose.ui import Log
 
@@ -108,6 +110,8 @@ def run_predict(
         raise UserError("input not found", path=input)
     cfg, schema = load_run_config(run_dir)
     fold_list = parse_fold_list(folds, cfg.train.folds) if folds else None
+    if cfg.model.psa != "none" and (device == "cpu" or not torch.cuda.is_available()):
+        psa_fused.warm_up_in_background()  # overlaps loading the checkpoints and the first images
     ens = load_ensemble(run_dir, fold_list, device=device)
     if input.is_dir():
         samples = samples_from_folder(input, schema.num_keypoints)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from collections.abc import Iterator
 
@@ -238,7 +239,9 @@ if numba is not None:
             _gated(xn, on, g_ch, buf, sequential)
 
 
-_enabled = [True]
+# CATTLEPOSE_FUSED_PSA=0 turns the kernel off process-wide (eager PSA everywhere), e.g. to rule it out when
+# debugging or on a platform where numba misbehaves
+_enabled = [os.environ.get("CATTLEPOSE_FUSED_PSA", "1") != "0"]
 
 
 @contextlib.contextmanager
@@ -308,3 +311,18 @@ def warm_up() -> bool:
     with torch.inference_mode():
         block(torch.zeros(1, 4, 2, 2).contiguous(memory_format=torch.channels_last))
     return True
+
+
+_background: list[threading.Thread] = []
+
+
+def warm_up_in_background() -> None:
+    """Start `warm_up` in a daemon thread (once per process). Loading numba and the cached kernel takes ~0.5 s of
+    mostly Python; `cattlepose predict` overlaps it with loading checkpoints and decoding the first images, so a
+    short prediction run does not pay for the kernel before it gains from it. A forward that reaches the kernel
+    first simply waits on numba's compile lock."""
+    if numba is None or not _enabled[0] or _background:
+        return
+    thread = threading.Thread(target=warm_up, name="psa-kernel-warm-up", daemon=True)
+    _background.append(thread)
+    thread.start()

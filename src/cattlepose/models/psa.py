@@ -282,57 +282,78 @@ def _psa_forward(x, ch_wq, wv_ch, wz_ch, ln_w, ln_b, wq_sp, wv_sp, layout, eps):
 
 
 class _PSAFunction(torch.autograd.Function):
-    """PSA with the gradient of x assembled in one buffer instead of five separate full-size gradients."""
+    """PSA with the gradient of x assembled in one buffer instead of five separate full-size gradients. On CPU
+    (channels_last float32) the passes over x, forward and backward, run in psa_fused's kernels."""
 
     @staticmethod
     def forward(ctx, x, ch_wq, wv_ch, wz_ch, ln_w, ln_b, wq_sp, wv_sp, layout, eps):  # type: ignore[override]
+        ctx.layout, ctx.eps, ctx.fused = layout, eps, psa_fused.usable(x)
+        if ctx.fused:  # the packed parameters as of this forward go to the backward with the saved tensors
+            ctx.packed = psa_fused.pack((ch_wq, wv_ch, wz_ch, ln_w, ln_b, wq_sp, wv_sp))
+            out, saved = psa_fused.train_forward(x, ctx.packed, layout == "sequential", eps)
+            ctx.save_for_backward(x, *saved)
+            return out
         out, saved = _psa_forward(x, ch_wq, wv_ch, wz_ch, ln_w, ln_b, wq_sp, wv_sp, layout, eps)
         ctx.save_for_backward(x, ch_wq, wv_ch, wz_ch, ln_w, wq_sp, wv_sp, *saved)
-        ctx.layout = layout
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
+        sequential = ctx.layout == "sequential"
+        if ctx.fused:  # one kernel: both passes over x and the per-sample vector graph between them
+            x, *saved = ctx.saved_tensors
+            dx, d_params = psa_fused.backward(x, grad_out, ctx.packed, sequential, ctx.eps, tuple(saved))
+            return dx, *psa_fused.unpack(d_params, x.shape[1]), None, None
         x, ch_wq, wv_ch, wz_ch, ln_w, wq_sp, wv_sp, attn, g_ch, u, v, sm, g_sp, mean, mean_sp, *ch_saved = (
             ctx.saved_tensors
         )
-        flat, gflat = _flat(x), _flat(grad_out)
-        # through the gating product: d out / d g_ch, d g_sp, and the direct term of d x. Two full-size buffers:
-        # r = G·x, and d_flat (the gradient of x, built in place).
-        r = gflat * flat
-        if ctx.layout == "parallel":
-            d_gch = r.sum(dim=1)
-            d_gsp = _dot(r, torch.ones_like(g_ch))
-            d_flat = (gflat * g_ch.unsqueeze(1)).addcmul_(gflat, g_sp.unsqueeze(2))
-        else:
-            gch4 = SEQUENTIAL_GAIN * g_ch
-            d_gch = SEQUENTIAL_GAIN * _pool(g_sp, r)
-            d_gsp = _dot(r, gch4)
-            d_flat = (gflat * gch4.unsqueeze(1)).mul_(g_sp.unsqueeze(2))
-        del r
-        d_ls = d_gsp * g_sp * (1 - g_sp)  # (N, HW), the spatial logit is x_i·v
-        d_v = _pool(d_ls, flat)
+        d_gch, d_ls, d_v, d_flat = _backward_gates(x, grad_out, g_ch, g_sp, sequential)
         # the small per-sample graph
-        if ctx.layout == "parallel":
-            d_u = d_v
-        else:
+        if sequential:
             d_u = d_v * g_ch
             d_gch = d_gch + d_v * u
-        d_mean_sp, d_wq_sp, d_wv_sp = _spatial_vector_backward(d_u, mean_sp, sm, wq_sp, wv_sp)
-        if ctx.layout == "parallel":
-            d_mean = d_mean_sp
         else:
+            d_u = d_v
+        d_mean_sp, d_wq_sp, d_wv_sp = _spatial_vector_backward(d_u, mean_sp, sm, wq_sp, wv_sp)
+        if sequential:
             d_mean = d_mean_sp * g_ch
             d_gch = d_gch + d_mean_sp * mean
+        else:
+            d_mean = d_mean_sp
         d_pooled, d_wv_ch, d_wz_ch, d_lnw, d_lnb = _channel_gate_backward(d_gch, g_ch, ch_saved, wv_ch, wz_ch, ln_w)
-        # pooled = attn^T x with attn = softmax(x·w_q)
-        d_attn = _dot(flat, d_pooled)
-        d_lq = attn * (d_attn - (attn * d_attn).sum(dim=1, keepdim=True))
-        d_wq = _pool(d_lq, flat).sum(dim=0)
-        # the rank-1 terms of d x (in-place passes: a rank-4 bmm is far slower on CPU)
-        d_flat.addcmul_(d_ls.unsqueeze(2), v.unsqueeze(1))
-        d_flat.addcmul_(attn.unsqueeze(2), d_pooled.unsqueeze(1))
-        d_flat.addcmul_(d_lq.unsqueeze(2), ch_wq)
-        d_flat.add_(d_mean.unsqueeze(1), alpha=1.0 / flat.shape[1])
-        return _unflat(d_flat, x.shape), d_wq, d_wv_ch, d_wz_ch, d_lnw, d_lnb, d_wq_sp, d_wv_sp, None, None
+        dx, d_wq = _backward_input(x, d_flat, ch_wq, attn, d_ls, v, d_pooled, d_mean)
+        return dx, d_wq, d_wv_ch, d_wz_ch, d_lnw, d_lnb, d_wq_sp, d_wv_sp, None, None
+
+
+def _backward_gates(x, grad_out, g_ch, g_sp, sequential):
+    """Through the gated product: d g_ch, the spatial logit's gradient d_ls, d v, and the direct term of d x
+    (d_flat, the buffer the rest of d x is added into). Two full-size buffers: r = G·x, and d_flat."""
+    flat, gflat = _flat(x), _flat(grad_out)
+    r = gflat * flat
+    if sequential:
+        gch4 = SEQUENTIAL_GAIN * g_ch
+        d_gch = SEQUENTIAL_GAIN * _pool(g_sp, r)
+        d_gsp = _dot(r, gch4)
+        d_flat = (gflat * gch4.unsqueeze(1)).mul_(g_sp.unsqueeze(2))
+    else:
+        d_gch = r.sum(dim=1)
+        d_gsp = _dot(r, torch.ones_like(g_ch))
+        d_flat = (gflat * g_ch.unsqueeze(1)).addcmul_(gflat, g_sp.unsqueeze(2))
+    del r
+    d_ls = d_gsp * g_sp * (1 - g_sp)  # (N, HW), the spatial logit is x_i·v
+    return d_gch, d_ls, _pool(d_ls, flat), d_flat
+
+
+def _backward_input(x, d_flat, ch_wq, attn, d_ls, v, d_pooled, d_mean):
+    """The rest of d x, added into d_flat, and d w_q: pooled = attn^T x with attn = softmax(x·w_q)."""
+    flat = _flat(x)
+    d_attn = _dot(flat, d_pooled)
+    d_lq = attn * (d_attn - (attn * d_attn).sum(dim=1, keepdim=True))
+    d_wq = _pool(d_lq, flat).sum(dim=0)
+    # the rank-1 terms of d x (in-place passes: a rank-4 bmm is far slower on CPU)
+    d_flat.addcmul_(d_ls.unsqueeze(2), v.unsqueeze(1))
+    d_flat.addcmul_(attn.unsqueeze(2), d_pooled.unsqueeze(1))
+    d_flat.addcmul_(d_lq.unsqueeze(2), ch_wq)
+    d_flat.add_(d_mean.unsqueeze(1), alpha=1.0 / flat.shape[1])
+    return _unflat(d_flat, x.shape), d_wq

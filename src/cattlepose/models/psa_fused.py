@@ -176,8 +176,10 @@ if numba is not None:
 
     @njit(**_JIT)
     def _channel_gate(pooled, wv, wz, ln_w, ln_b, eps, g_ch):
-        """g_ch = sigmoid(LayerNorm(W_z W_v pooled)), as psa._channel_gate."""
-        z = _matvec(wz, _matvec(wv, pooled))
+        """g_ch = sigmoid(LayerNorm(W_z W_v pooled)), as psa._channel_gate; returns z1 = W_v pooled, the
+        normalised zn and 1/std for the backward."""
+        z1 = _matvec(wv, pooled)
+        z = _matvec(wz, z1)
         c = z.shape[0]
         mu = z.sum() / c
         var = np.float32(0.0)
@@ -185,12 +187,14 @@ if numba is not None:
             var += (z[k] - mu) * (z[k] - mu)
         rstd = np.float32(1.0 / math.sqrt(var / c + eps))
         for k in range(c):
-            y = (z[k] - mu) * rstd * ln_w[k] + ln_b[k]
+            z[k] = (z[k] - mu) * rstd
+            y = z[k] * ln_w[k] + ln_b[k]
             g_ch[k] = 1.0 / (1.0 + math.exp(-y))
+        return z1, z, rstd
 
     @njit(**_JIT)
     def _spatial_vector(mean, wq, wv):
-        """u = W_vᵀ softmax(W_q mean), as psa._spatial_vector."""
+        """u = W_vᵀ softmax(W_q mean), as psa._spatial_vector; returns u and the softmax."""
         t = _matvec(wq, mean)
         t = np.exp(t - t.max())
         t /= t.sum()
@@ -198,13 +202,11 @@ if numba is not None:
         for r in range(wv.shape[0]):
             for k in range(wv.shape[1]):
                 u[k] += t[r] * wv[r, k]
-        return u
+        return u, t
 
-    @njit(parallel=True, **_JIT)
-    def _psa_kernel(x4, out4, packed, sequential, eps):
-        n, h, w, c = x4.shape  # (N, H, W, C) C-contiguous: a channels_last tensor's memory
-        hw = h * w
-        x, out = x4.reshape(n, hw, c), out4.reshape(n, hw, c)
+    @njit(**_JIT)
+    def _unpack(packed, c):
+        """The seven parameter arrays from `pack`'s flat array, as views."""
         half = c // 2
         o = 0
         wq, o = packed[o : o + c], o + c
@@ -213,30 +215,181 @@ if numba is not None:
         ln_w, o = packed[o : o + c], o + c
         ln_b, o = packed[o : o + c], o + c
         wq_sp, o = packed[o : o + half * c].reshape(half, c), o + half * c
-        wv_sp = packed[o : o + half * c].reshape(half, c)
+        return wq, wv, wz, ln_w, ln_b, wq_sp, packed[o : o + half * c].reshape(half, c)
+
+    @njit(parallel=True, **_JIT)
+    def _psa_kernel(x4, out4, packed, sequential, eps, save, attn, g_sp, pooled_out, mean_out):
+        """The forward. With `save` (training) it also writes what the backward needs: the softmax weights
+        attn and the spatial gate g_sp (N, HW), the pooled vector and the mean (N, C)."""
+        n, h, w, c = x4.shape  # (N, H, W, C) C-contiguous: a channels_last tensor's memory
+        hw = h * w
+        x, out = x4.reshape(n, hw, c), out4.reshape(n, hw, c)
+        wq, wv, wz, ln_w, ln_b, wq_sp, wv_sp = _unpack(packed, c)
         for s in prange(n):
             xn, on = x[s], out[s]
-            buf = np.empty(hw, np.float32)
+            a = attn[s] if save else np.empty(hw, np.float32)
+            gs = g_sp[s] if save else a
             scale = np.empty(hw, np.int32)
             sums = np.empty(c, np.float32)
-            m = _logits_and_sums(xn, wq, buf, sums)
-            buf -= m  # softmax weights of the channel-query logits
-            _exp_(buf, scale)
-            total = buf.sum()
-            pooled = np.empty(c, np.float32)
-            _weighted_pool(xn, buf, pooled)
-            pooled *= np.float32(1.0) / total
-            mean = sums * np.float32(1.0 / hw)
+            m = _logits_and_sums(xn, wq, a, sums)
+            a -= m  # softmax weights of the channel-query logits
+            _exp_(a, scale)
+            inv_total = np.float32(1.0) / a.sum()
+            pooled = pooled_out[s] if save else np.empty(c, np.float32)
+            _weighted_pool(xn, a, pooled)
+            pooled *= inv_total
+            mean = mean_out[s] if save else np.empty(c, np.float32)
+            for k in range(c):
+                mean[k] = sums[k] * np.float32(1.0 / hw)
+            if save:
+                a *= inv_total
             g_ch = np.empty(c, np.float32)
             _channel_gate(pooled, wv, wz, ln_w, ln_b, eps, g_ch)
             if sequential:  # the spatial branch sees x·g_ch (see psa._psa_forward)
-                v = _spatial_vector(mean * g_ch, wq_sp, wv_sp) * g_ch
+                v = _spatial_vector(mean * g_ch, wq_sp, wv_sp)[0] * g_ch
                 g_ch *= np.float32(4.0)
             else:
-                v = _spatial_vector(mean, wq_sp, wv_sp)
-            _dots(xn, v, buf)
-            _sigmoid_(buf, scale)
-            _gated(xn, on, g_ch, buf, sequential)
+                v = _spatial_vector(mean, wq_sp, wv_sp)[0]
+            _dots(xn, v, gs)
+            _sigmoid_(gs, scale)
+            _gated(xn, on, g_ch, gs, sequential)
+
+    @njit(**_JIT)
+    def _backward_gates(xn, dn, g_ch, gs, sequential, d_gch, d_ls, d_v):
+        """Through the gated product, one sample: d_gch (C) = Σ_i dout_i·x_i (parallel) or
+        4·Σ_i g_sp,i·dout_i·x_i (sequential); d_ls (HW) = d g_sp,i · g_sp,i (1 - g_sp,i), the spatial logit's
+        gradient, with d g_sp,i = dout_i·x_i (parallel) or 4·Σ_c g_ch,c dout_ic x_ic (sequential); and
+        d_v (C) = Σ_i d_ls,i x_i."""
+        hw, c = xn.shape
+        weight = np.empty(c, np.float32)  # what multiplies dout·x in the spatial gate's gradient
+        for k in range(c):
+            weight[k] = np.float32(4.0) * g_ch[k] if sequential else np.float32(1.0)
+        d_gch[:] = 0.0
+        for i in range(hw):
+            xr, dr = xn[i], dn[i]
+            t = np.float32(0.0)
+            if sequential:
+                gi = np.float32(4.0) * gs[i]
+                for k in range(c):
+                    r = dr[k] * xr[k]
+                    d_gch[k] += gi * r
+                    t += weight[k] * r
+            else:
+                for k in range(c):
+                    r = dr[k] * xr[k]
+                    d_gch[k] += r
+                    t += r
+            d_ls[i] = t * gs[i] * (np.float32(1.0) - gs[i])
+        _weighted_pool(xn, d_ls, d_v)
+
+    @njit(**_JIT)
+    def _backward_vectors(d_gch, d_v, pooled, mean, packed, sequential, forward, dpar):
+        """The per-sample vector graph between the two passes, as psa._spatial_vector_backward and
+        psa._channel_gate_backward: writes this sample's parameter gradients (all but w_q's) into dpar, laid out
+        as `pack` lays out the parameters, and returns d_pooled and d_mean. `forward` holds the sample's vectors
+        from the forward (g_ch, u, sm, mean_sp, z1, zn, rstd)."""
+        g_ch, u, sm, mean_sp, z1, zn, rstd = forward
+        g = g_ch
+        c, half = pooled.shape[0], sm.shape[0]
+        _, wv, wz, ln_w, _, wq_sp, wv_sp = _unpack(packed, c)
+        _, dwv, dwz, dlnw, dlnb, dwq_sp, dwv_sp = _unpack(dpar, c)
+        d_u = d_v * g_ch if sequential else d_v.copy()
+        if sequential:
+            for k in range(c):
+                d_gch[k] += d_v[k] * u[k]
+        # spatial branch: u = W_vᵀ sm, sm = softmax(W_q mean_sp)
+        ds = _matvec(wv_sp, d_u)
+        dot = np.float32(0.0)
+        for h in range(half):
+            dot += sm[h] * ds[h]
+        for h in range(half):
+            dt = sm[h] * (ds[h] - dot)
+            for k in range(c):
+                dwv_sp[h, k] = sm[h] * d_u[k]
+                dwq_sp[h, k] = dt * mean_sp[k]
+            ds[h] = dt
+        d_mean = np.zeros(c, np.float32)
+        for h in range(half):
+            for k in range(c):
+                d_mean[k] += ds[h] * wq_sp[h, k]
+        if sequential:  # mean_sp = mean·g_ch
+            for k in range(c):
+                d_gch[k] += d_mean[k] * mean[k]
+                d_mean[k] *= g_ch[k]
+        # channel branch: g_ch = sigmoid(LayerNorm(W_z W_v pooled))
+        dzn = np.empty(c, np.float32)
+        m1 = np.float32(0.0)
+        m2 = np.float32(0.0)
+        for k in range(c):
+            dy = d_gch[k] * g[k] * (np.float32(1.0) - g[k])
+            dlnw[k] = dy * zn[k]
+            dlnb[k] = dy
+            dzn[k] = dy * ln_w[k]
+            m1 += dzn[k]
+            m2 += dzn[k] * zn[k]
+        m1 /= c
+        m2 /= c
+        dz1 = np.zeros(half, np.float32)
+        for k in range(c):
+            dz = rstd * (dzn[k] - m1 - zn[k] * m2)
+            for h in range(half):
+                dwz[k, h] = dz * z1[h]
+                dz1[h] += dz * wz[k, h]
+        d_pooled = np.zeros(c, np.float32)
+        for h in range(half):
+            for k in range(c):
+                dwv[h, k] = dz1[h] * pooled[k]
+                d_pooled[k] += dz1[h] * wv[h, k]
+        return d_pooled, d_mean
+
+    @njit(**_JIT)
+    def _backward_input(xn, dn, dxn, wq, gate, gs, a, dl, v, d_pooled, d_mean, sequential, dwq):
+        """The gradient of x for one sample, and d w_q. pooled = Σ_i a_i x_i with a = softmax(w_q·x):
+        d a_i = d_pooled·x_i, the logit's gradient d_lq,i = a_i (d a_i - Σ_j a_j d a_j), d w_q = Σ_i d_lq,i x_i,
+        and dx_i = dout_i·G_i + d_ls,i v + a_i d_pooled + d_lq,i w_q + d_mean / HW, where G_i, the output gate,
+        is gate + g_sp,i (parallel) or gate·g_sp,i (sequential; gate = 4·g_ch)."""
+        hw, c = xn.shape
+        d_lq = np.empty(hw, np.float32)
+        _dots(xn, d_pooled, d_lq)  # d a
+        total = np.float32(0.0)
+        for i in range(hw):
+            total += a[i] * d_lq[i]
+        for i in range(hw):
+            d_lq[i] = a[i] * (d_lq[i] - total)
+        _weighted_pool(xn, d_lq, dwq)
+        const = d_mean * np.float32(1.0 / hw)
+        for i in range(hw):
+            gi, li, ai, qi = gs[i], dl[i], a[i], d_lq[i]
+            dr, orow = dn[i], dxn[i]
+            if sequential:
+                for k in range(c):
+                    orow[k] = dr[k] * (gate[k] * gi) + li * v[k] + ai * d_pooled[k] + qi * wq[k] + const[k]
+            else:
+                for k in range(c):
+                    orow[k] = dr[k] * (gate[k] + gi) + li * v[k] + ai * d_pooled[k] + qi * wq[k] + const[k]
+
+    @njit(parallel=True, **_JIT)
+    def _psa_backward(x4, d4, dx4, packed, sequential, eps, attn, g_sp, pooled, mean, dpar):
+        """The whole backward, one sample per iteration: the per-sample vectors are recomputed from the saved
+        pooled vector and mean; dpar (N, len(packed)) receives each sample's parameter gradients."""
+        n, h, w, c = x4.shape
+        hw = h * w
+        x, dout, dx = x4.reshape(n, hw, c), d4.reshape(n, hw, c), dx4.reshape(n, hw, c)
+        wq, wv, wz, ln_w, ln_b, wq_sp, wv_sp = _unpack(packed, c)
+        for s in prange(n):
+            g_ch = np.empty(c, np.float32)
+            z1, zn, rstd = _channel_gate(pooled[s], wv, wz, ln_w, ln_b, eps, g_ch)
+            mean_sp = mean[s] * g_ch if sequential else mean[s].copy()
+            u, sm = _spatial_vector(mean_sp, wq_sp, wv_sp)
+            v = u * g_ch if sequential else u
+            d_gch, d_v = np.empty(c, np.float32), np.empty(c, np.float32)
+            d_ls = np.empty(hw, np.float32)
+            _backward_gates(x[s], dout[s], g_ch, g_sp[s], sequential, d_gch, d_ls, d_v)
+            forward = (g_ch, u, sm, mean_sp, z1, zn, rstd)
+            d_pooled, d_mean = _backward_vectors(d_gch, d_v, pooled[s], mean[s], packed, sequential, forward, dpar[s])
+            gate = g_ch * np.float32(4.0) if sequential else g_ch
+            a, gs, dwq = attn[s], g_sp[s], dpar[s, :c]
+            _backward_input(x[s], dout[s], dx[s], wq, gate, gs, a, d_ls, v, d_pooled, d_mean, sequential, dwq)
 
 
 # CATTLEPOSE_FUSED_PSA=0 turns the kernel off process-wide (eager PSA everywhere), e.g. to rule it out when
@@ -273,8 +426,7 @@ def pack(params: tuple[torch.Tensor, ...]) -> np.ndarray:
     """The seven PSA parameters (ch_wq, ch_wv, ch_wz, ln weight, ln bias, sp_wq, sp_wv) as one float32 array,
     the order the kernel reads them in: one argument instead of seven (numba's per-argument dispatch cost
     is a measurable part of a 50 µs block)."""
-    with torch.no_grad():
-        return torch.cat([p.detach().float().reshape(-1) for p in params]).numpy()
+    return np.concatenate([p.detach().numpy().reshape(-1) for p in params], dtype=np.float32)
 
 
 def psa_forward(
@@ -283,18 +435,71 @@ def psa_forward(
     """PSA of a channels_last float32 CPU tensor x (N, C, H, W) with `pack`ed parameters. Returns a
     channels_last tensor: x itself, overwritten, when `inplace` (no allocation, and the output lines are
     already in cache), else a new one."""
+    _set_threads()
+    xa = _nhwc(x)  # numpy's views are cheaper than torch's permute + reshape
+    if inplace:
+        _psa_kernel(xa, xa, packed, sequential, eps, False, _NONE, _NONE, _NONE, _NONE)
+        return x
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    _psa_kernel(xa, _nhwc(out), packed, sequential, eps, False, _NONE, _NONE, _NONE, _NONE)
+    return out
+
+
+_NONE = np.empty((1, 1), np.float32)  # stands for the arrays the inference forward does not write
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    """The (N, H, W, C) numpy view of a channels_last tensor's memory."""
+    return (t.detach() if t.requires_grad else t).numpy().transpose(0, 2, 3, 1)
+
+
+def _set_threads() -> None:
     threads = torch.get_num_threads()  # numba's setting is per calling thread, like torch's
     if getattr(_thread, "threads", None) != threads:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         _thread.threads = threads
-    # numpy's views are cheaper than torch's permute + reshape; x may require grad under no_grad
-    xa = (x.detach() if x.requires_grad else x).numpy().transpose(0, 2, 3, 1)
-    if inplace:
-        _psa_kernel(xa, xa, packed, sequential, eps)
-        return x
+
+
+def train_forward(
+    x: torch.Tensor, packed: np.ndarray, sequential: bool, eps: float
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The forward for training: out, and what `backward` needs: (attn, g_sp) per pixel, (pooled, mean) per
+    channel, one buffer split in four."""
+    _set_threads()
+    n, c, h, w = x.shape
     out = torch.empty_like(x, memory_format=torch.channels_last)
-    _psa_kernel(xa, out.numpy().transpose(0, 2, 3, 1), packed, sequential, eps)
-    return out
+    buf = x.new_empty(2 * n * (h * w + c))
+    parts = buf.split((n * h * w, n * h * w, n * c, n * c))
+    saved = tuple(t.view(n, -1) for t in parts)
+    _psa_kernel(_nhwc(x), _nhwc(out), packed, sequential, eps, True, *(t.numpy() for t in saved))
+    return out, saved
+
+
+def backward(
+    x: torch.Tensor,
+    grad_out: torch.Tensor,
+    packed: np.ndarray,
+    sequential: bool,
+    eps: float,
+    saved: tuple[torch.Tensor, ...],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, d_params) for `train_forward`'s saved (attn, g_sp, pooled, mean); d_params is laid out as `pack` lays
+    out the parameters (summed over the batch). grad_out is made channels_last if it is not."""
+    _set_threads()
+    dx = torch.empty_like(x, memory_format=torch.channels_last)
+    dpar = x.new_empty(x.shape[0], packed.shape[0])
+    d = grad_out.contiguous(memory_format=torch.channels_last)
+    arrays = [t.numpy() for t in saved]
+    _psa_backward(_nhwc(x), _nhwc(d), _nhwc(dx), packed, sequential, eps, *arrays, dpar.numpy())
+    return dx, dpar.sum(dim=0)
+
+
+def unpack(flat: torch.Tensor, channels: int) -> tuple[torch.Tensor, ...]:
+    """`pack`'s layout back into the seven parameter shapes (views of flat)."""
+    c, half = channels, channels // 2
+    sizes = (c, half * c, c * half, c, c, half * c, half * c)
+    shapes = ((c,), (half, c), (c, half), (c,), (c,), (half, c), (half, c))
+    return tuple(part.view(shape) for part, shape in zip(flat.split(sizes), shapes, strict=True))
 
 
 _thread = threading.local()

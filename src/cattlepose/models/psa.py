@@ -24,25 +24,25 @@ the gated product). ``tests/test_psa.py`` checks all of it against the naive for
 
 Speed (hrnet_w18_small, 128², batch 32, channels_last, 2 CPU threads; ``benchmarks/bench_model.py``)
 --------------------------------------------------------------------------------------------------
-On CPU the cost of PSA is not arithmetic but passes over memory, allocations and per-op overhead (18 PSA blocks,
-each on tensors of 16-128 channels). So:
+On CPU the cost of PSA is not arithmetic but passes over memory and per-operator overhead: 18 PSA blocks, each on
+small tensors (32×16×32×32 down to 32×128×4×4), where an eager block is ~20 operator calls over the whole batch.
 
-* forward and backward are written by hand (``_PSAFunction``): autograd would materialise five full-size
-  gradients of x and add them; here d x is built in one buffer in place. Gradients of the per-sample vector
-  math are hand-written too (autograd's bookkeeping cost more than that math). Summed over the 18 blocks
-  (measured in isolation), PSA forward + backward takes 16-17 ms per step against 33-41 ms for the same
-  pool-first math under autograd, and the forward alone 3.8 ms against 6.7-7.6 ms;
-* per-pixel dots run as a (1, C) x (C, HW) bmm per sample, 2-3x faster than multiply-and-sum or an (HW, C) x
-  (C, 1) bmm, and need no full-size temporary (fresh multi-MB allocations page-fault under glibc malloc);
-* under no_grad / inference_mode the forward runs without autograd.Function and saves nothing;
-* the (N, HW, C) output gate is built from the two small gate vectors and multiplied into x once, 20-25%
-  faster than x·g_ch followed by an addcmul of x·g_sp.
+* On CPU (channels_last float32, numba installed) the forward and the backward run in fused kernels
+  (``psa_fused.py``): per sample, in cache, three passes over x forward and three backward, with the per-sample
+  vector math and its gradient in between. The autograd forward saves only the softmax weights and the spatial
+  gate per pixel and the pooled vector and the mean per channel. Measured in the network, PSA's own time per
+  training step went from 6.4 + 13.0 ms (forward + backward, eager) to 4.0 + 6.3 ms, and per folded inference
+  forward from ~6 to ~3.5 ms.
+* Elsewhere (CUDA, NCHW, float64, tracing) the eager form below runs. Forward and backward are written by hand
+  (``_PSAFunction``): autograd would materialise five full-size gradients of x and add them; here d x is built
+  in one buffer in place, and the small vector math has hand-written gradients too (autograd's bookkeeping cost
+  more than that math: 16-17 ms per step for the 18 blocks against 33-41 ms under autograd, measured in
+  isolation). Per-pixel dots run as a (1, C) x (C, HW) bmm per sample (2-3x faster than multiply-and-sum or an
+  (HW, C) x (C, 1) bmm); the (N, HW, C) output gate is built from the two small gate vectors and multiplied
+  into x once. torch.compile of the eager block bought 1-2 points (``benchmarks/psa_in_network.py --compile``).
 
 Measured with interleaved runs on a shared 2-core machine (docs/BENCHMARKS.md): train step with PSA ÷ without
-1.07-1.15, inference 1.06-1.12 (fastest rounds). The blocks work on small tensors (down to 32×128×4×4 in
-stage 4), so what PSA costs in the network (5-6 ms of a 70-77 ms forward at batch 32) is mostly a fixed ~15
-operator calls per block rather than arithmetic or bandwidth. torch.compile of the block did not remove it
-(÷ 1.078-1.087 against 1.090-1.095 eager; ``benchmarks/psa_in_network.py --compile``).
+about 1.07, inference about 1.04-1.06 (fastest rounds), against 1.07-1.15 and 1.06-1.12 with the eager form.
 
 Initialisation: the block starts out as the identity
 ----------------------------------------------------

@@ -1,31 +1,40 @@
-"""PSA inference on CPU as one fused kernel per block (numba), for channels_last float32 tensors.
+"""PSA on CPU in fused kernels (numba), forward and backward, for channels_last float32 tensors.
 
-Why: in eager PyTorch a PSA block is ~20 operator calls, each a pass over the whole batch (mean, query logits,
-softmax pooling, spatial logits, gate, product). This kernel takes one sample at a time, whose tile (at most a
-few hundred KB: H·W pixels × C channels) stays in the core's cache, and makes three passes over it there:
+Why: in eager PyTorch a PSA block is ~20 operator calls forward and more backward, each a pass over the whole
+batch. These kernels take one sample at a time, whose tile (H·W pixels × C channels, tens to hundreds of KB)
+stays in the core's cache, and make three passes over it there:
 
-1. per-pixel channel-query logits and the channel sums (for the mean);
-2. the softmax-weighted pooling of x (the channel branch's pooled vector);
-3. per-pixel spatial logits, then the gated output ``x_i·(g_ch + g_sp,i)`` (parallel) or ``4·x_i·g_ch·g_sp,i``
-   (sequential), written once.
+forward (``_psa_kernel``)
+  1. per-pixel channel-query logits and the channel sums (for the mean);
+  2. the softmax-weighted pooling of x (the channel branch's pooled vector);
+  then the per-sample vector math of ``psa._channel_gate`` and ``psa._spatial_vector``;
+  3. per-pixel spatial logits, then the gated output ``x_i·(g_ch + g_sp,i)`` (parallel) or
+     ``4·x_i·g_ch·g_sp,i`` (sequential), written once. For training it also keeps the softmax weights and the
+     spatial gate per pixel and the pooled vector and the mean per channel.
 
-Between passes 2 and 3 sit the per-sample vector products of ``psa._channel_gate`` and ``psa._spatial_vector``.
-Samples run in parallel over numba's threads (as many as torch uses). What made it fast, measured per piece:
+backward (``_psa_backward``), from those and the incoming gradient
+  1. through the gated product: d g_ch, the spatial logits' gradient, d v;
+  then the per-sample vector graph backwards (recomputed from the pooled vector and the mean) and each
+  sample's parameter gradients;
+  2. the softmax pooling's gradient; 3. d x, written once.
+
+Samples run in parallel over numba's threads (as many as torch uses). What made them fast, measured per piece:
 
 * the reductions over pixels take four pixels per iteration: with 16-channel rows a one-pixel loop body is too
   short for the compiler's vector loops (2-3x slower); the gated output is the exception (one pixel is faster);
 * exp runs in a vectorisable float32 routine (``_exp_``): libm's scalar exp, two per pixel, cost more than all
   the passes over x together;
-* in the network PSA writes its output over its input (``inplace``, set by ``pose_hrnet``) and reaches the kernel
-  through as little Python as possible: between two convolutions the caches are cold and every attribute lookup
-  costs several times its cost in a loop; the seven parameters travel as one packed array.
+* in the network PSA writes its inference output over its input (``inplace``, set by ``pose_hrnet``) and reaches
+  the kernel through as little Python as possible: between two convolutions the caches are cold and every
+  attribute lookup costs several times its cost in a loop; the seven parameters travel as one packed array,
+  and their gradients come back as one.
 
-In hrnet_w18_small at batch 32 this took the PSA blocks from ~6 ms to ~3.8 ms of a 70-75 ms forward
-(``benchmarks/psa_in_network.py``).
+In hrnet_w18_small at batch 32 this took PSA's time per training step from 6.4 + 13.0 ms (forward + backward)
+to 4.0 + 6.3 ms, and per folded inference forward from ~6 to ~3.5 ms (``benchmarks/psa_in_network.py``).
 
-Equal to the eager forward to float32 rounding (``tests/test_psa_fused.py``). Compiled on first use and cached
-next to this file (``cache=True``); where numba is missing or the tensor is not a contiguous channels_last float32
-CPU tensor, ``psa.py`` uses its eager forward instead.
+Equal to the eager form to float32 rounding, gradients included (``tests/test_psa_fused.py``). Compiled on first
+use and cached next to this file (``cache=True``; ``make setup`` does it); where numba is missing or the tensor
+is not a contiguous channels_last float32 CPU tensor, ``psa.py`` uses its eager form instead.
 """
 
 from __future__ import annotations
@@ -505,16 +514,20 @@ def unpack(flat: torch.Tensor, channels: int) -> tuple[torch.Tensor, ...]:
 _thread = threading.local()
 
 
-def warm_up() -> bool:
-    """Compile the kernel (or load it from numba's cache) now rather than on the first forward: about 7 s the
-    first time on a 2-core machine, 0.5 s from the cache. `make setup` runs it. Returns whether numba is there."""
+def warm_up(training: bool = True) -> bool:
+    """Compile the kernels (or load them from numba's cache) now rather than in the first forward and backward:
+    about 15 s the first time on a 2-core machine, under a second from the cache. `make setup` runs it.
+    Returns whether numba is there."""
     if numba is None:
         return False
     from cattlepose.models.psa import PolarizedSelfAttention
 
     block = PolarizedSelfAttention(4).eval()
+    x = torch.zeros(1, 4, 2, 2).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        block(torch.zeros(1, 4, 2, 2).contiguous(memory_format=torch.channels_last))
+        block(x)
+    if training:
+        block.train()(x.requires_grad_()).sum().backward()
     return True
 
 
@@ -528,6 +541,6 @@ def warm_up_in_background() -> None:
     first simply waits on numba's compile lock."""
     if numba is None or not _enabled[0] or _background:
         return
-    thread = threading.Thread(target=warm_up, name="psa-kernel-warm-up", daemon=True)
+    thread = threading.Thread(target=warm_up, args=(False,), name="psa-kernel-warm-up", daemon=True)
     _background.append(thread)
     thread.start()

@@ -41,3 +41,35 @@ def test_reuse_writes_into_the_earlier_buffer_and_gives_the_same_batch():
     assert small.data_ptr() != again.data_ptr() and small.shape[0] == 16
     other = input_batch(crops, True, CPU, False, reuse=first)
     assert other.data_ptr() != first.data_ptr() and other.is_contiguous()
+
+
+def test_inline_batches_equal_the_dataloader(tmp_path):
+    # in-process batches (predict with no workers) against the DataLoader over the same dataset: same crops,
+    # affines, sizes and indices, a short last batch, and a broken image reported, not raised
+    import cv2
+    from torch.utils.data import DataLoader
+
+    from cattlepose.data.records import Sample
+    from cattlepose.engine.infer import CropDataset, inline_batches
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(7):
+        path = tmp_path / f"img{i}.jpg"
+        if i == 4:
+            path.write_bytes(b"not a jpeg")
+        else:
+            cv2.imwrite(str(path), rng.integers(0, 256, (40 + 3 * i, 60, 3), dtype=np.uint8))
+        box = None if i % 2 else np.array([5.0, 4.0, 30.0, 25.0])
+        samples.append(Sample(image=path, keypoints=np.zeros((3, 3)), bbox=box))
+    ds = CropDataset(samples, (32, 24))
+    inline = [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in b.items()} for b in inline_batches(ds, 3)]
+    loaded = list(DataLoader(ds, batch_size=3, num_workers=0))
+    assert [len(b["index"]) for b in inline] == [3, 3, 1]
+    for a, b in zip(inline, loaded, strict=True):
+        ok = torch.tensor([not e for e in b["error"]])
+        assert torch.equal(a["image"][ok], b["image"][ok])
+        for key in ("trans", "size", "index"):
+            assert torch.equal(a[key][ok], b[key][ok].to(a[key].dtype)), key
+        assert list(a["error"]) == list(b["error"])
+    assert "img4.jpg" in inline[1]["error"][1] and inline[0]["image"].dtype == torch.uint8

@@ -62,3 +62,22 @@ def test_warp_moves_pixels_where_points_go():
     x, y = apply_affine(np.array([[70.0, 30.0]]), trans)[0]
     assert (round(x), round(y)) == tuple(np.argwhere(out[..., 0] == out[..., 0].max())[0][::-1])
     assert abs(x - round(x)) < 1e-9 and abs(y - round(y)) < 1e-9
+
+
+def test_invert_affine_of_a_stack_equals_each():
+    rng = np.random.default_rng(3)
+    stack = rng.normal(size=(5, 2, 3)) + np.array([[2.0, 0, 0], [0, 2.0, 0]])
+    each = np.stack([invert_affine(t) for t in stack])
+    assert np.allclose(invert_affine(stack), each, atol=1e-12)
+    composed = invert_affine(stack)[:, :, :2] @ stack[:, :, :2]
+    assert np.allclose(composed, np.eye(2), atol=1e-12)
+
+
+def test_warp_into_a_given_array():
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    trans = get_affine(np.array([20.0, 15.0]), np.array([30.0, 30.0]), 10.0, (16, 12))
+    batch = np.zeros((2, 12, 16, 3), np.uint8)
+    out = warp(image, trans, (16, 12), out=batch[1])
+    assert np.shares_memory(out, batch) and np.array_equal(batch[1], warp(image, trans, (16, 12)))
+    assert not batch[0].any()

@@ -56,15 +56,19 @@ def crop_region(
 
 
 def crop_for_inference(
-    image: np.ndarray, box: np.ndarray | None, input_size: tuple[int, int], padding: float = BOX_PADDING
+    image: np.ndarray,
+    box: np.ndarray | None,
+    input_size: tuple[int, int],
+    padding: float = BOX_PADDING,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The eval-mode crop of an RGB image: (H, W, 3) uint8 RGB (`to_tensor` normalises it; inference does
-    that batched, see `engine/infer.py`) and the (2, 3) original -> input affine.
+    that batched, see `engine/infer.py`), written into `out` when given, and the (2, 3) original -> input affine.
     `box` None means the whole image is the crop (no padding)."""
     h_in, w_in = input_size
     center, size = crop_region(box, (image.shape[1], image.shape[0]), input_size, padding)
     trans = get_affine(center, size, 0.0, (w_in, h_in))
-    return warp(image, trans, (w_in, h_in)), trans
+    return warp(image, trans, (w_in, h_in), out), trans
 
 
 class KeypointDataset(Dataset):

@@ -56,12 +56,14 @@ def get_affine(
     return m
 
 
-def warp(image: np.ndarray, trans: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
-    """The input crop: `image` resampled through `trans` (bilinear, black outside the image)."""
+def warp(image: np.ndarray, trans: np.ndarray, out_size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """The input crop: `image` resampled through `trans` (bilinear, black outside the image); written into
+    `out` when given (an (H, W, channels) array of image's dtype, e.g. one row of a batch)."""
     return cv2.warpAffine(
         image,
         np.asarray(trans, dtype=np.float64),
         (int(out_size[0]), int(out_size[1])),
+        dst=out,
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(0, 0, 0),
@@ -76,7 +78,7 @@ def apply_affine(points: np.ndarray, trans: np.ndarray) -> np.ndarray:
 
 
 def invert_affine(trans: np.ndarray) -> np.ndarray:
-    """The (2, 3) inverse of a (2, 3) affine: input pixels back to original pixels."""
+    """The (2, 3) inverse of a (2, 3) affine, or (..., 2, 3) of a stack of them: input pixels back to original."""
     t = np.asarray(trans, dtype=np.float64)
-    lin_inv = np.linalg.inv(t[:, :2])
-    return np.concatenate([lin_inv, (-lin_inv @ t[:, 2])[:, None]], axis=1)
+    lin_inv = np.linalg.inv(t[..., :2])
+    return np.concatenate([lin_inv, -lin_inv @ t[..., 2:]], axis=-1)

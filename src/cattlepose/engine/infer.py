@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from cattlepose.config import Config, load_config
 from cattlepose.data.dataset import IMAGENET_MEAN, IMAGENET_STD, crop_for_inference
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
-from cattlepose.data.transforms import apply_affine, invert_affine
+from cattlepose.data.transforms import invert_affine
 from cattlepose.engine.device import autocast, resolve_device
 from cattlepose.errors import UserError
 from cattlepose.schema import KeypointSchema, load_schema
@@ -131,21 +132,41 @@ class CropDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
+        crop = np.zeros((*self.input_size, 3), np.uint8)
+        trans, size, error = self.load_into(i, crop)
+        return {"image": torch.from_numpy(crop), "trans": torch.from_numpy(trans), "size": torch.from_numpy(size),
+                "index": i, "error": error}  # fmt: skip
+
+    def load_into(self, i: int, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+        """Decode and crop sample i into `out` ((H, W, 3) uint8, left as it is for a broken image); returns the
+        (2, 3) original -> input affine, the original (width, height), and the error message or ''."""
         s = self.samples[i]
-        h, w = self.input_size
         try:
             image = load_image(s.image)
         except UserError as e:
-            return {"image": torch.zeros(h, w, 3, dtype=torch.uint8), "trans": torch.zeros(2, 3, dtype=torch.float64),
-                    "size": torch.zeros(2), "index": i, "error": str(e)}  # fmt: skip
-        box = s.bbox
-        crop, trans = crop_for_inference(image, box, self.input_size, self.padding)
-        size = torch.tensor([image.shape[1], image.shape[0]], dtype=torch.float64)
-        return {"image": torch.from_numpy(crop), "trans": torch.as_tensor(trans), "size": size, "index": i, "error": ""}
+            return np.zeros((2, 3)), np.zeros(2), str(e)
+        _, trans = crop_for_inference(image, s.bbox, self.input_size, self.padding, out=out)
+        return trans, np.array([image.shape[1], image.shape[0]], dtype=np.float64), ""
 
 
-_MEAN255 = torch.from_numpy(IMAGENET_MEAN * 255.0).view(1, 3, 1, 1)
-_STD255 = torch.from_numpy(IMAGENET_STD * 255.0).view(1, 3, 1, 1)
+def inline_batches(ds: CropDataset, batch_size: int) -> Iterator[dict]:
+    """The DataLoader's batches without a DataLoader, decoded in this process (what predict does with no worker
+    processes): each crop is written straight into one reused (B, H, W, 3) buffer, so there is no per-image
+    tensor and no collate copy (2% of predict time on 2 cores). A yielded image batch is valid until the next."""
+    crops = np.empty((batch_size, *ds.input_size, 3), np.uint8)
+    for start in range(0, len(ds), batch_size):
+        index = np.arange(start, min(start + batch_size, len(ds)))
+        trans, size = np.empty((len(index), 2, 3)), np.empty((len(index), 2))
+        errors = []
+        for j, i in enumerate(index):
+            trans[j], size[j], error = ds.load_into(int(i), crops[j])
+            errors.append(error)
+        yield {"image": torch.from_numpy(crops[: len(index)]), "trans": torch.from_numpy(trans),
+               "size": torch.from_numpy(size), "index": torch.from_numpy(index), "error": errors}  # fmt: skip
+
+
+_SCALE = torch.from_numpy(1.0 / (IMAGENET_STD * 255.0)).float().view(1, 3, 1, 1)
+_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).float().view(1, 3, 1, 1)
 
 
 def input_batch(
@@ -175,7 +196,8 @@ def input_batch(
     )
     out = reuse[:rows] if fits else torch.empty((rows, *x.shape[1:]), device=device, memory_format=fmt)
     crops_f = out[:n]
-    crops_f.copy_(x).sub_(_MEAN255.to(device)).div_(_STD255.to(device))
+    # (x - mean) / std as one pass: x · (1/std) + (-mean/std)
+    torch.addcmul(_SHIFT.to(device), x, _SCALE.to(device), out=crops_f)
     if flip:
         out[n:] = crops_f.flip(3)  # mirror after normalising: one pass over n crops fewer
     return out
@@ -218,14 +240,17 @@ def predict_samples(
     batch_size = batch_size or ens.cfg.infer.batch_size
     workers = default_workers(ens.device) if workers is None else workers
     ds = CropDataset(samples, ens.cfg.model.input_size)
-    loader = DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=ens.device.type == "cuda",
-        persistent_workers=False,
-    )
+    if workers == 0 and ens.device.type == "cpu":
+        loader: Iterable[dict] = inline_batches(ds, batch_size)
+    else:
+        loader = DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=ens.device.type == "cuda",
+            persistent_workers=False,
+        )
     k = ens.schema.num_keypoints
     coords = np.zeros((len(samples), k, 2))
     scores = np.zeros((len(samples), k))
@@ -238,14 +263,12 @@ def predict_samples(
             errors.extend(e for e in batch["error"] if e)
             probs, buffer = ensemble_probs(ens, batch["image"], flip, buffer)
             xy, sc = ens.codec.decode(probs)
-            for j, i in enumerate(idx):
-                if batch["error"][j]:
-                    continue
-                back = apply_affine(xy[j], invert_affine(batch["trans"][j].numpy()))
-                w, h = batch["size"][j].tolist()
-                back[:, 0] = np.clip(back[:, 0], 0, w - 1)
-                back[:, 1] = np.clip(back[:, 1], 0, h - 1)
-                coords[i], scores[i] = back, sc[j]
+            ok = np.array([not e for e in batch["error"]], dtype=bool)
+            if ok.any():  # back to original pixels, the whole batch at once, clamped to each image
+                inv = invert_affine(batch["trans"].numpy()[ok])
+                back = xy[ok] @ inv[:, :, :2].transpose(0, 2, 1) + inv[:, None, :, 2]
+                coords[idx[ok]] = np.clip(back, 0, batch["size"].numpy()[ok][:, None, :] - 1)
+                scores[idx[ok]] = sc[ok]
             bar.update(len(idx))
     if errors:
         shown = "\n  ".join(errors[:20])

@@ -6,7 +6,10 @@ cost of one read and one write through the eager path), and optionally with the 
 `torch.compile` (inductor; needs a C++ compiler, compiles for about half a minute). Rounds are interleaved;
 fastest round per variant. Also prints the time inside the PSA modules per forward.
 
-    .venv/bin/python benchmarks/psa_in_network.py [--batch 32] [--rounds 12] [--compile]
+With --train: training steps (forward + backward, model in train mode) with no PSA, PSA in the fused kernels and
+eager PSA, and the time spent in PSA's own forward and backward (`_PSAFunction`) per step.
+
+    .venv/bin/python benchmarks/psa_in_network.py [--batch 32] [--rounds 12] [--compile] [--train]
 """
 
 from __future__ import annotations
@@ -48,14 +51,70 @@ def time_inside(blocks: list[torch.nn.Module], forward: Callable[[], object]) ->
     return spent[0]
 
 
+def train_main(cfg, batch: int, rounds: int) -> None:
+    h, w = cfg.model.input_size
+    x = torch.randn(batch, 3, h, w).contiguous(memory_format=torch.channels_last)
+    target = torch.softmax(torch.randn(batch, 17, h // 4 * (w // 4)), dim=-1)
+    models = {}
+    for psa in ("none", "parallel"):
+        m = build_model(cfg.model.model_copy(update={"psa": psa, "pretrained": None}), 17)
+        models[psa] = m.to(memory_format=torch.channels_last).train()
+    spent = {"forward": 0.0, "backward": 0.0}
+    fwd, bwd = P._PSAFunction.forward, P._PSAFunction.backward
+
+    def timed_forward(ctx, *args):
+        t = time.perf_counter()
+        out = fwd(ctx, *args)
+        spent["forward"] += time.perf_counter() - t
+        return out
+
+    @torch.autograd.function.once_differentiable
+    def timed_backward(ctx, grad):
+        t = time.perf_counter()
+        out = bwd(ctx, grad)
+        spent["backward"] += time.perf_counter() - t
+        return out
+
+    P._PSAFunction.forward, P._PSAFunction.backward = staticmethod(timed_forward), staticmethod(timed_backward)
+    variants = {"no PSA": ("none", True), "PSA parallel (fused kernels)": ("parallel", True),
+                "PSA parallel (eager)": ("parallel", False)}  # fmt: skip
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    inside: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+    try:
+        for r in range(rounds + 1):  # the first round warms up
+            for name, (psa, fused) in variants.items():
+                model = models[psa]
+                model.zero_grad(set_to_none=True)
+                spent["forward"] = spent["backward"] = 0.0
+                with psa_fused.enabled(fused):
+                    t = time.perf_counter()
+                    (-(target * model(x).flatten(2).log_softmax(-1)).sum(-1).mean()).backward()
+                    if r:
+                        times[name].append(time.perf_counter() - t)
+                        inside[name].append((spent["forward"], spent["backward"]))
+    finally:
+        P._PSAFunction.forward, P._PSAFunction.backward = staticmethod(fwd), staticmethod(bwd)
+    base = min(times["no PSA"])
+    print(f"{cfg.model.backbone}, train step (forward + backward), batch {batch}, {h}x{w}, "
+          f"{torch.get_num_threads()} threads, {rounds} interleaved rounds, fastest")  # fmt: skip
+    for name, ts in times.items():
+        f, b = (min(v[i] for v in inside[name]) for i in (0, 1))
+        extra = f"   PSA forward {f * 1000:.1f} ms + backward {b * 1000:.1f} ms" if name != "no PSA" else ""
+        print(f"{name:<32}{min(ts) * 1000:8.1f} ms   ÷ no PSA {min(ts) / base:.3f}{extra}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--train", action="store_true", help="time training steps instead of folded inference")
     args = ap.parse_args()
     cfg = load_config(args.config)
+    if args.train:
+        train_main(cfg, args.batch, args.rounds)
+        return
     h, w = cfg.model.input_size
     x = torch.randn(args.batch, 3, h, w).contiguous(memory_format=torch.channels_last)
     plain, psa = folded(cfg, "none"), folded(cfg, cfg.model.psa if cfg.model.psa != "none" else "parallel")

@@ -70,6 +70,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -147,11 +148,11 @@ class PolarizedSelfAttention(nn.Module):
             # mixed precision: PSA runs in fp32 (softmax over thousands of pixels, LayerNorm of a few numbers);
             # the next conv casts back down. Its cost is in passes over memory, not in arithmetic.
             with torch.autocast(x.device.type, enabled=False):
-                return self._eager(x.float(), params)
-        return self._eager(x, params)
+                return self._compute(x.float(), params)
+        return self._compute(x, params)
 
-    def _eager(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        if torch.is_grad_enabled() and _records(x, params):
+    def _compute(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if torch.is_grad_enabled() and _records(x, params):  # training: fused kernels on CPU, else eager
             return _PSAFunction.apply(x, *params, self.layout, self.ch_ln.eps)
         # inference elsewhere (CUDA, NCHW, no numba): the same computation without autograd.Function's bookkeeping
         return _psa_forward(x, *params, self.layout, self.ch_ln.eps)[0]
@@ -161,7 +162,7 @@ class PolarizedSelfAttention(nn.Module):
         own, ln = self._parameters, self._modules["ch_ln"]._parameters
         return own["ch_wq"], own["ch_wv"], own["ch_wz"], ln["weight"], ln["bias"], own["sp_wq"], own["sp_wv"]
 
-    def _packed(self, params: tuple[torch.Tensor, ...]):
+    def _packed(self, params: tuple[torch.Tensor, ...]) -> np.ndarray:
         # repacked whenever a parameter is replaced or changed in place (optimizer step, load_state_dict, .to())
         if any(p.is_inference() for p in params):  # made under inference_mode: no version counter, no cache
             return psa_fused.pack(params)

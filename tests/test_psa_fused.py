@@ -199,3 +199,36 @@ def test_environment_switch_turns_the_kernel_off() -> None:
         env = {**os.environ, "CATTLEPOSE_FUSED_PSA": value}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("layout", ["parallel", "sequential"])
+def test_a_failing_kernel_falls_back_to_eager(layout: str, monkeypatch) -> None:
+    # numba failing to compile (an unexpected platform or array type) turns the kernels off with one warning;
+    # the forward, the inference path and a backward already under way all finish in eager PyTorch
+    def broken(*args):
+        raise RuntimeError("no LLVM here")
+
+    m = randomised(16, layout)
+    x = channels_last(torch.randn(2, 16, 5, 5))
+    weight = torch.randn(2, 16, 5, 5)
+    with psa_fused.enabled(False):
+        expected = _grads(m, x, weight)
+    monkeypatch.setattr(psa_fused, "_enabled", [True])
+    xg = x.clone().requires_grad_()
+    out = m(xg)  # forward fused, then the backward kernel fails
+    monkeypatch.setattr(psa_fused, "_psa_backward", broken)
+    m.zero_grad(set_to_none=True)
+    with pytest.warns(UserWarning, match="eager PyTorch"):
+        (out * weight).sum().backward()
+    assert not psa_fused.usable(x)
+    torch.testing.assert_close(xg.grad, expected["x"], atol=1e-4, rtol=1e-4)
+    for name, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-4, rtol=1e-4, msg=name)
+
+    monkeypatch.setattr(psa_fused, "_enabled", [True])
+    monkeypatch.setattr(psa_fused, "_psa_kernel", broken)
+    with pytest.warns(UserWarning, match="eager PyTorch"), torch.inference_mode():
+        torch.testing.assert_close(m(x), naive_psa(m, x), atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(psa_fused, "_enabled", [True])
+    with pytest.warns(UserWarning, match="eager PyTorch"):
+        torch.testing.assert_close(m(x.clone().requires_grad_()), naive_psa(m, x), atol=1e-5, rtol=1e-5)

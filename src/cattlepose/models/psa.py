@@ -141,9 +141,12 @@ class PolarizedSelfAttention(nn.Module):
             # inference on CPU: one fused kernel per block (psa_fused.py). Checked first and with as little
             # Python as possible: between two convolutions this code runs with cold caches, where each
             # attribute lookup and check costs several times what it costs in a loop.
-            return psa_fused.psa_forward(
-                x, self._packed(params), self.layout == "sequential", self.ch_ln.eps, self.inplace
-            )
+            try:
+                return psa_fused.psa_forward(
+                    x, self._packed(params), self.layout == "sequential", self.ch_ln.eps, self.inplace
+                )
+            except psa_fused.KernelUnavailable:
+                pass  # numba failed here: the eager form below, from now on
         if torch.is_autocast_enabled(x.device.type):
             # mixed precision: PSA runs in fp32 (softmax over thousands of pixels, LayerNorm of a few numbers);
             # the next conv casts back down. Its cost is in passes over memory, not in arithmetic.
@@ -291,9 +294,12 @@ class _PSAFunction(torch.autograd.Function):
         ctx.layout, ctx.eps, ctx.fused = layout, eps, psa_fused.usable(x)
         if ctx.fused:  # the packed parameters as of this forward go to the backward with the saved tensors
             ctx.packed = psa_fused.pack((ch_wq, wv_ch, wz_ch, ln_w, ln_b, wq_sp, wv_sp))
-            out, saved = psa_fused.train_forward(x, ctx.packed, layout == "sequential", eps)
-            ctx.save_for_backward(x, *saved)
-            return out
+            try:
+                out, saved = psa_fused.train_forward(x, ctx.packed, layout == "sequential", eps)
+                ctx.save_for_backward(x, *saved)
+                return out
+            except psa_fused.KernelUnavailable:
+                ctx.fused = False
         out, saved = _psa_forward(x, ch_wq, wv_ch, wz_ch, ln_w, ln_b, wq_sp, wv_sp, layout, eps)
         ctx.save_for_backward(x, ch_wq, wv_ch, wz_ch, ln_w, wq_sp, wv_sp, *saved)
         return out
@@ -304,11 +310,18 @@ class _PSAFunction(torch.autograd.Function):
         sequential = ctx.layout == "sequential"
         if ctx.fused:  # one kernel: both passes over x and the per-sample vector graph between them
             x, *saved = ctx.saved_tensors
-            dx, d_params = psa_fused.backward(x, grad_out, ctx.packed, sequential, ctx.eps, tuple(saved))
-            return dx, *psa_fused.unpack(d_params, x.shape[1]), None, None
-        x, ch_wq, wv_ch, wz_ch, ln_w, wq_sp, wv_sp, attn, g_ch, u, v, sm, g_sp, mean, mean_sp, *ch_saved = (
-            ctx.saved_tensors
-        )
+            try:
+                dx, d_params = psa_fused.backward(x, grad_out, ctx.packed, sequential, ctx.eps, tuple(saved))
+                return dx, *psa_fused.unpack(d_params, x.shape[1]), None, None
+            except psa_fused.KernelUnavailable:  # redo the forward eagerly for what the eager backward needs
+                params = psa_fused.unpack(torch.from_numpy(ctx.packed), x.shape[1])
+                _, eager = _psa_forward(x, *params, ctx.layout, ctx.eps)
+                ch_wq, wv_ch, wz_ch, ln_w, _, wq_sp, wv_sp = params
+                attn, g_ch, u, v, sm, g_sp, mean, mean_sp, *ch_saved = eager
+        else:
+            x, ch_wq, wv_ch, wz_ch, ln_w, wq_sp, wv_sp, attn, g_ch, u, v, sm, g_sp, mean, mean_sp, *ch_saved = (
+                ctx.saved_tensors
+            )
         d_gch, d_ls, d_v, d_flat = _backward_gates(x, grad_out, g_ch, g_sp, sequential)
         # the small per-sample graph
         if sequential:

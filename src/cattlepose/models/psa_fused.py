@@ -43,6 +43,7 @@ import contextlib
 import math
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -54,6 +55,8 @@ try:
 except ImportError:  # pragma: no cover - numba is a declared dependency; eager PSA still works without it
     numba = None
 
+# (numba's default error model stays: without its zero-division checks the sigmoid's divisions vectorise into
+# approximate reciprocals, and PSA at initialisation would no longer be exactly the identity)
 _JIT = {"fastmath": True, "boundscheck": False, "cache": True, "nogil": True}
 
 
@@ -447,14 +450,29 @@ def psa_forward(
     _set_threads()
     xa = _nhwc(x)  # numpy's views are cheaper than torch's permute + reshape
     if inplace:
-        _psa_kernel(xa, xa, packed, sequential, eps, False, _NONE, _NONE, _NONE, _NONE)
+        _run(_psa_kernel, xa, xa, packed, sequential, eps, False, _NONE, _NONE, _NONE, _NONE)
         return x
     out = torch.empty_like(x, memory_format=torch.channels_last)
-    _psa_kernel(xa, _nhwc(out), packed, sequential, eps, False, _NONE, _NONE, _NONE, _NONE)
+    _run(_psa_kernel, xa, _nhwc(out), packed, sequential, eps, False, _NONE, _NONE, _NONE, _NONE)
     return out
 
 
 _NONE = np.empty((1, 1), np.float32)  # stands for the arrays the inference forward does not write
+
+
+class KernelUnavailable(RuntimeError):
+    """The kernels could not be compiled or run here; they are now off and PSA runs in eager PyTorch."""
+
+
+def _run(kernel, *args) -> None:
+    """Call a kernel; if numba fails (compiling for an unexpected platform or array type), switch the kernels
+    off for the process with one warning and raise KernelUnavailable, which psa.py answers with the eager form."""
+    try:
+        kernel(*args)
+    except Exception as e:  # numba's errors at compile time; the compiled loops themselves raise nothing
+        _enabled[0] = False
+        warnings.warn(f"PSA's numba kernels are off ({type(e).__name__}: {e}); PSA runs in eager PyTorch", stacklevel=3)
+        raise KernelUnavailable(str(e)) from e
 
 
 def _nhwc(t: torch.Tensor) -> np.ndarray:
@@ -480,7 +498,7 @@ def train_forward(
     buf = x.new_empty(2 * n * (h * w + c))
     parts = buf.split((n * h * w, n * h * w, n * c, n * c))
     saved = tuple(t.view(n, -1) for t in parts)
-    _psa_kernel(_nhwc(x), _nhwc(out), packed, sequential, eps, True, *(t.numpy() for t in saved))
+    _run(_psa_kernel, _nhwc(x), _nhwc(out), packed, sequential, eps, True, *(t.numpy() for t in saved))
     return out, saved
 
 
@@ -499,7 +517,7 @@ def backward(
     dpar = x.new_empty(x.shape[0], packed.shape[0])
     d = grad_out.contiguous(memory_format=torch.channels_last)
     arrays = [t.numpy() for t in saved]
-    _psa_backward(_nhwc(x), _nhwc(d), _nhwc(dx), packed, sequential, eps, *arrays, dpar.numpy())
+    _run(_psa_backward, _nhwc(x), _nhwc(d), _nhwc(dx), packed, sequential, eps, *arrays, dpar.numpy())
     return dx, dpar.sum(dim=0)
 
 
@@ -528,7 +546,7 @@ def warm_up(training: bool = True) -> bool:
         block(x)
     if training:
         block.train()(x.requires_grad_()).sum().backward()
-    return True
+    return _enabled[0]  # False when compiling failed (a warning says why; PSA then runs eager)
 
 
 _background: list[threading.Thread] = []

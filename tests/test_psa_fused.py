@@ -232,3 +232,30 @@ def test_a_failing_kernel_falls_back_to_eager(layout: str, monkeypatch) -> None:
     monkeypatch.setattr(psa_fused, "_enabled", [True])
     with pytest.warns(UserWarning, match="eager PyTorch"):
         torch.testing.assert_close(m(x.clone().requires_grad_()), naive_psa(m, x), atol=1e-5, rtol=1e-5)
+
+
+def test_kernels_leave_torch_thread_count_alone() -> None:
+    # starting numba's OpenMP workers used to set the process's OpenMP thread count (torch's too) to numba's
+    # pool size: with OMP_NUM_THREADS=1 (as torchrun sets it) torch then ran on 2 threads after the first PSA
+    # forward, which also changed the convolutions' summation order (a resumed run no longer matched)
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from cattlepose.config import ModelConfig
+from cattlepose.models import build_model
+torch.manual_seed(0)
+m = build_model(ModelConfig(input_size=(64, 64)), 5).to(memory_format=torch.channels_last)
+x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+with torch.no_grad():
+    first, second = m(x), m(x)
+m(x).sum().backward()
+assert torch.get_num_threads() == 1, torch.get_num_threads()
+assert torch.equal(first, second)
+print("ok")
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -484,6 +484,10 @@ def _set_threads() -> None:
     threads = torch.get_num_threads()  # numba's setting is per calling thread, like torch's
     if getattr(_thread, "threads", None) != threads:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        # The first call in a process starts numba's OpenMP workers, and that sets the calling thread's OpenMP
+        # thread count, torch's too, to numba's pool size (measured: OMP_NUM_THREADS=1, then 2 after the first
+        # kernel; convolutions then sum in another order and two DDP processes oversubscribe): put it back.
+        torch.set_num_threads(threads)
         _thread.threads = threads
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,60 @@ def test_adk_samples_written_as_coco_get_integer_ids_and_keep_their_metadata(mak
     assert [s.meta["farm_name"] for s in back] == [s.meta["farm_name"] for s in samples]
     assert all(np.array_equal(a.keypoints, b.keypoints) for a, b in zip(samples, back, strict=True))
     assert [s.image for s in back] == [s.image for s in samples]
+
+
+SHEEP_HORSE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "animalpose_sheep_horse"
+
+
+@pytest.fixture(scope="module")
+def sheep_horse_subset(tmp_path_factory):
+    """The first 6 sheep and 6 horses of the shared Animal-Pose set as their own COCO file (in a temporary
+    folder; the images stay where they are), with the source annotations by id."""
+    if not (SHEEP_HORSE / "annotations.json").is_file():
+        pytest.skip(f"shared data set not found at {SHEEP_HORSE}")
+    doc = json.loads((SHEEP_HORSE / "annotations.json").read_text())
+    anns = [a for a in doc["annotations"] if a["category_id"] == 3][:6]
+    anns += [a for a in doc["annotations"] if a["category_id"] == 4][:6]
+    image_ids = {a["image_id"] for a in anns}
+    subset = {
+        "images": [im for im in doc["images"] if im["id"] in image_ids],
+        "annotations": anns,
+        "categories": doc["categories"],
+    }
+    path = tmp_path_factory.mktemp("sheep_horse") / "sheep_horse.json"
+    path.write_text(json.dumps(subset))
+    return path, {a["id"]: a for a in anns}
+
+
+def test_sheep_and_horses_read_as_one_set_recognised_as_animalpose20(sheep_horse_subset):
+    path, source = sheep_horse_subset
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # recognised: no default-sigma warning; same lists: no name warning
+        samples, schema = read_samples("coco", path, "from_data", images=SHEEP_HORSE / "images")
+    assert schema.name == "sheep_horse" and schema.recognised_as == "animalpose20"
+    assert schema.keypoints[:4] == ("left_eye", "right_eye", "nose", "left_ear")  # the file's order
+    assert len(samples) == 12
+    assert [s.meta["category"] for s in samples] == ["sheep"] * 6 + ["horse"] * 6
+    for s in samples:
+        a = source[int(s.ann_id)]
+        assert s.meta["category_id"] == a["category_id"]
+        assert s.keypoints.reshape(-1).tolist() == pytest.approx(a["keypoints"])
+        assert s.bbox.tolist() == pytest.approx(a["bbox"])
+        assert s.image == SHEEP_HORSE / "images" / s.meta["file_name"] and s.group == str(a["image_id"])
+    horses = coco.read(path, schema, images=SHEEP_HORSE / "images", category="horse")
+    assert [int(s.ann_id) for s in horses] == [int(s.ann_id) for s in samples[6:]]
+
+
+def test_sheep_and_horses_read_with_the_shipped_schema_are_reordered_by_name(sheep_horse_subset):
+    path, _ = sheep_horse_subset
+    as_data, data_schema = read_samples("coco", path, "from_data", images=SHEEP_HORSE / "images")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the names are animalpose20's in another spelling: nothing to warn about
+        shipped, schema = read_samples("coco", path, "animalpose20", images=SHEEP_HORSE / "images")
+    assert schema == load_schema("animalpose20")
+    to_shipped = dict(data_schema.name_map)
+    for a, b in zip(as_data, shipped, strict=True):
+        for j, name in enumerate(data_schema.keypoints):
+            assert b.keypoints[schema.index(to_shipped[name])].tolist() == a.keypoints[j].tolist(), name
+    # e.g. the data's 3rd keypoint (nose) is animalpose20's 5th
+    assert shipped[0].keypoints[4].tolist() == as_data[0].keypoints[2].tolist()

@@ -182,3 +182,56 @@ def test_oks_uses_the_image_area_for_whole_image_crops():
     assert o["oks_ap"] == pytest.approx(0.9)  # 0.92 clears every threshold up to 0.90 ...
     o_boxed = evaluate({boxed.key: shifted(boxed, d)}, [boxed], SCHEMA)["overall"]
     assert o_boxed["oks_ap"] == pytest.approx(0.3)  # ... while 0.62 clears 0.50, 0.55, 0.60 only
+
+
+def _two_species():
+    """Six animals, three 'sheep' and three 'horse', predicted with different offsets and scores, one horse
+    without a torso length and one sheep keypoint occluded; predictions as (K, 3) with scores."""
+    samples, preds = [], {}
+    for i in range(6):
+        s = cow(f"animal{i}", bbox=(0, 0, 200 + 20 * i, 100), occluded=(3,) if i == 1 else ())
+        s.meta["category"] = "sheep" if i % 2 == 0 else "horse"
+        if i == 3:
+            s.keypoints[REAR, 2] = 0
+        dx = np.linspace(0, 12 * (i + 1), K)
+        score = np.full((K, 1), 0.9 - 0.1 * i)
+        samples.append(s)
+        preds[s.key] = np.concatenate([shifted(s, dx), score], axis=1)
+    return samples, preds
+
+
+def test_by_category_equals_evaluating_each_category_alone():
+    samples, preds = _two_species()
+    r = evaluate(preds, samples, SCHEMA, pck_torso=(0.35, 0.2), pck_bbox=(0.1,))
+    assert list(r["by_category"]) == ["sheep", "horse"]  # in order of first appearance
+    for name in ("sheep", "horse"):
+        alone = evaluate(
+            preds, [s for s in samples if s.meta["category"] == name], SCHEMA, pck_torso=(0.35, 0.2), pck_bbox=(0.1,)
+        )
+        part = r["by_category"][name]
+        assert set(part) == {"n_samples", "n_keypoints", "torso_unavailable", "overall"}
+        for key in part:
+            assert part[key] == alone[key], (name, key)
+        assert "by_category" not in alone
+    assert r["by_category"]["sheep"]["n_samples"] == 3 and r["by_category"]["horse"]["torso_unavailable"] == 1
+    # the split is a real one: the categories differ from each other
+    assert r["by_category"]["sheep"]["overall"]["mean_error"] < r["by_category"]["horse"]["overall"]["mean_error"]
+    json.dumps(r, allow_nan=False)
+
+
+def test_by_category_leaves_the_rest_of_the_result_unchanged():
+    samples, preds = _two_species()
+    split = evaluate(preds, samples, SCHEMA)
+    for s in samples:
+        del s.meta["category"]
+    plain = evaluate(preds, samples, SCHEMA)
+    assert "by_category" not in plain
+    assert {k: v for k, v in split.items() if k != "by_category"} == plain
+    assert list(split)[:-1] == list(plain)  # same keys in the same order, by_category last
+
+
+def test_one_category_gives_no_split():
+    samples, preds = _two_species()
+    for s in samples:
+        s.meta["category"] = "cow"
+    assert "by_category" not in evaluate(preds, samples, SCHEMA)

@@ -12,7 +12,7 @@ Normalisers, per sample, from the ground truth:
   the labelled keypoints' extent only when neither is known.
 
 OKS: each sample is its own COCO "image" holding one ground-truth animal and its one prediction (predictions
-are already paired with animals, see `engine.predict.match_predictions`), scored by the mean keypoint score
+are already paired with animals, see `engine.evaluate.match_predictions`), scored by the mean keypoint score
 when predictions carry one. The object area is the box area w*h, or the image area for whole-image crops
 (the animal fills the crop), or the keypoint extent's area as a last resort. COCO itself uses the
 segmentation area, which is smaller than the box, so these OKS values are a little more lenient than COCO's.
@@ -32,11 +32,39 @@ from cattlepose.errors import UserError
 from cattlepose.schema import KeypointSchema
 
 VISIBILITY_SPLITS = {"visible": 2, "occluded": 1}
+OKS_KEYS = ("oks_ap", "oks_ap50", "oks_ap75", "oks_ar")
+LOWER_IS_BETTER = ("rmse", "median_error", "mean_error", "loss")
 
 
 def pck_key(kind: str, a: float) -> str:
     """`pck_torso@0.35`, `pck_bbox@0.1`: the metric's name for threshold `a`."""
     return f"pck_{kind}@{a:g}"
+
+
+def metric_names(schema: KeypointSchema, pck_torso: Sequence[float], pck_bbox: Sequence[float]) -> list[str]:
+    """The keys of `evaluate(...)["overall"]`, in order: PCK (torso only where the schema names a torso pair),
+    OKS, pixel errors. Known before any prediction exists, so a run can check its settings at start."""
+    torso = [pck_key("torso", a) for a in pck_torso] if schema.pck_pair is not None else []
+    return [*torso, *(pck_key("bbox", a) for a in pck_bbox), *OKS_KEYS, "rmse", "median_error", "mean_error"]
+
+
+
+def selection_metric(
+    wanted: str, schema: KeypointSchema, pck_torso: Sequence[float], pck_bbox: Sequence[float]
+) -> str:
+    """The metric that picks a run's best epoch (`train.best_metric`), with `auto` resolved: PCK@0.35 of the
+    torso where the schema names a torso pair, OKS AP otherwise. One this schema and these thresholds cannot
+    produce is a UserError, raised before any training step."""
+    names = metric_names(schema, pck_torso, pck_bbox)
+    if wanted == "auto":
+        return "pck_torso@0.35" if "pck_torso@0.35" in names else "oks_ap"
+    if wanted not in names:
+        why = " (the schema names no torso pair: set pck_normalizer in it)" if wanted.startswith("pck_torso") else ""
+        raise UserError(
+            f"'{wanted}' is not a validation metric of this run{why}; choose auto or one of {', '.join(names)}",
+            field="train.best_metric",
+        )
+    return wanted
 
 
 def evaluate(
@@ -49,8 +77,10 @@ def evaluate(
     """Score predictions (Sample.key -> (K, 2) or (K, 3) x, y[, score] in original pixels) against samples.
 
     Returns a JSON-serialisable dict: n_samples, n_keypoints (labelled), torso_unavailable, overall,
-    per_keypoint, by_visibility. A metric with nothing to average over is None. Torso PCK keys are absent
-    when the schema has no `pck_pair`. OKS AP/AR is overall only.
+    per_keypoint, by_visibility, and by_category when the samples hold more than one `meta["category"]`
+    (sheep and horses of one file): per category its n_samples, n_keypoints, torso_unavailable and overall,
+    as `evaluate` gives them on that category's samples alone. A metric with nothing to average over is
+    None. Torso PCK keys are absent when the schema has no `pck_pair`. OKS AP/AR is overall only.
     """
     if not samples:
         raise UserError("nothing to evaluate: the ground truth holds no samples")
@@ -86,9 +116,8 @@ def evaluate(
     for split, v in VISIBILITY_SPLITS.items():
         mask = gt[:, :, 2] == v
         by_visibility[split] = _summary(dist, mask, pck) | {"n": int(mask.sum())}
-    # keep the documented key order in `overall`: PCK, OKS, then pixel errors
-    order = [*pck, "oks_ap", "oks_ap50", "oks_ap75", "oks_ar", "rmse", "median_error", "mean_error"]
-    return {
+    order = metric_names(schema, pck_torso, pck_bbox)
+    result = {
         "n_samples": len(samples),
         "n_keypoints": int(labelled.sum()),
         "torso_unavailable": int((~np.isfinite(norms["torso"])).sum()) if "torso" in norms else None,
@@ -96,6 +125,25 @@ def evaluate(
         "per_keypoint": per_keypoint,
         "by_visibility": by_visibility,
     }
+    groups = _by_category(samples)
+    if len(groups) > 1:
+        result["by_category"] = {}
+        for name, part in groups.items():
+            # scored as a set of its own, so OKS AP ranks each category's detections among themselves
+            r = evaluate(preds, part, schema, pck_torso=pck_torso, pck_bbox=pck_bbox)
+            result["by_category"][name] = {
+                key: r[key] for key in ("n_samples", "n_keypoints", "torso_unavailable", "overall")
+            }
+    return result
+
+
+def _by_category(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
+    """Samples grouped by `meta["category"]` in order of first appearance; those without one under "unknown"."""
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        name = s.meta.get("category")
+        groups.setdefault("unknown" if name is None else str(name), []).append(s)
+    return groups
 
 
 def _stack(
@@ -183,7 +231,7 @@ def oks_metrics(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    empty = {"oks_ap": None, "oks_ap50": None, "oks_ap75": None, "oks_ar": None}
+    empty: dict[str, float | None] = dict.fromkeys(OKS_KEYS)
     n_labelled = (gt[:, :, 2] > 0).sum(axis=1)
     if not n_labelled.any():
         return empty

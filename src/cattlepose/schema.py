@@ -1,7 +1,10 @@
 """Keypoint schemas: names, left/right partners, skeleton, OKS sigmas, body halves, PCK normaliser.
 
 Schemas are YAML files that name keypoints rather than number them, so a typo is caught by name.
-Built-in ones live in `configs/schemas/`; `from_data` builds one from a COCO category.
+Built-in ones live in `configs/schemas/`; `from_data` builds one from a COCO category. Names are compared
+across data sets through `keypoint_key` (case, separators, camelCase, side/limb abbreviations, token order),
+so a data set that spells a shipped schema's keypoints its own way is recognised, and weights trained on one
+schema transfer to another keypoint by keypoint.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ class KeypointSchema:
     upper: tuple[int, ...]
     lower: tuple[int, ...]
     pck_pair: tuple[int, int] | None  # normaliser of torso PCK; None means only box PCK is defined
+    # set when a from_data schema was recognised as a shipped one: its name, and (data name, shipped name)
+    # for every keypoint in the data's order
+    recognised_as: str | None = None
+    name_map: tuple[tuple[str, str], ...] = ()
 
     @property
     def num_keypoints(self) -> int:
@@ -49,7 +56,7 @@ class KeypointSchema:
 
     def to_dict(self) -> dict[str, Any]:
         n = self.keypoints
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "keypoints": list(n),
             "pairs": [[n[a], n[b]] for a, b in self.pairs],
@@ -59,6 +66,11 @@ class KeypointSchema:
             "lower": [n[i] for i in self.lower],
             "pck_normalizer": None if self.pck_pair is None else [n[i] for i in self.pck_pair],
         }
+        if self.recognised_as is not None:
+            # only then, so the schema.yaml of an unrecognised or named schema reads as before
+            out["recognised_as"] = self.recognised_as
+            out["name_map"] = dict(self.name_map)
+        return out
 
 
 def _suggest(name: str, options: Sequence[str]) -> str:
@@ -95,7 +107,10 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
     """Validate a schema mapping (names, not numbers) and build the schema; each failure names the field."""
     if not isinstance(raw, dict):
         raise UserError("a schema must be a mapping", path=source)
-    known = {"name", "keypoints", "pairs", "flip_index", "skeleton", "sigmas", "upper", "lower", "pck_normalizer"}
+    known = {
+        "name", "keypoints", "pairs", "flip_index", "skeleton", "sigmas", "upper", "lower", "pck_normalizer",
+        "recognised_as", "name_map",
+    }  # fmt: skip
     for key in raw:
         if key not in known:
             raise UserError(f"unknown key '{key}'{_suggest(str(key), sorted(known))}", path=source, field=key)
@@ -168,6 +183,15 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
     else:
         raise UserError("must be a pair of keypoint names", path=source, field="pck_normalizer")
 
+    recognised = raw.get("recognised_as")
+    if recognised is not None and not isinstance(recognised, str):
+        raise UserError("must be the name of a shipped schema", path=source, field="recognised_as")
+    name_map = raw.get("name_map") or {}
+    if not isinstance(name_map, dict) or not all(isinstance(v, str) for v in name_map.values()):
+        raise UserError("must map keypoint names to shipped names", path=source, field="name_map")
+    for key in name_map:
+        idx(key, "name_map")
+
     return KeypointSchema(
         name=str(raw.get("name") or Path(str(source)).stem),
         keypoints=tuple(names),
@@ -177,6 +201,8 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
         upper=upper,
         lower=lower,
         pck_pair=pck_pair,
+        recognised_as=recognised,
+        name_map=tuple((n, name_map[n]) for n in names if n in name_map),
     )
 
 
@@ -275,10 +301,9 @@ def schema_from_coco_category(category: dict[str, Any], source: str | Path = "<c
         "pairs": [[names[a], names[b]] for a, b in infer_pairs(names)],
         "skeleton": skeleton,
     }
-    known = _builtin_with_names(names)
-    if known is not None:
-        d = known.to_dict()
-        raw.update(sigmas=d["sigmas"], upper=d["upper"], lower=d["lower"], pck_normalizer=d["pck_normalizer"])
+    recognised = recognise_schema(names)
+    if recognised is not None:
+        raw.update(_carry_over(*recognised))
     else:
         warnings.warn(
             f"{source}: schema built from the data has no OKS sigmas; using {DEFAULT_SIGMA} for every keypoint",
@@ -287,9 +312,104 @@ def schema_from_coco_category(category: dict[str, Any], source: str | Path = "<c
     return schema_from_dict(raw, source=source)
 
 
-def _builtin_with_names(names: Sequence[str]) -> KeypointSchema | None:
+def _carry_over(shipped: KeypointSchema, to_shipped: dict[str, str]) -> dict[str, Any]:
+    """The shipped schema's partners, skeleton, sigmas, halves and PCK normaliser, in the data's names and order."""
+    to_data = {b: a for a, b in to_shipped.items()}
+    d = shipped.to_dict()
+
+    names = list(to_shipped)
+    sigma = dict(zip(shipped.keypoints, shipped.sigmas, strict=True))
+    return {
+        "pairs": [[to_data[a], to_data[b]] for a, b in d["pairs"]],
+        "skeleton": [[to_data[a], to_data[b]] for a, b in d["skeleton"]],
+        "sigmas": [sigma[to_shipped[n]] for n in names],
+        "upper": [to_data[n] for n in d["upper"]],
+        "lower": [to_data[n] for n in d["lower"]],
+        "pck_normalizer": None if d["pck_normalizer"] is None else [to_data[n] for n in d["pck_normalizer"]],
+        "recognised_as": shipped.name,
+        "name_map": dict(to_shipped),
+    }
+
+
+# Spellings of one idea in keypoint names of public data sets: sides, legs, and the ear/tail landmarks.
+_TOKEN_SYNONYMS = {
+    "l": "left",
+    "r": "right",
+    "f": "front",
+    "fore": "front",
+    "b": "back",
+    "hind": "back",
+    "rear": "back",
+    "earbase": "ear",
+    "tailroot": "tailbase",
+}
+# camelCase and CapWords boundaries: leftEar, L_EarBase, LEye
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+
+
+def keypoint_key(name: str) -> tuple[str, ...]:
+    """A keypoint name reduced to what it means, for matching names across data sets.
+
+    Case, separators and camelCase are ignored; l/r/f/b/fore/hind/rear become left/right/front/back; "ear base"
+    is the ear and "tail base"/"root of tail" one landmark; token order does not matter, so `L_F_Elbow`,
+    `left_front_elbow` and `FrontLeftElbow` share a key.
+    """
+    tokens = [_TOKEN_SYNONYMS.get(t, t) for t in _SEPARATORS.split(_CAMEL.sub(" ", name).lower()) if t]
+    bag = set(tokens)
+    if "tail" in bag and bag & {"base", "root"}:
+        # tail base, base of tail, root of tail: one landmark, spelled as the one-word form
+        tokens = [t for t in tokens if t not in ("tail", "base", "root", "of")] + ["tailbase"]
+    elif "ear" in bag and "base" in bag:
+        tokens = [t for t in tokens if t != "base"]
+    return tuple(sorted(tokens)) or (name,)
+
+
+def match_keypoint_names(source: Sequence[str], target: Sequence[str]) -> dict[str, str]:
+    """target name -> source name for the keypoints both lists name, in target order.
+
+    Equal names match first; then names with the same `keypoint_key`, one to one: a key that two names of
+    either list share is ambiguous and matches nothing.
+    """
+    pairs = {t: t for t in target if t in set(source)}
+    taken = set(pairs.values())
+
+    def by_key(names: Sequence[str], skip: set[str]) -> dict[tuple[str, ...], list[str]]:
+        out: dict[tuple[str, ...], list[str]] = {}
+        for n in names:
+            if n not in skip:
+                out.setdefault(keypoint_key(n), []).append(n)
+        return out
+
+    src_keys = by_key(source, taken)
+    for key, names in by_key(target, set(pairs)).items():
+        candidates = src_keys.get(key, [])
+        if len(names) == 1 and len(candidates) == 1:
+            pairs[names[0]] = candidates[0]
+    return {t: pairs[t] for t in target if t in pairs}
+
+
+def recognise_schema(names: Sequence[str]) -> tuple[KeypointSchema, dict[str, str]] | None:
+    """The shipped schema whose keypoints are exactly `names` up to spelling and order, with the map
+    data name -> shipped name; None unless every name on both sides has its partner (no partial matches)."""
+    if len(set(names)) != len(names):
+        return None
     for spec in builtin_schemas():
-        schema = load_schema(spec)
-        if schema.keypoints == tuple(names):
-            return schema
+        shipped = load_schema(spec)
+        if shipped.num_keypoints != len(names):
+            continue
+        to_shipped = match_keypoint_names(shipped.keypoints, names)
+        if len(to_shipped) == len(names):
+            return shipped, to_shipped
     return None
+
+
+def recognition_note(schema: KeypointSchema) -> str | None:
+    """One log line when a from_data schema was recognised, naming the keypoints spelled differently."""
+    if schema.recognised_as is None:
+        return None
+    renamed = [f"{a}->{b}" for a, b in schema.name_map if a != b]
+    note = f"keypoints recognised as {schema.recognised_as} ({schema.num_keypoints} matched by name"
+    if renamed:
+        note += ": " + ", ".join(renamed[:6]) + (f", ... {len(renamed) - 6} more" if len(renamed) > 6 else "")
+    return note + "; the data's keypoint order is kept)"

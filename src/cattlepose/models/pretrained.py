@@ -1,32 +1,48 @@
-"""Load weights into a PoseHRNet: timm ImageNet files (hub or local) and cattlepose checkpoints, non-strictly.
+"""Load weights into a PoseHRNet: timm ImageNet files (hub or local), cattlepose checkpoints and run directories.
 
 Source files come in several shapes; all reduce to a flat name -> tensor mapping:
 
 * timm ImageNet weights (``.pth``/``.bin``/``.safetensors``): classification-model names (``stage2.0...``,
   plus ``classifier``/``incre_modules``/... that a pose model does not have);
 * timm training checkpoints: the mapping under ``state_dict_ema`` or ``state_dict``;
-* cattlepose checkpoints (engine/fit.py): the mapping under ``model``, names already ``backbone.``/``head.``;
+* cattlepose checkpoints (engine/fit.py): the mapping under ``model``, names already ``backbone.``/``head.``,
+  beside the ``schema`` and ``config`` the weights were trained with;
+* a cattlepose run directory: the ``best.pt`` of its best fold (by ``done.json``), else of fold 0;
 * anything saved from DDP: a ``module.`` prefix.
 
-A source name matches the model's name as it is or with ``backbone.`` in front. A tensor whose shape differs
-(the head of a model with another keypoint count) is skipped; model entries nothing filled are reported as
-missing (the PSA parameters when the source is a plain HRNet). Loading copies into the existing tensors, so the
+A source name matches the model's name as it is or with ``backbone.`` in front. The backbone must be the
+model's: another HRNet width is a UserError, not a partial load. PSA tensors load where name and shape agree
+(another PSA layout, or none, leaves the rest as initialised, reported as missing). Head channels map by
+keypoint name (`cattlepose.schema.match_keypoint_names`) when the source names its keypoints and the caller
+passes the model's; the others keep their fresh initialisation. Without names, a head of the same shape
+loads as it is and one of another shape is skipped. Loading copies into the existing tensors, so the
 model's memory format and device are kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+import re
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import torch
+import yaml
 from torch import nn
 
 from cattlepose.errors import UserError
+from cattlepose.models.pose_hrnet import BACKBONES
+from cattlepose.schema import match_keypoint_names
 
 _NESTED_KEYS = ("model", "state_dict_ema", "model_ema", "state_dict")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
+_HEAD = ("head.weight", "head.bias")
+# engine/fit.py's selection direction; models/ may not import the engine, so the list is repeated here
+_LOWER_IS_BETTER = ("rmse", "median_error", "mean_error", "loss")
+# the first stage-2 convolution: its output channels are the HRNet width (BACKBONES' channel count)
+_WIDTH_KEY = "stage2.0.branches.0.0.conv1.weight"
 
 
 class _Log(Protocol):
@@ -87,59 +103,315 @@ def _timm_hub_state_dict(backbone: str) -> dict[str, torch.Tensor]:
     return net.state_dict()
 
 
-def load_state_into(model: nn.Module, source: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Copy matching tensors of `source` into `model`; the report names what was loaded, missing and skipped."""
+def load_state_into(
+    model: nn.Module, source: Mapping[str, torch.Tensor], exclude: Collection[str] = ()
+) -> dict[str, Any]:
+    """Copy matching tensors of `source` into `model`; the report names what was loaded, missing and skipped.
+
+    Model entries in `exclude` are left to the caller (the head when it maps by keypoint name).
+    """
     target = model.state_dict()
-    filled: set[str] = set()
+    copies, skipped, unused = _plan(target, source, exclude)
+    with torch.no_grad():
+        for dest, tensor in copies.items():
+            target[dest].copy_(tensor)
+    missing = [k for k in target if k not in copies and k not in exclude]
+    return {"loaded": len(copies), "missing": missing, "skipped": skipped, "unused": unused}
+
+
+def _plan(
+    target: Mapping[str, torch.Tensor], source: Mapping[str, torch.Tensor], exclude: Collection[str]
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """(model name -> source tensor to copy, shape mismatches, source names with no place), nothing copied."""
+    copies: dict[str, torch.Tensor] = {}
     skipped: list[str] = []
     unused: list[str] = []
-    with torch.no_grad():
-        for name, tensor in source.items():
-            dest = name if name in target else f"backbone.{name}" if f"backbone.{name}" in target else None
-            if dest is None or dest in filled:
-                unused.append(name)
-                continue
-            if target[dest].shape != tensor.shape:
-                skipped.append(f"{dest} {tuple(tensor.shape)} -> {tuple(target[dest].shape)}")
-                continue
-            target[dest].copy_(tensor)
-            filled.add(dest)
-    missing = [k for k in target if k not in filled]
-    return {"loaded": len(filled), "missing": missing, "skipped": skipped, "unused": unused}
+    for name, tensor in source.items():
+        dest = name if name in target else f"backbone.{name}" if f"backbone.{name}" in target else None
+        if dest is None or dest in copies:
+            unused.append(name)
+            continue
+        if dest in exclude:
+            continue
+        if target[dest].shape != tensor.shape:
+            skipped.append(f"{dest} {tuple(tensor.shape)} -> {tuple(target[dest].shape)}")
+            continue
+        copies[dest] = tensor
+    return copies, skipped, unused
 
 
-def load_pretrained(model: nn.Module, path_or_timm: str | Path, log: _Log | None = None) -> dict[str, Any]:
-    """Load "timm" (ImageNet weights of the model's backbone from the hub) or a local weights file.
+def load_pretrained(
+    model: nn.Module,
+    path_or_timm: str | Path,
+    log: _Log | None = None,
+    keypoints: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Load "timm" (ImageNet weights of the model's backbone from the hub), a weights file, a cattlepose
+    checkpoint or a run directory into `model`.
 
-    Returns {"loaded": n, "missing": [...], "skipped": [...], "unused": [...]}: tensors copied, model entries left
-    as initialised (e.g. PSA and the head when the source is a plain HRNet), tensors of another shape, and
-    source entries the model has no place for (the ImageNet classifier, the fuse layers a stride-4 head drops).
+    `keypoints`: the model's keypoint names, in head-channel order. With them, head channels of a source that
+    names its keypoints (a cattlepose checkpoint or run) map by name and the rest keep their fresh values;
+    without them only a head of the same shape loads.
+
+    Returns {"loaded": n, "missing": [...], "skipped": [...], "unused": [...], "source": str,
+    "head_mapped": {model keypoint: source keypoint}, "head_fresh": [model keypoints not mapped]}: tensors
+    copied, model entries left as initialised (e.g. PSA and the head when the source is a plain HRNet), tensors
+    of another shape, and source entries the model has no place for (the ImageNet classifier, the fuse layers
+    a stride-4 head drops).
     """
     if str(path_or_timm) == "timm":
         backbone = getattr(model, "backbone_name", None)
         if backbone is None:
             raise ValueError("pretrained 'timm' needs a PoseHRNet (it names the backbone)")
-        source, where = _timm_hub_state_dict(backbone), f"timm hub ({backbone})"
+        source, where, file = _timm_hub_state_dict(backbone), f"timm hub ({backbone})", None
+        meta: dict[str, Any] = {}
     else:
-        path = Path(path_or_timm)
-        source, where = extract_state_dict(_read_file(path)), str(path)
-    report = load_state_into(model, source)
+        file, meta, where = _resolve_source(Path(path_or_timm))
+        obj = _read_file(file)
+        source = extract_state_dict(obj)
+        meta = {**meta, **_checkpoint_meta(obj)}
+    target = model.state_dict()
+    if keypoints is not None and "head.weight" in target and len(keypoints) != target["head.weight"].shape[0]:
+        raise ValueError(f"{len(keypoints)} keypoint names for a head of {target['head.weight'].shape[0]} channels")
+    _check_backbone(model, source, meta, file)
+
+    src_names = meta.get("keypoints")
+    names: tuple[list[str], list[str]] | None = None
+    if (
+        keypoints is not None
+        and src_names is not None
+        and "head.weight" in source
+        and "head.weight" in target
+        and source["head.weight"].shape[0] == len(src_names)
+        and source["head.weight"].shape[1:] == target["head.weight"].shape[1:]
+    ):
+        names = (list(src_names), list(keypoints))
+    report = load_state_into(model, source, exclude=_HEAD if names else ())
+    report["source"] = where
+    report["head_mapped"], report["head_fresh"] = {}, []
+    if names is not None:
+        mapped = _map_head(model, source, *names)
+        report["head_mapped"] = mapped
+        report["head_fresh"] = [n for n in names[1] if n not in mapped]
+        if mapped:
+            report["loaded"] += sum(1 for n in _HEAD if n in target and n in source)
+        report["missing"] += [n for n in _HEAD if n in target and (not mapped or n not in source)]
+    elif keypoints is not None and "head.weight" in report["missing"]:
+        report["head_fresh"] = list(keypoints)
     if report["loaded"] == 0:
         raise UserError(
             "no tensor in this file matches the model; is it an HRNet of the configured backbone?",
-            path=None if str(path_or_timm) == "timm" else path_or_timm,
+            path=file,
             field="model.pretrained",
         )
     if log is not None:
-        log.info(
-            f"pretrained {where}: loaded {report['loaded']} tensors, "
-            f"{len(report['missing'])} missing (kept as initialised), {len(report['skipped'])} skipped "
-            f"(shape differs), {len(report['unused'])} unused"
-        )
-        for title in ("missing", "skipped"):
-            if report[title]:
-                log.info(f"  {title}: {_summarise(report[title])}")
+        _log_report(log, report, meta, model, names[1] if names else None)
     return report
+
+
+def _map_head(model: nn.Module, source: Mapping[str, torch.Tensor], src: list[str], dst: list[str]) -> dict[str, str]:
+    """Copy the source's head channel of each model keypoint that the source names; {model name: source name}."""
+    mapped = match_keypoint_names(src, dst)
+    target = model.state_dict()
+    with torch.no_grad():
+        for t_name, s_name in mapped.items():
+            t, s = dst.index(t_name), src.index(s_name)
+            target["head.weight"][t].copy_(source["head.weight"][s])
+            if "head.bias" in target and "head.bias" in source:
+                target["head.bias"][t].copy_(source["head.bias"][s])
+    return mapped
+
+
+def _log_report(
+    log: _Log, report: dict[str, Any], meta: Mapping[str, Any], model: nn.Module, keypoints: Sequence[str] | None
+) -> None:
+    log.info(
+        f"pretrained {report['source']}: loaded {report['loaded']} tensors, "
+        f"{len(report['missing'])} missing (kept as initialised), {len(report['skipped'])} skipped "
+        f"(shape differs), {len(report['unused'])} unused"
+    )
+    src_psa, psa = meta.get("psa"), getattr(model, "psa", None)
+    if src_psa is not None and psa is not None and src_psa != psa:
+        log.info(f"  trained with psa '{src_psa}', the model has psa '{psa}': PSA tensors load where they match")
+    for title in ("missing", "skipped"):
+        if report[title]:
+            log.info(f"  {title}: {_summarise(report[title])}")
+    if keypoints is not None:
+        mapped = report["head_mapped"]
+        shown = ", ".join(f"{s}->{t}" for t, s in list(mapped.items())[:6])
+        more = f", ... {len(mapped) - 6} more" if len(mapped) > 6 else ""
+        log.info(
+            f"head: {len(mapped)} of {len(keypoints)} keypoints mapped by name"
+            + (f" ({shown}{more})" if mapped else "")
+            + f"; {len(report['head_fresh'])} start fresh"
+        )
+
+
+def _resolve_source(path: Path) -> tuple[Path, dict[str, Any], str]:
+    """The weights file to read, what its run directory says about it (keypoint names, backbone), and how to
+    name it in the log. A file is itself; a run directory gives the best.pt of its best fold."""
+    if not path.is_dir():
+        return path, {}, str(path)
+    if (path / "best.pt").is_file():  # a fold directory
+        run_dir, file, why = path.parent, path / "best.pt", ""
+    else:
+        run_dir = path
+        file, why = checkpoint_of_run(path)
+    meta: dict[str, Any] = {}
+    schema = _read_yaml(run_dir / "schema.yaml")
+    if isinstance(schema, Mapping) and _names(schema.get("keypoints")):
+        meta["keypoints"] = _names(schema.get("keypoints"))
+    config = _read_yaml(run_dir / "config.yaml")
+    model_cfg = config.get("model") if isinstance(config, Mapping) else None
+    if isinstance(model_cfg, Mapping):
+        meta.update({k: model_cfg[k] for k in ("backbone", "psa") if isinstance(model_cfg.get(k), str)})
+    return file, meta, f"{file}{f' ({why})' if why else ''}"
+
+
+def checkpoint_of_run(run_dir: str | Path) -> tuple[Path, str]:
+    """`fold{k}/best.pt` of the run's best fold by the selection metric in each fold's done.json (falling back
+    to cv.json's per-fold numbers), or of fold 0 when that cannot be told; and a note saying which and why."""
+    run_dir = Path(run_dir)
+    folds = sorted(
+        int(m.group(1))
+        for d in run_dir.iterdir()
+        if (m := re.fullmatch(r"fold(\d+)", d.name)) and (d / "best.pt").is_file()
+    )
+    if not folds:
+        raise UserError(
+            "no fold{k}/best.pt in this run directory: train it first, or name a checkpoint file",
+            path=run_dir,
+            field="model.pretrained",
+        )
+    config = _read_yaml(run_dir / "config.yaml")
+    train = config.get("train") if isinstance(config, Mapping) else None
+    metric = train.get("best_metric") if isinstance(train, Mapping) else None
+    scores = _fold_scores(run_dir, folds, metric)
+    if len(folds) > 1 and isinstance(metric, str) and scores is not None:
+        lower = metric.startswith(_LOWER_IS_BETTER)
+        best = min(folds, key=lambda k: scores[k] if lower else -scores[k])
+        return run_dir / f"fold{best}" / "best.pt", f"fold {best}, the best {metric} of {len(folds)} folds"
+    first = 0 if 0 in folds else folds[0]
+    why = "the only fold" if len(folds) == 1 else "no per-fold score to choose by"
+    return run_dir / f"fold{first}" / "best.pt", f"fold {first}, {why}"
+
+
+def _fold_scores(run_dir: Path, folds: list[int], metric: Any) -> dict[int, float] | None:
+    """Each fold's selection score, from done.json, else cv.json; None unless every fold has a finite one."""
+    scores: dict[int, float] = {}
+    for k in folds:
+        done = _read_json(run_dir / f"fold{k}" / "done.json")
+        value = done.get("best_metric") if isinstance(done, Mapping) else None
+        if _finite(value):
+            scores[k] = float(value)
+    if len(scores) < len(folds) and isinstance(metric, str):
+        cv = _read_json(run_dir / "cv.json")
+        per_fold = cv.get("folds") if isinstance(cv, Mapping) else None
+        if isinstance(per_fold, Mapping):
+            for k in folds:
+                entry = per_fold.get(str(k))
+                value = entry.get(metric) if isinstance(entry, Mapping) else None
+                if k not in scores and _finite(value):
+                    scores[k] = float(value)
+    return scores if len(scores) == len(folds) else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_yaml(path: Path) -> Any:
+    """Parsed YAML, or None when the file is absent or unreadable: run metadata only refines what is loaded."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _names(raw: Any) -> list[str] | None:
+    return list(raw) if isinstance(raw, list) and raw and all(isinstance(n, str) for n in raw) else None
+
+
+def _checkpoint_meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Keypoint names, backbone and PSA layout a cattlepose checkpoint was trained with (whatever it holds)."""
+    meta: dict[str, Any] = {}
+    schema = obj.get("schema")
+    if isinstance(schema, Mapping) and _names(schema.get("keypoints")):
+        meta["keypoints"] = _names(schema.get("keypoints"))
+    config = obj.get("config")
+    model_cfg = config.get("model") if isinstance(config, Mapping) else None
+    if isinstance(model_cfg, Mapping):
+        meta.update({k: model_cfg[k] for k in ("backbone", "psa") if isinstance(model_cfg.get(k), str)})
+    return meta
+
+
+def _check_backbone(
+    model: nn.Module, source: Mapping[str, torch.Tensor], meta: Mapping[str, Any], file: Path | None
+) -> None:
+    """A UserError naming both backbones when the source is another HRNet than the model's, before any copy.
+
+    The stem and first stage are the same in every width, so a partial load would look like success; a
+    backbone tensor of another shape, one the file lacks, or branches the model lacks give it away. PSA
+    tensors do not count: another PSA layout is no reason to refuse the backbone.
+    """
+    want = getattr(model, "backbone_name", None)
+    have = meta.get("backbone")
+    if want is not None and have is not None and have != want:
+        _backbone_error(file, have, want, "")
+    target = model.state_dict()
+    copies, skipped, unused = _plan(target, source, _HEAD)
+    if not copies and not skipped:
+        return  # nothing of an HRNet in the file; load_pretrained says so
+    bad = [s for s in skipped if ".aa." not in s]  # "name (file shape) -> (model shape)"
+    absent = [
+        k
+        for k in target
+        if k.startswith("backbone.") and ".aa." not in k and k not in copies and not k.endswith("num_batches_tracked")
+    ]
+    extra = [n for n in unused if ".branches." in n and ".aa." not in n]
+    if bad:
+        name, shapes = bad[0].split(" ", 1)
+        file_shape, model_shape = shapes.split(" -> ")
+        detail = f"{name} is {file_shape} in the file, {model_shape} in the model"
+    elif absent:
+        detail = f"{absent[0]} is not in the file"
+    elif extra:
+        detail = f"the file has {extra[0]}, which the model lacks"
+    else:
+        return
+    guess = have if have is not None and have != want else _guess_backbone(source, want)
+    _backbone_error(file, guess, want or "the model's", f" (e.g. {detail})")
+
+
+def _guess_backbone(source: Mapping[str, torch.Tensor], not_this: str | None) -> str | None:
+    """The registered backbones of the file's HRNet width, less the model's own (which it was found not to be)."""
+    for name in (_WIDTH_KEY, f"backbone.{_WIDTH_KEY}"):
+        if name in source:
+            width = int(source[name].shape[0])
+            names = [b for b, c in BACKBONES.items() if c == width and b != not_this]
+            return " or ".join(names) if names else None
+    return None
+
+
+def _backbone_error(file: Path | None, have: str | None, want: str, detail: str) -> NoReturn:
+    if have is None:
+        message = (
+            f"the weights do not fit the model's backbone {want}{detail}: give weights trained with {want}, "
+            "or set model.backbone to the one they were trained with"
+        )
+    else:
+        message = (
+            f"the weights are from backbone {have}, the model is {want}{detail}: set model.backbone to {have}, "
+            f"or give weights trained with {want}"
+        )
+    raise UserError(message, path=file, field="model.pretrained")
 
 
 def _summarise(names: list[str], limit: int = 6) -> str:

@@ -2,7 +2,8 @@
 
 Formats: `adk` (folder of per-image JSON), `coco` (COCO keypoints JSON), `csv` (wide `image,<kp>_x,<kp>_y,...`).
 The schema is named (`adk17`, a YAML path) or `from_data`: built from the COCO category, the ADK files'
-`categories[].keypoints_name`, or the CSV header's `<kp>_x` columns.
+`categories[].keypoints_name`, or the CSV header's `<kp>_x` columns, and recognised as a shipped schema when
+its keypoint names are one's in another spelling or order (`schema.recognise_schema`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from cattlepose.data.formats import adk, coco
 from cattlepose.data.formats.common import ErrorSink, subsample
 from cattlepose.data.records import Sample
 from cattlepose.errors import UserError
-from cattlepose.schema import KeypointSchema, load_schema, schema_from_coco_category
+from cattlepose.schema import KeypointSchema, load_schema, match_keypoint_names, schema_from_coco_category
 
 FORMATS = ("adk", "coco", "csv")
 FROM_DATA = "from_data"
@@ -168,6 +169,16 @@ def _check_adk_names(path: Path, schema: KeypointSchema) -> None:
         )
     if tuple(names) != schema.keypoints:
         i = next(i for i, (a, b) in enumerate(zip(names, schema.keypoints, strict=True)) if a != b)
+        by_name = match_keypoint_names(names, schema.keypoints)
+        if len(by_name) == len(names) and any(by_name[t] != n for t, n in zip(schema.keypoints, names, strict=True)):
+            # ADK files are read by position: the schema's keypoints in another order would be read as the wrong ones
+            raise UserError(
+                f"the files name the keypoints of schema '{schema.name}' in another order (keypoint {i} is "
+                f"'{names[i]}' here, '{schema.keypoints[i]}' in the schema); use schema from_data, which keeps the "
+                "files' order and is recognised by name",
+                path=first,
+                field="label_info.categories[].keypoints_name",
+            )
         warnings.warn(
             f"{first}: keypoint {i} is '{names[i]}' in the data and '{schema.keypoints[i]}' in schema "
             f"'{schema.name}'; the schema's names are used",

@@ -5,6 +5,8 @@ image stay in one fold), `ann_id` the annotation id, and `meta` keeps `category_
 `coco_image_id`, `file_name` and any extra fields of the image entry (AP-10K's `background`, a farm name...).
 Crowd annotations and annotations without a labelled keypoint are skipped and counted.
 Several categories are read together when they share one keypoint list (AP-10K: 54 species, 17 joints).
+Given a schema whose keypoints the file names in another spelling or order (`left_ear` for `L_EarBase`), the
+keypoints are read by name into the schema's order.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from cattlepose.data.images import image_size
 from cattlepose.data.records import Sample
 from cattlepose.errors import UserError
 from cattlepose.io import write_json
-from cattlepose.schema import KeypointSchema
+from cattlepose.schema import KeypointSchema, match_keypoint_names
 
 BoxMode = Literal["auto", "annotation", "image"]
 # Image-entry keys that describe the file itself; every other key of an image entry travels in Sample.meta.
@@ -50,7 +52,8 @@ def read(
 ) -> list[Sample]:
     """Samples of every keypoint annotation in a COCO file, in file order.
 
-    `num_keypoints` may be a schema: its keypoint count is enforced and differing names are warned about.
+    `num_keypoints` may be a schema: its keypoint count is enforced; names that are the schema's in another
+    spelling or order are read into the schema's order, other differing names are warned about.
     `images` defaults to the JSON's folder, or an `images/` folder beside it (or beside its parent) when the
     files are there. `bbox`: auto/annotation keep the annotation box (auto also treats a whole-image box as
     no box); image ignores boxes. `category`: an id or name to read only that category. With `on_error`, a bad
@@ -67,16 +70,24 @@ def read_detailed(
     bbox: BoxMode = "auto",
     category: int | str | None = None,
     on_error: ErrorSink | None = None,
+    boxes_only: bool = False,
 ) -> tuple[list[Sample], dict[str, int]]:
     """`read`, plus counts: `crowd`, `no_keypoints`, `other_category` (skipped annotations), `size_mismatch`
-    (images whose header size differs from the JSON's width/height; the header wins)."""
+    (images whose header size differs from the JSON's width/height; the header wins).
+
+    `boxes_only`: the animals to predict (detections or ground truth): every non-crowd annotation with a box,
+    keypoints not read (zeros, v = 0) and `categories` optional."""
     path = Path(path)
     if bbox not in ("auto", "annotation", "image"):
         raise UserError(f"bbox mode '{bbox}' must be auto, annotation or image", field="data.bbox")
-    doc = load(path)
+    doc = load(path, require_categories=not boxes_only)
     cats = _categories(doc, path, category)
     all_ids = {c["id"] for c in doc["categories"]}
-    k = _expected_keypoints(cats, num_keypoints, path)
+    if boxes_only:  # the keypoint lists of the file do not matter: nothing is read from them
+        k = num_keypoints.num_keypoints if isinstance(num_keypoints, KeypointSchema) else num_keypoints
+        order = None
+    else:
+        k, order = _expected_keypoints(cats, num_keypoints, path)
     image_entries = _images(doc, path)
     root = _image_root(path, images, image_entries)
     stats = {"crowd": 0, "no_keypoints": 0, "other_category": 0, "size_mismatch": 0}
@@ -89,7 +100,10 @@ def read_detailed(
             if not isinstance(ann, dict):
                 raise UserError("an annotation must be an object", path=path, field=field)
             cat_id = ann.get("category_id")
-            if not isinstance(cat_id, (int, str)) or cat_id not in all_ids:
+            if boxes_only and not all_ids:
+                cat_id = cat_id if isinstance(cat_id, (int, str)) else None
+                cats.setdefault(cat_id, {})
+            elif not isinstance(cat_id, (int, str)) or cat_id not in all_ids:
                 raise UserError(
                     f"category_id {cat_id!r} is not in 'categories'", path=path, field=f"{field}.category_id"
                 )
@@ -99,13 +113,20 @@ def read_detailed(
             if ann.get("iscrowd"):
                 stats["crowd"] += 1
                 continue
-            if ann.get("num_keypoints") == 0:
-                stats["no_keypoints"] += 1
-                continue
-            kps = check_keypoints(ann.get("keypoints"), k, path, f"{field}.keypoints")
-            if not (kps[:, 2] > 0).any():
-                stats["no_keypoints"] += 1
-                continue
+            if boxes_only:
+                if ann.get("bbox") is None:
+                    raise UserError("an animal to predict needs a bbox", path=path, field=f"{field}.bbox")
+                kps = np.zeros((k or 0, 3))
+            else:
+                if ann.get("num_keypoints") == 0:
+                    stats["no_keypoints"] += 1
+                    continue
+                kps = check_keypoints(ann.get("keypoints"), k, path, f"{field}.keypoints")
+                if order is not None:
+                    kps = kps[order]
+                if not (kps[:, 2] > 0).any():
+                    stats["no_keypoints"] += 1
+                    continue
             ann_id = ann.get("id", i)
             if not isinstance(ann_id, (int, str)):
                 raise UserError(f"annotation id {ann_id!r} must be a number or string", path=path, field=f"{field}.id")
@@ -116,7 +137,7 @@ def read_detailed(
             if not isinstance(image_id, (int, str)) or image_id not in image_entries:
                 raise UserError(f"image_id {image_id!r} is not in 'images'", path=path, field=f"{field}.image_id")
             img_path, width, height = _image_size(sizes, image_entries[image_id], root, path, stats)
-            box = _box(ann.get("bbox"), width, height, bbox, path, f"{field}.bbox")
+            box = _box(ann.get("bbox"), width, height, "annotation" if boxes_only else bbox, path, f"{field}.bbox")
         except UserError as e:
             report_or_raise(e, on_error)
             continue
@@ -157,7 +178,7 @@ def read_detailed(
     return samples, stats
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, require_categories: bool = True) -> dict[str, Any]:
     """The parsed COCO document, with `images`, `annotations` and `categories` checked to be lists."""
     path = Path(path)
     if not path.is_file():
@@ -170,6 +191,8 @@ def load(path: str | Path) -> dict[str, Any]:
         raise UserError("a COCO file is a JSON object with images, annotations and categories", path=path)
     if "label_info" in doc:
         raise UserError("this is an ADK per-image file; give the folder that holds it (format adk)", path=path)
+    if not require_categories:
+        doc.setdefault("categories", [])
     for key in ("images", "annotations", "categories"):
         if not isinstance(doc.get(key), list):
             raise UserError(f"needs a '{key}' list", path=path, field=key)
@@ -224,25 +247,32 @@ def _categories(doc: dict[str, Any], path: Path, category: int | str | None) -> 
 
 def _expected_keypoints(
     cats: dict[Any, dict[str, Any]], num_keypoints: int | KeypointSchema | None, path: Path
-) -> int | None:
+) -> tuple[int | None, list[int] | None]:
+    """The keypoint count to enforce, and the data index of each schema keypoint when the data names the
+    schema's keypoints in another order or spelling (`left_eye` for `L_Eye`), so they are read by name."""
     names = next((c["keypoints"] for c in cats.values() if c.get("keypoints")), None)
     schema = num_keypoints if isinstance(num_keypoints, KeypointSchema) else None
     k = schema.num_keypoints if schema is not None else num_keypoints
     if names is None:
-        return k
+        return k, None
     if k is not None and len(names) != k:
         which = f"schema '{schema.name}'" if schema is not None else "schema"
         raise UserError(
             f"the category lists {len(names)} keypoints, the {which} has {k}", path=path, field="categories[].keypoints"
         )
-    if schema is not None and tuple(names) != schema.keypoints:
-        diff = next(i for i, (a, b) in enumerate(zip(names, schema.keypoints, strict=True)) if a != b)
-        warnings.warn(
-            f"{path}: keypoint {diff} is '{names[diff]}' in the data and '{schema.keypoints[diff]}' in schema "
-            f"'{schema.name}'; the schema's names are used",
-            stacklevel=4,
-        )
-    return len(names)
+    if schema is None or tuple(names) == schema.keypoints:
+        return len(names), None
+    by_name = match_keypoint_names(names, schema.keypoints)
+    if len(by_name) == len(names) and len(set(by_name.values())) == len(names):
+        order = [names.index(by_name[n]) for n in schema.keypoints]
+        return len(names), None if order == list(range(len(names))) else order
+    diff = next(i for i, (a, b) in enumerate(zip(names, schema.keypoints, strict=True)) if a != b)
+    warnings.warn(
+        f"{path}: keypoint {diff} is '{names[diff]}' in the data and '{schema.keypoints[diff]}' in schema "
+        f"'{schema.name}'; the schema's names are used",
+        stacklevel=4,
+    )
+    return len(names), None
 
 
 def _images(doc: dict[str, Any], path: Path) -> dict[Any, tuple[int, dict[str, Any]]]:

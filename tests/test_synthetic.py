@@ -232,3 +232,52 @@ def test_preview_from_a_folder(tmp_path):
     out = render_preview(tmp_path / "s", tmp_path / "grid.png", n=4)
     img = cv2.imread(str(out))
     assert img.shape == (2 * 224, 2 * 224, 3)
+
+
+def test_extreme_crop_sizes_render_for_many_seeds():
+    """The layout's size rule: the long side is at most LONG_SIDE[1], but margins across it come on top, so a
+    squarish animal with wide margins across gets a side of up to `max_crop_side()`: beyond the camera's noise
+    bank (a 9,000-image set once died on such a crop). The smallest crops have MIN_CROP_SIDE on a side. Both
+    extremes render, with camera effects, for many animals."""
+    from cattlepose.data.synth.render import LONG_SIDE, MAX_MARGIN, MIN_CROP_SIDE, max_crop_side
+    from cattlepose.data.synth.scene import NOISE_BANK_SIZE
+
+    across = {"wide": (0.0, MAX_MARGIN, 0.0, MAX_MARGIN), "tall": (MAX_MARGIN, 0.0, MAX_MARGIN, 0.0)}
+    largest, smallest = 0, 10**6
+    for seed in range(24):
+        scene = sample_scene(np.random.default_rng([99, seed]))
+        cases = [(LONG_SIDE[1], across["wide"]), (LONG_SIDE[1], across["tall"]), (LONG_SIDE[0], (0.0,) * 4)]
+        for long_side, margins in cases:
+            r = render(dataclasses.replace(scene, long_side=long_side, margins=margins))
+            h, w = r.image.shape[:2]
+            assert r.image.dtype == np.uint8 and r.image.std() > 5
+            assert min(h, w) >= MIN_CROP_SIDE and max(h, w) <= max_crop_side()
+            largest, smallest = max(largest, h, w), min(smallest, h, w)
+    assert largest > NOISE_BANK_SIZE  # the test really renders crops larger than the bank
+    assert largest >= 0.98 * max_crop_side()  # ... and near the rule's bound
+    assert smallest == MIN_CROP_SIDE
+
+
+@pytest.mark.parametrize("size", [(1, 1), (50, 50), (544, 544), (545, 20), (578, 480), (700, 620)])
+def test_camera_noise_works_for_any_size(size):
+    from cattlepose.data.synth.scene import camera
+
+    h, w = size
+    for seed in range(10):
+        img = np.full((h, w, 3), 128.0, np.float32)
+        out = camera(np.random.default_rng(seed), FARMS[seed % len(FARMS)], img)
+        assert out.shape == (h, w, 3) and out.dtype == np.uint8
+        if h * w > 100:
+            assert 1.0 < out.astype(np.float32).std() < 40.0  # grain of the farm's sigma, not a blank image
+
+
+def test_crops_that_fit_take_their_noise_from_the_bank():
+    """Fitting crops keep taking a window of the fixed bank (the default set's images depend on it); only larger
+    crops draw fresh noise."""
+    from cattlepose.data.synth.scene import NOISE_BANK_SIZE, _noise, _noise_bank
+
+    lum, _ = _noise_bank()
+    fit, _ = _noise(np.random.default_rng(3), NOISE_BANK_SIZE, 80)
+    assert np.isin(fit, lum).all()
+    big, _ = _noise(np.random.default_rng(3), NOISE_BANK_SIZE + 1, 80)
+    assert big.shape == (NOISE_BANK_SIZE + 1, 80) and not np.isin(big, lum).all()

@@ -1,15 +1,19 @@
 """The one way code below the CLI talks to a person: a log object with messages, tables and progress bars.
 
 The engine takes a `Log`; the CLI builds a rich one, tests and library users get `Log(quiet=True)`.
+Every console is built by `make_console`: on a terminal rich's usual layout; in a log file or a pipe nothing is
+wrapped, so each message, problem and table row stays on one line that `grep` finds whole.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +23,41 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+# Width of a console writing to a file or a pipe: wide enough that no table ever needs to wrap a cell (paths
+# included), so rows are laid out at their natural width. Nothing pads to it (tables do not expand).
+PLAIN_WIDTH = 100_000
+
+
+def is_terminal(stderr: bool = False) -> bool:
+    """True when stdout (or stderr) is a terminal; False for files, pipes and test runners."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for stdout (or stderr) as it is now: rich's terminal layout on a terminal; otherwise one that
+    never wraps text or table cells (colours follow rich's usual rules either way)."""
+    console = Console(stderr=stderr, highlight=False)
+    if is_terminal(stderr) or console.is_jupyter:  # a notebook lays out its own output
+        return console
+    return Console(stderr=stderr, highlight=False, width=PLAIN_WIDTH, soft_wrap=True)
+
+
+def plain(console: Console) -> bool:
+    """Whether `console` writes to a file or a pipe: then problems are printed one per line, not as a table."""
+    try:
+        return not console.file.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
+def print_error(message: str, console: Console | None = None) -> None:
+    """`error: message` as one paragraph on stderr (never wrapped by us; a terminal wraps it on screen)."""
+    (console or make_console(stderr=True)).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 class Task:
@@ -40,16 +79,17 @@ class Task:
 class Log:
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
-        self.console = console or Console(stderr=False, highlight=False, soft_wrap=False)
+        self.console = console or make_console()
         self._progress: Progress | None = None
 
     def info(self, message: str) -> None:
+        """A line of text; taken literally (square brackets in paths are not rich markup)."""
         if not self.quiet:
-            self.console.print(message)
+            self.console.print(escape(message))
 
     def warn(self, message: str) -> None:
         # warnings are shown even in quiet mode: they say something is off
-        Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {message}")
+        make_console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}")
 
     def show(self, renderable: Any) -> None:
         if not self.quiet:

@@ -26,7 +26,7 @@ from cattlepose.data.records import Sample
 from cattlepose.errors import UserError
 from cattlepose.schema import KeypointSchema
 
-MAX_LISTED = 200  # problems shown in the table; the count always covers all of them
+MAX_LISTED = 200  # problems shown in the table; the count always covers all of them (plain output lists all)
 # Reader counts that no reader warning already reports (the file-name quirk and skipped annotations are warned
 # about by the readers, and those warnings become notes too).
 _STAT_NOTES = {
@@ -45,6 +45,10 @@ class Problem:
     def __str__(self) -> str:
         where = self.file + (f", field '{self.field}'" if self.field else "")
         return f"{where}: {self.message}"
+
+    def line(self) -> str:
+        """`path: field: problem` (`path: problem` without a field) on one line, the path whole: for logs."""
+        return ": ".join(x for x in (self.file, self.field, _one_line(self.message)) if x)
 
 
 @dataclass
@@ -189,8 +193,12 @@ def _summarise(report: DataReport, samples: list[Sample]) -> None:
     report.farms = dict(farms.most_common())
 
 
-def render(report: DataReport) -> RenderableType:
-    """Rich tables: summary, per-keypoint counts, notes, problems."""
+def render(report: DataReport, plain: bool = False) -> RenderableType:
+    """Rich tables: summary, per-keypoint counts, notes, problems.
+
+    `plain` is for output to a file or a pipe: notes and problems then come one per line (`note: ...`,
+    `path: field: problem`) with whole paths and every problem listed, so a log can be searched with grep.
+    """
     summary = Table(title="data check", title_justify="left", show_header=False)
     summary.add_column("", style="bold")
     summary.add_column("", overflow="fold")
@@ -210,8 +218,8 @@ def render(report: DataReport) -> RenderableType:
         rows.append(("categories", _counts(report.categories)))
     if report.farms:
         rows.append(("farms", _counts(report.farms)))
-    for r in rows:
-        summary.add_row(*r)
+    for name, value in rows:
+        summary.add_row(name, Text(value))  # paths and farm names literally, never as rich markup
 
     parts: list[RenderableType] = [summary]
     if report.animals:
@@ -220,23 +228,33 @@ def render(report: DataReport) -> RenderableType:
             kp.add_column(c, justify="left" if c == "keypoint" else "right")
         for name, lab, occ in zip(report.keypoint_names, report.labelled, report.occluded, strict=True):
             pct = f"{100 * occ / lab:.1f}" if lab else "-"
-            kp.add_row(name, str(lab), str(lab - occ), str(occ), pct)
+            kp.add_row(Text(name), str(lab), str(lab - occ), str(occ), pct)
         parts.append(kp)
     for note in report.notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
+        parts.append(Text(f"note: {_one_line(note) if plain else note}", style="yellow"))
     if report.ok:
         parts.append(Text("no problems found", style="bold green"))
         return Group(*parts)
-    table = Table(title=f"{len(report.problems)} problem(s)", title_justify="left", title_style="bold red")
+    title = f"{len(report.problems)} problem(s)"
+    if plain:
+        parts.append(Text(f"{title}:", style="bold red"))
+        parts += [Text(p.line()) for p in report.problems]
+        return Group(*parts)
+    table = Table(title=title, title_justify="left", title_style="bold red")
     table.add_column("file", overflow="fold")
     table.add_column("field", overflow="fold")
     table.add_column("problem", overflow="fold")
     for p in report.problems[:MAX_LISTED]:
-        table.add_row(_short(p.file, report.path), p.field or "", p.message)
+        # Text cells: file names and messages are shown literally, never read as rich markup
+        table.add_row(Text(_short(p.file, report.path)), Text(p.field or ""), Text(p.message))
     parts.append(table)
     if len(report.problems) > MAX_LISTED:
         parts.append(Text(f"... and {len(report.problems) - MAX_LISTED} more", style="red"))
     return Group(*parts)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
 
 
 def _counts(d: dict[str, int], limit: int = 8) -> str:

@@ -96,9 +96,33 @@ def sample_coat(rng: np.random.Generator, weights: dict[str, float]) -> Coat:
     return Coat(family, col, patch, n, white_face)  # type: ignore[arg-type]
 
 
+LONG_SIDE = (50, 480)  # range of `crop_long_side`
+# margins per side, as fractions of the long side: uniform(0, HIGH) ** POW * K, mostly tight, some loose
+_MARGIN_HIGH, _MARGIN_POW, _MARGIN_K = 0.1, 1.5, 3.2
+MAX_MARGIN = _MARGIN_HIGH**_MARGIN_POW * _MARGIN_K
+MIN_CROP_SIDE = 50  # `_layout` scales a smaller crop up to this
+
+
+def max_crop_side() -> int:
+    """The largest crop side `_layout` can produce.
+
+    The long side spans the animal's longer extent plus that axis's margins; across it come the animal's
+    shorter extent (at most as long) plus the other two margins, so a squarish animal with wide margins across
+    gets a side of up to (1 + 2 * MAX_MARGIN) times the largest long side. (A crop scaled up to MIN_CROP_SIDE
+    stays far below it: that would take an animal about ten times longer than tall.)
+    """
+    return int(np.ceil(LONG_SIDE[1] * (1 + 2 * MAX_MARGIN)))
+
+
+def _margins(rng: np.random.Generator) -> tuple[float, float, float, float]:
+    m = rng.uniform(0.0, _MARGIN_HIGH, 4) ** _MARGIN_POW * _MARGIN_K
+    return float(m[0]), float(m[1]), float(m[2]), float(m[3])
+
+
 def crop_long_side(rng: np.random.Generator) -> int:
-    """Competition-like crop sizes: mostly 150-400 px on the long side, 50-480 in all."""
-    return int(np.clip(np.exp(rng.normal(np.log(250), 0.38)), 50, 480))
+    """Competition-like crop sizes: mostly 150-400 px on the long side, `LONG_SIDE` in all (see `max_crop_side`
+    for the other side)."""
+    return int(np.clip(np.exp(rng.normal(np.log(250), 0.38)), *LONG_SIDE))
 
 
 def sample_scene(
@@ -112,7 +136,7 @@ def sample_scene(
         coat=sample_coat(rng, farm.coats or {"tan": 1.0}),
         farm=farm,
         long_side=crop_long_side(rng),
-        margins=tuple(float(v) for v in rng.uniform(0.0, 0.1, 4) ** 1.5 * 3.2),  # mostly tight, some loose  # type: ignore[arg-type]
+        margins=_margins(rng),
         occluder_kinds=tuple(occluders.choose(rng, farm.occluders, occlusion)),
         seed=int(rng.integers(2**31)),
         jpeg_quality=int(rng.integers(farm.jpeg[0], farm.jpeg[1] + 1)),
@@ -265,10 +289,10 @@ def _layout(s: Scene, shapes: list[Shape]) -> tuple[float, tuple[float, float], 
     scale = s.long_side / (max(ext) * long_frac)
     w = ext[0] * scale + (ml + mr) * s.long_side
     h = ext[1] * scale + (mt + mb) * s.long_side
-    if min(w, h) < 50:  # competition crops are at least ~50 px on a side
-        k = 50.0 / min(w, h)
+    if min(w, h) < MIN_CROP_SIDE:  # competition crops are at least ~50 px on a side
+        k = MIN_CROP_SIDE / min(w, h)
         scale, w, h = scale * k, w * k, h * k
-    width, height = max(50, round(w)), max(50, round(h))
+    width, height = max(MIN_CROP_SIDE, round(w)), max(MIN_CROP_SIDE, round(h))
     offset = (ml * s.long_side - lo[0] * scale, mt * s.long_side - lo[1] * scale)
     return scale, offset, width, height
 

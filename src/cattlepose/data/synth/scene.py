@@ -163,20 +163,34 @@ def camera(rng: np.random.Generator, farm: Farm, img: np.ndarray) -> np.ndarray:
             kernel /= max(float(kernel.sum()), 1e-6)
             img = cv2.filter2D(img, -1, kernel)
     sigma = rng.uniform(*farm.noise)
-    h, w = img.shape[:2]
-    lum, rgb = _noise_bank()
-    oy, ox = int(rng.integers(0, NOISE_BANK_SIZE - h + 1)), int(rng.integers(0, NOISE_BANK_SIZE - w + 1))
-    nl, nc = lum[oy : oy + h, ox : ox + w], rgb[oy : oy + h, ox : ox + w]
-    if rng.random() < 0.5:
-        nl, nc = nl[:, ::-1], nc[:, ::-1]
+    nl, nc = _noise(rng, *img.shape[:2])
     img = img + (nl * sigma)[..., None]  # luminance grain
     img += nc * (0.4 * sigma)  # weaker colour noise
     np.clip(img, 0, 255, out=img)
     return img.astype(np.uint8)
 
 
+def _noise(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit Gaussian noise for an h x w image: luminance (h, w) and colour (h, w, 3).
+
+    Crops that fit take a random window of the bank (fast). A crop larger than the bank (rare: the layout can
+    exceed `NOISE_BANK_SIZE`, see `render.max_crop_side`) draws fresh noise of the same statistics, so any size
+    works and the images of crops that fit stay exactly as they were.
+    """
+    if h > NOISE_BANK_SIZE or w > NOISE_BANK_SIZE:
+        return rng.standard_normal((h, w), dtype=np.float32), rng.standard_normal((h, w, 3), dtype=np.float32)
+    lum, rgb = _noise_bank()
+    oy, ox = int(rng.integers(0, NOISE_BANK_SIZE - h + 1)), int(rng.integers(0, NOISE_BANK_SIZE - w + 1))
+    nl, nc = lum[oy : oy + h, ox : ox + w], rgb[oy : oy + h, ox : ox + w]
+    if rng.random() < 0.5:
+        nl, nc = nl[:, ::-1], nc[:, ::-1]
+    return nl, nc
+
+
 _BANK: list[tuple[np.ndarray, np.ndarray]] = []
-NOISE_BANK_SIZE = 544  # > the largest crop (480)
+# Covers nearly every crop (the long side is at most 480, but margins across it can add about a fifth); the
+# few larger ones draw fresh noise in `_noise`. Changing this size would change every image of every set.
+NOISE_BANK_SIZE = 544
 
 
 def _noise_bank() -> tuple[np.ndarray, np.ndarray]:

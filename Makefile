@@ -3,7 +3,6 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 CLI     := .venv/bin/cattlepose
 STAMP   := .venv/.setup-stamp
-KERNEL  := .venv/.psa-kernel-stamp
 CONFIG  ?= configs/default.yaml
 NAME    ?= default
 RUN     ?= runs/$(NAME)
@@ -15,9 +14,9 @@ export OMP_NUM_THREADS ?= 2
 export MALLOC_TRIM_THRESHOLD_ ?= 268435456
 export MALLOC_MMAP_THRESHOLD_ ?= 67108864
 
-.PHONY: setup test test-slow lint format train predict bench ablation variants report
+.PHONY: setup test test-slow lint format train predict bench bench-gpu ablation variants report
 
-setup: $(STAMP) $(KERNEL)
+setup: $(STAMP)
 
 # Re-installs only when pyproject.toml changes (the stamp is older than it).
 $(STAMP): pyproject.toml
@@ -26,16 +25,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# PSA's fused CPU kernel is compiled by numba into its cache once, here, not on the first prediction (~8 s on
-# 2 cores); again whenever its source changes.
-$(KERNEL): $(STAMP) src/cattlepose/models/psa_fused.py
-	$(PY) -c 'from cattlepose.models import psa_fused; psa_fused.warm_up()'
-	touch $(KERNEL)
-
-test: $(STAMP) $(KERNEL)
+test: $(STAMP)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP) $(KERNEL)
+test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
@@ -47,27 +40,31 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 # K-fold training of CONFIG into runs/NAME. Re-running continues a stopped run and skips finished folds.
-train: $(STAMP) $(KERNEL)
+train: $(STAMP)
 	$(CLI) train -c $(CONFIG) --name $(NAME) --resume
 
 # Fold + flip ensemble on the synthetic test set -> submission, validated and scored. Trains first if needed.
-predict: $(STAMP) $(KERNEL)
+predict: $(STAMP)
 	test -f $(RUN)/cv.json || $(MAKE) train
 	$(CLI) predict $(RUN) $(DATA)/test/images -o $(SUB) --template $(DATA)/sample_submission.csv
 	$(CLI) validate $(SUB) --template $(DATA)/sample_submission.csv --images $(DATA)/test/images
 	$(CLI) evaluate $(SUB) $(DATA)/test -c $(CONFIG)
 
 # Side-by-side benchmarks (ratios measured in one run); numbers go to docs/BENCHMARKS.md.
-bench: $(STAMP) $(KERNEL)
+bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# The GPU fast path on a CUDA card, one table (about 4 minutes); says so and exits 0 where there is no CUDA.
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/bench_gpu.py
+
 # Inference variants of a trained run on the synthetic test set: single fold vs ensemble, flip, argmax vs DARK.
-variants: $(STAMP) $(KERNEL)
+variants: $(STAMP)
 	test -f $(RUN)/cv.json || $(MAKE) train
 	$(PY) benchmarks/variants.py $(RUN) --test $(DATA)/test
 
 # The training ablation of docs/BENCHMARKS.md (PSA layouts, augmentation levels; 2 folds each, about 35 min on CPU).
-ablation: $(STAMP) $(KERNEL)
+ablation: $(STAMP)
 	$(PY) benchmarks/ablation.py --config $(CONFIG)
 
 # Failure-analysis report of a run -> RUN/report/index.html

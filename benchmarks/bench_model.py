@@ -1,14 +1,11 @@
 """PSA cost on CPU, measured side by side in one run: train step and inference, with PSA ÷ without.
 
-Issue goals: train step with PSA ÷ without <= 1.15, inference ÷ <= 1.10 (default config: hrnet_w18_small,
-128x128, batch 32, channels_last, 2 threads). Runs of none / parallel / sequential are interleaved round by
-round so that drift hits every variant alike. Each ratio is a ratio of the fastest round of each variant: other
-processes on a shared machine only ever add time, so the minimum is the least disturbed measurement (medians are
-printed too).
-On CPU, PSA's passes over x run in fused kernels (models/psa_fused.py); train steps and inference with the eager
-PSA are timed too, for comparison (one extra train step per PSA variant per round, not counted in the ratios).
-Also prints the forward pass's GFLOP/s (FlopCounterMode conv+matmul FLOPs) against a 2048² fp32 matmul measured
-in the same run: how much of the machine's dense throughput the network reaches.
+Goals: train step with PSA ÷ without <= 1.12, inference ÷ <= 1.10 (default config: hrnet_w18_small, 128x128,
+batch 32, channels_last, 2 threads). Runs of none / parallel / sequential are interleaved round by round so
+that drift hits every variant alike. Each ratio is a ratio of the fastest round of each variant: other processes
+on a shared machine only ever add time, so the minimum is the least disturbed measurement (medians are printed
+too). Also prints the forward pass's GFLOP/s (FlopCounterMode conv+matmul FLOPs) against a 2048² fp32 matmul
+measured in the same run: how much of the machine's dense throughput the network reaches.
 
     .venv/bin/python benchmarks/bench_model.py [--config FILE] [--rounds 20] [--steps 1] [--infer-steps 3]
 """
@@ -24,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from cattlepose.config import load_config
-from cattlepose.models import build_model, count_macs, psa_fused
+from cattlepose.models import build_model, count_macs
 from cattlepose.models.fold_bn import fold_batchnorm
 
 VARIANTS = ("none", "parallel", "sequential")
@@ -99,8 +96,6 @@ def main() -> None:
     train_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
     infer_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
     fold_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    eager_t: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    eager_train_t: dict[str, list[float]] = {v: [] for v in VARIANTS[1:]}
     for r in range(args.rounds):
         order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
         for v in order:
@@ -109,16 +104,9 @@ def main() -> None:
             for _ in range(args.steps):
                 train_step(v)
             train_t[v].append((time.perf_counter() - t) / args.steps)
-            if v != "none":
-                with psa_fused.enabled(False):
-                    t = time.perf_counter()
-                    train_step(v)
-                    eager_train_t[v].append(time.perf_counter() - t)
             models[v].eval()
             infer_t[v].append(infer(models[v]))
             fold_t[v].append(infer(folded[v]))
-            with psa_fused.enabled(False):
-                eager_t[v].append(infer(models[v]) if v != "none" else infer_t[v][-1])
     mm = max(mm, matmul_gflops())
 
     tr = {v: min(train_t[v]) for v in VARIANTS}
@@ -150,14 +138,6 @@ def main() -> None:
         + "; medians ÷ "
         + ", ".join(f"{v} {fo_med[v] / fo_med['none']:.3f}" for v in VARIANTS[1:])
     )
-    ea = {v: min(eager_t[v]) for v in VARIANTS}
-    print(
-        "eager PSA instead of the fused CPU kernels, fastest round: "
-        + ", ".join(
-            f"{v} train ÷ {min(eager_train_t[v]) / tr['none']:.3f} infer ÷ {ea[v] / inf['none']:.3f}"
-            for v in VARIANTS[1:]
-        )
-    )
     print(
         "medians instead: "
         + ", ".join(
@@ -165,8 +145,8 @@ def main() -> None:
             for v in VARIANTS[1:]
         )
     )
-    goal_ok = all(tr[v] / tr["none"] <= 1.15 and inf[v] / inf["none"] <= 1.10 for v in VARIANTS[1:])
-    print(f"goals (train ÷ <= 1.15, infer ÷ <= 1.10): {'met' if goal_ok else 'NOT met'}")
+    goal_ok = all(tr[v] / tr["none"] <= 1.12 and fo[v] / fo["none"] <= 1.10 for v in VARIANTS[1:])
+    print(f"goals (train ÷ <= 1.12, folded infer ÷ <= 1.10): {'met' if goal_ok else 'NOT met'}")
 
 
 if __name__ == "__main__":

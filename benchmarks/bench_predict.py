@@ -18,9 +18,10 @@ import torch
 import yaml
 
 from cattlepose.config import dump_config, load_config
+from cattlepose.data.formats import folder
 from cattlepose.data.synthetic import synthesize
+from cattlepose.engine.device import resolve_infer_batch
 from cattlepose.engine.infer import load_ensemble, predict_samples
-from cattlepose.engine.predict import samples_from_folder
 from cattlepose.models import build_model
 from cattlepose.schema import load_schema
 
@@ -53,8 +54,8 @@ def main() -> None:
         synthesize(tmp / "synth", n_train=1, n_test=args.images, seed=0)
         make_run(tmp / "run", cfg, schema, args.folds)
         ens = load_ensemble(tmp / "run", device="cpu")
-        samples = samples_from_folder(tmp / "synth" / "test" / "images", schema.num_keypoints)
-        bs = args.batch or cfg.infer.batch_size
+        samples = folder.read(tmp / "synth" / "test" / "images", schema.num_keypoints)
+        bs = args.batch or resolve_infer_batch(cfg.infer.batch_size, ens.device)
         h, w = cfg.model.input_size
         x = torch.randn(2 * bs, 3, h, w).contiguous(memory_format=torch.channels_last)
         n_batches = -(-len(samples) // bs)

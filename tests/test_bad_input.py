@@ -250,3 +250,152 @@ def test_training_on_bad_data_writes_nothing(make_adk, tmp_path):
     assert result.exit_code == 2, result.output
     assert "adk_001.json" in result.output
     assert not runs.exists() or not any(runs.rglob("*"))
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+# A run directory as training leaves it (random weights: only the files matter), then damaged in one place.
+RUN_SETS = ["model.input_size=[64,64]", "model.psa=none", "train.folds=2", "infer.batch_size=4"]
+
+
+@pytest.fixture
+def run_and_images(tmp_path) -> tuple[Path, Path]:
+    import torch
+    import yaml
+
+    from cattlepose.config import dump_config, load_config
+    from cattlepose.models import build_model
+    from cattlepose.schema import load_schema
+    from conftest import draw_animal, random_keypoints
+
+    cfg, schema = load_config(None, RUN_SETS), load_schema("adk17")
+    run = tmp_path / "runs" / "r"
+    for k in range(2):
+        (run / f"fold{k}").mkdir(parents=True)
+        torch.manual_seed(k)
+        model = build_model(cfg.model, schema.num_keypoints)
+        meta = {
+            "config": json.loads(json.dumps(cfg.model_dump(mode="json", by_alias=True))),
+            "schema": schema.to_dict(),
+        }
+        torch.save({"model": model.state_dict(), **meta}, run / f"fold{k}" / "best.pt")
+    (run / "config.yaml").write_text(dump_config(cfg))
+    (run / "schema.yaml").write_text(yaml.safe_dump(schema.to_dict(), sort_keys=False))
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = __import__("numpy").random.default_rng(0)
+    for i in range(3):
+        draw_animal(images / f"cow_{i}.jpg", (80, 60), random_keypoints(rng, 17, 80, 60))
+    return run, images
+
+
+def _predict(run: Path, images: Path, out: Path, *extra: str):
+    return runner.invoke(app, ["predict", str(run), str(images), "-o", str(out), "-q", *extra], env=WIDE)
+
+
+def test_predict_on_a_good_run_works(run_and_images, tmp_path):
+    run, images = run_and_images
+    r = _predict(run, images, tmp_path / "sub.csv")
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "sub.csv").read_text().splitlines()) == 4
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def run_truncated_checkpoint(run: Path, images: Path) -> tuple[str, str]:
+    _truncate(run / "fold1" / "best.pt")
+    return "fold1/best.pt", "--folds"
+
+
+def run_garbage_checkpoint(run: Path, images: Path) -> tuple[str, str]:
+    (run / "fold0" / "best.pt").write_text("not a checkpoint")
+    return "fold0/best.pt", "--resume"
+
+
+def run_without_config(run: Path, images: Path) -> tuple[str, str]:
+    (run / "config.yaml").unlink()
+    return "runs/r", "config.yaml"
+
+
+def run_without_schema(run: Path, images: Path) -> tuple[str, str]:
+    (run / "schema.yaml").unlink()
+    return "schema.yaml", "--resume"
+
+
+def run_missing_fold(run: Path, images: Path) -> tuple[str, str]:
+    import shutil
+
+    shutil.rmtree(run / "fold1")
+    return "fold1/best.pt", "--folds 0"
+
+
+def run_checkpoint_of_other_keypoints(run: Path, images: Path) -> tuple[str, str]:
+    import torch
+
+    ckpt = torch.load(run / "fold0" / "best.pt", weights_only=True)
+    ckpt["schema"]["keypoints"] = [f"kp{i}" for i in range(17)]
+    torch.save(ckpt, run / "fold0" / "best.pt")
+    return "fold0/best.pt", "schema.keypoints"
+
+
+def run_checkpoint_of_other_backbone(run: Path, images: Path) -> tuple[str, str]:
+    text = (run / "config.yaml").read_text().replace("backbone: hrnet_w18_small", "backbone: hrnet_w32")
+    (run / "config.yaml").write_text(text)
+    return "fold0/best.pt", "model.backbone"
+
+
+def run_config_no_longer_valid(run: Path, images: Path) -> tuple[str, str]:
+    text = (run / "config.yaml").read_text().replace("input_size:\n  - 64\n  - 64", "input_size:\n  - 64\n  - 65")
+    assert "65" in text
+    (run / "config.yaml").write_text(text)
+    return "config.yaml", "model.input_size"
+
+
+def run_no_images(run: Path, images: Path) -> tuple[str, str]:
+    for p in images.iterdir():
+        p.unlink()
+    return "images", "no images"
+
+
+RUN_CASES = [
+    run_truncated_checkpoint,
+    run_garbage_checkpoint,
+    run_without_config,
+    run_without_schema,
+    run_missing_fold,
+    run_checkpoint_of_other_keypoints,
+    run_checkpoint_of_other_backbone,
+    run_config_no_longer_valid,
+    run_no_images,
+]
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=[c.__name__ for c in RUN_CASES])
+def test_damaged_runs_exit_2_naming_the_file_and_what_to_do(case, run_and_images, tmp_path):
+    run, images = run_and_images
+    named, hint = case(run, images)
+    out = tmp_path / "sub.csv"
+    r = _predict(run, images, out)
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    assert named in r.output and hint in r.output, r.output
+    assert not out.exists() and not list(tmp_path.glob(".sub.csv*"))
+
+
+def test_a_damaged_fold_can_be_left_out(run_and_images, tmp_path):
+    run, images = run_and_images
+    _truncate(run / "fold1" / "best.pt")
+    r = _predict(run, images, tmp_path / "sub.csv", "--folds", "0")
+    assert r.exit_code == 0, r.output
+
+
+def test_report_and_collect_of_damaged_runs_exit_2(run_and_images, tmp_path):
+    run, _ = run_and_images
+    r = runner.invoke(app, ["report", str(run), "-q"], env=WIDE)
+    assert r.exit_code == 2 and "oof.csv" in r.output, r.output
+    r = runner.invoke(app, ["train", "--name", "r", "--runs-dir", str(run.parent), "--collect", "-q"], env=WIDE)
+    assert r.exit_code == 2 and "have not finished" in r.output, r.output
+    r = runner.invoke(app, ["report", str(tmp_path / "nowhere")], env=WIDE)
+    assert r.exit_code == 2 and "nowhere" in r.output, r.output

@@ -1,5 +1,6 @@
 """Top-down dataset: pixels and labels move together through crop, jitter, flip and half-body crops; the stored
-matrix maps back; augmentation is reproducible; inference crops match evaluation crops."""
+matrix maps back; augmentation is reproducible; inference crops match evaluation crops; batches become the
+network input and heatmap targets on the device."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from torch.utils.data import DataLoader
 
 from cattlepose.codec import HeatmapCodec
 from cattlepose.config import Config, load_config
-from cattlepose.data.dataset import KeypointDataset, crop_for_inference, to_image, to_tensor
+from cattlepose.data.dataset import KeypointDataset, crop_for_inference, network_input
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.data.transforms import apply_affine, invert_affine
+from cattlepose.engine.loader import DeviceBatch
 from cattlepose.schema import load_schema
 
 SCHEMA = load_schema("adk17")
@@ -62,7 +64,13 @@ def _cfg(*overrides: str) -> Config:
 
 
 def _dataset(samples: list[Sample], cfg: Config, train: bool = True, seed: int = 0) -> KeypointDataset:
-    return KeypointDataset(samples, SCHEMA, cfg, train=train, codec=HeatmapCodec.from_config(cfg), seed=seed)
+    return KeypointDataset(samples, SCHEMA, cfg, train=train, seed=seed)
+
+
+def _targets(item: dict, cfg: Config) -> tuple[torch.Tensor, np.ndarray]:
+    """The item's heatmaps (K, Hh, Wh) and weights (K,), as training renders them from its keypoints."""
+    heat, weights = HeatmapCodec.from_config(cfg).encode_batch(item["keypoints"][None])
+    return heat[0], weights[0].numpy()
 
 
 GEOMETRY_ONLY = ("augment.level=light", "augment.photometric=0")
@@ -78,13 +86,13 @@ def test_each_dot_lands_under_its_heatmap_peak(tmp_path, extra, boxes):
     samples = _dot_samples(tmp_path, boxes=boxes)
     cfg = _cfg(*GEOMETRY_ONLY, "augment.rotation=40", *extra)
     ds = _dataset(samples, cfg)
-    codec = ds.codec
+    codec = HeatmapCodec.from_config(cfg)
     checked, flips = 0, 0
     for epoch in range(3):
         ds.set_epoch(epoch)
         for i, s in enumerate(samples):
             item = ds[i]
-            img = to_image(item["image"]).astype(np.int64)
+            img = item["image"].numpy().astype(np.int64)
             trans = item["trans"].numpy()
             flipped = np.linalg.det(trans[:, :2]) < 0
             flips += int(flipped)
@@ -94,8 +102,9 @@ def test_each_dot_lands_under_its_heatmap_peak(tmp_path, extra, boxes):
             back = apply_affine(kps[:, :2], invert_affine(trans))
             assert np.abs(back - s.keypoints[source, :2]).max() < 0.5
             assert np.array_equal(kps[:, 2], s.keypoints[source, 2])
-            xy, _ = codec.decode(codec.to_probs(torch.log(item["heatmaps"][None] + 1e-12)).numpy())
-            for k in np.flatnonzero(item["weights"].numpy() > 0):
+            heatmaps, weights = _targets(item, cfg)
+            xy, _ = codec.decode(codec.to_probs(torch.log(heatmaps[None] + 1e-12)).numpy())
+            for k in np.flatnonzero(weights > 0):
                 assert np.abs(xy[0, k] - kps[k, :2]).max() < 0.1  # the peak is at the keypoint
                 x, y = np.round(xy[0, k]).astype(int)
                 if not (2 <= x < 126 and 2 <= y < 126):
@@ -111,13 +120,14 @@ def test_each_dot_lands_under_its_heatmap_peak(tmp_path, extra, boxes):
 
 def test_half_body_crops_zoom_in(tmp_path):
     samples = _dot_samples(tmp_path)
-    plain = _dataset(samples, _cfg(*GEOMETRY_ONLY, "augment.half_body=0", "augment.scale=0", "augment.rotation=0"))
-    half = _dataset(samples, _cfg(*GEOMETRY_ONLY, "augment.half_body=1", "augment.scale=0", "augment.rotation=0"))
+    cfg_plain = _cfg(*GEOMETRY_ONLY, "augment.half_body=0", "augment.scale=0", "augment.rotation=0")
+    cfg_half = _cfg(*GEOMETRY_ONLY, "augment.half_body=1", "augment.scale=0", "augment.rotation=0")
+    plain, half = _dataset(samples, cfg_plain), _dataset(samples, cfg_half)
     for i in range(len(samples)):
         a, b = plain[i]["trans"].numpy(), half[i]["trans"].numpy()
         assert abs(np.linalg.det(b[:, :2])) > 1.2 * abs(np.linalg.det(a[:, :2]))
         # fewer keypoints remain supervised: the other half falls out of the crop
-        assert half[i]["weights"].sum() < plain[i]["weights"].sum()
+        assert _targets(half[i], cfg_half)[1].sum() < _targets(plain[i], cfg_plain)[1].sum()
 
 
 def test_eval_items_match_inference_crops(tmp_path):
@@ -128,7 +138,7 @@ def test_eval_items_match_inference_crops(tmp_path):
         for i, s in enumerate(samples):
             item = ds[i]
             crop, trans = crop_for_inference(load_image(s.image), s.bbox, (128, 128))
-            assert crop.dtype == np.uint8 and torch.equal(to_tensor(crop), item["image"])
+            assert crop.dtype == np.uint8 and np.array_equal(crop, item["image"].numpy())
             assert np.array_equal(trans, item["trans"].numpy())
             assert item["hidden"].sum() == 0
 
@@ -147,10 +157,10 @@ def test_whole_image_crop_centres_the_image_and_box_crop_pads(tmp_path):
 def test_items_have_the_documented_types(tmp_path):
     samples = _dot_samples(tmp_path, n=2)
     item = _dataset(samples, _cfg())[1]
-    assert item["image"].shape == (3, 128, 128) and item["image"].dtype == torch.float32
-    assert item["heatmaps"].shape == (K, 32, 32) and item["heatmaps"].dtype == torch.float32
-    assert item["weights"].shape == (K,) and item["trans"].dtype == torch.float64
+    assert item["image"].shape == (128, 128, 3) and item["image"].dtype == torch.uint8
+    assert item["trans"].shape == (2, 3) and item["trans"].dtype == torch.float64
     assert item["keypoints"].shape == (K, 3) and item["keypoints"].dtype == torch.float32
+    assert item["hidden"].shape == (K,) and item["hidden"].dtype == torch.bool
     assert item["index"] == 1
 
 
@@ -174,7 +184,7 @@ def test_reproducible_per_seed_epoch_index_and_worker_count(tmp_path):
     assert not torch.equal(first[0]["image"], again[0]["image"])
     batch = next(iter(DataLoader(ds, batch_size=4, num_workers=2)))
     assert torch.equal(batch["image"], torch.stack([f["image"] for f in first]))
-    assert torch.equal(batch["heatmaps"], torch.stack([f["heatmaps"] for f in first]))
+    assert torch.equal(batch["keypoints"], torch.stack([f["keypoints"] for f in first]))
 
 
 def test_appearance_augmentation_never_moves_keypoints(tmp_path):
@@ -204,7 +214,7 @@ def test_appearance_augmentation_never_moves_keypoints(tmp_path):
         heavy.set_epoch(epoch)
         for i in range(len(samples)):
             a, b = light[i], heavy[i]
-            for key in ("keypoints", "trans", "heatmaps", "weights"):
+            for key in ("keypoints", "trans"):
                 assert torch.equal(a[key], b[key]), key
             assert not torch.equal(a["image"], b["image"])
 
@@ -213,21 +223,39 @@ def test_appearance_augmentation_never_moves_keypoints(tmp_path):
 def test_occlusion_policy_sets_weights_of_hidden_keypoints(tmp_path, policy):
     samples = _dot_samples(tmp_path, n=4)
     cfg = _cfg(f"augment.occlusion_policy={policy}", "augment.keypoint_drop=1", "augment.photometric=0")
-    ds = _dataset(samples, cfg)
+    ds, codec = _dataset(samples, cfg), HeatmapCodec.from_config(cfg)
+    loader = DataLoader(ds, batch_size=4)
     hidden_total = 0
     for epoch in range(2):
         ds.set_epoch(epoch)
-        for i in range(len(samples)):
-            item = ds[i]
-            hidden = item["hidden"].numpy()
-            _, expected = ds.codec.encode(item["keypoints"].numpy())
-            w = item["weights"].numpy()
-            hidden_total += int(hidden.sum())
-            if policy == "ignore":
-                assert np.all(w[hidden] == 0) and np.array_equal(w[~hidden], expected[~hidden])
-            else:
-                assert np.array_equal(w, expected)
+        raw = next(iter(loader))
+        batch = DeviceBatch.from_loader(raw, torch.device("cpu"), codec, True, ignore_hidden=policy == "ignore")
+        hidden = raw["hidden"].numpy()
+        _, expected = codec.encode_batch(raw["keypoints"])
+        w, expected = batch.weights.numpy(), expected.numpy()
+        hidden_total += int(hidden.sum())
+        if policy == "ignore":
+            assert np.all(w[hidden] == 0) and np.array_equal(w[~hidden], expected[~hidden])
+        else:
+            assert np.array_equal(w, expected)
+        # the heatmaps are the codec's of exactly those weights, and the images the normalised crops
+        assert torch.equal(batch.heatmaps[torch.from_numpy(w == 0)], torch.zeros_like(batch.heatmaps[w == 0]))
+        assert torch.equal(batch.images, network_input(raw["image"], torch.device("cpu"), True))
     assert hidden_total > 0
+
+
+def test_image_cache_gives_the_same_items(tmp_path):
+    from cattlepose.data.dataset import decode_all
+
+    samples = _dot_samples(tmp_path, n=3)
+    cfg = _cfg()
+    cached = KeypointDataset(samples, SCHEMA, cfg, train=True, seed=1, images=decode_all(samples))
+    expected = [_dataset(samples, cfg, seed=1)[i] for i in range(3)]
+    for p in {s.image for s in samples}:
+        p.unlink()  # the cached dataset no longer reads the files
+    for i in range(3):
+        for key in ("image", "keypoints", "trans", "hidden"):
+            assert torch.equal(cached[i][key], expected[i][key]), key
 
 
 def test_preview_writes_a_grid(tmp_path):

@@ -1,4 +1,4 @@
-"""The inference input batch: uint8 crops normalised in one pass, mirrors appended, buffer reused."""
+"""The network input batch: uint8 crops normalised in one pass, mirrors appended, buffer reused."""
 
 from __future__ import annotations
 
@@ -6,10 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from cattlepose.data.dataset import to_tensor
-from cattlepose.engine.infer import input_batch
+from cattlepose.data.dataset import IMAGENET_MEAN, IMAGENET_STD, network_input
 
 CPU = torch.device("cpu")
+
+
+def input_batch(crops, flip, device, channels_last, reuse=None):
+    return network_input(crops, device, channels_last, flip, reuse)
+
+
+def _normalised(crop: np.ndarray) -> torch.Tensor:
+    """The ImageNet normalisation of one (H, W, 3) uint8 crop, written out in float64."""
+    x = (crop.astype(np.float64) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(x.transpose(2, 0, 1).astype(np.float32))
 
 
 def _crops(n: int, seed: int = 0) -> torch.Tensor:
@@ -24,7 +33,7 @@ def test_batch_equals_per_image_to_tensor_and_mirrors(channels_last, flip):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     assert batch.shape == (10 if flip else 5, 3, 16, 24) and batch.dtype == torch.float32
     assert batch.is_contiguous(memory_format=fmt)
-    expected = torch.stack([to_tensor(c.numpy()) for c in crops])
+    expected = torch.stack([_normalised(c.numpy()) for c in crops])
     assert torch.allclose(batch[:5], expected, atol=1e-5)
     if flip:
         assert torch.equal(batch[5:], batch[:5].flip(3))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cattlepose.cli import app
@@ -122,3 +125,84 @@ def test_cli_train_resume_skips_finished_fold_and_predict_writes_valid_submissio
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["n_samples"] == 6
+
+
+# ---------------------------------------------------------------------------------------------- the step loop
+def _fold_setup(synth_root: Path, tmp_path: Path, *extra: str):
+    from cattlepose.data.source import load_training_data
+    from cattlepose.engine.fit import setup_fold
+    from cattlepose.ui import Log
+
+    cfg = load_config(None, _overrides(synth_root, "train.ema=null", *extra))
+    samples, schema = load_training_data(cfg, Log(quiet=True))
+    return setup_fold(cfg, schema, samples, tmp_path / "fold0", torch.device("cpu"), Log(quiet=True))
+
+
+def test_losses_are_read_every_few_steps_not_every_step(synth_root, tmp_path, monkeypatch):
+    from cattlepose.engine import fit
+
+    reads = []
+    real = fit._check_losses
+    monkeypatch.setattr(fit, "LOSS_READ_EVERY", 2)
+    monkeypatch.setattr(
+        fit, "_check_losses", lambda losses, a, b, *rest: reads.append((a, b)) or real(losses, a, b, *rest)
+    )
+    fold, state = _fold_setup(synth_root, tmp_path)  # 40 samples, batch 8: 5 steps
+    row = fit.train_one_epoch(fold, state, 0)
+    assert reads == [(0, 2), (2, 4), (4, 5)]
+    assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
+
+
+def test_a_non_finite_loss_stops_the_run_and_names_the_step(synth_root, tmp_path, monkeypatch):
+    from cattlepose.codec import HeatmapCodec
+    from cattlepose.engine import fit
+
+    calls = []
+    real = HeatmapCodec.loss
+
+    def loss(self, *args):
+        calls.append(1)
+        value = real(self, *args)
+        return value * float("nan") if len(calls) == 3 else value
+
+    monkeypatch.setattr(HeatmapCodec, "loss", loss)
+    fold, state = _fold_setup(synth_root, tmp_path)
+    with pytest.raises(fit.TrainingDiverged, match=r"epoch 1, step 3;.*train\.lr"):
+        fit.train_one_epoch(fold, state, 0)
+
+
+def test_compiled_training_matches_eager(synth_root, tmp_path, monkeypatch):
+    from cattlepose.engine import device as dev
+    from cattlepose.engine import fit
+
+    monkeypatch.setattr(dev, "COMPILE_BACKEND", "aot_eager")  # the compiled path, without C++ code generation
+    compiled = []
+    real = dev.compile_fn
+    monkeypatch.setattr(dev, "compile_fn", lambda fn, *a, **k: compiled.append(fn) or real(fn, *a, **k))
+    rows = {}
+    for mode in ("off", "on"):
+        fold, state = _fold_setup(synth_root, tmp_path / mode, f"train.compile={mode}")
+        rows[mode] = [fit.train_one_epoch(fold, state, e)["train_loss"] for e in range(2)]
+    assert len(compiled) == 1  # network + loss, in the "on" run only
+    # the same numbers up to float32 rounding (decomposed ops round differently; 2 epochs of AdamW drift)
+    assert rows["on"][0] == pytest.approx(rows["off"][0], rel=1e-5)
+    assert rows["on"][1] == pytest.approx(rows["off"][1], rel=1e-3)
+
+
+def test_best_metric_auto_and_impossible_metrics_fail_before_training(synth_root, tmp_path):
+    from cattlepose.engine.fit import resolve_best_metric
+    from cattlepose.errors import UserError
+    from cattlepose.schema import load_schema
+
+    cfg = load_config(None, _overrides(synth_root))
+    adk17 = load_schema("adk17")
+    assert resolve_best_metric(cfg, adk17) == "pck_torso@0.35"
+    no_torso = dataclasses.replace(adk17, pck_pair=None)
+    assert resolve_best_metric(cfg, no_torso) == "oks_ap"
+    bad = load_config(None, _overrides(synth_root, "train.best_metric=pck_torso@0.35", "eval.pck_torso=[0.1]"))
+    with pytest.raises(UserError, match="not a validation metric"):
+        resolve_best_metric(bad, adk17)
+    run_dir = tmp_path / "runs" / "bad"
+    with pytest.raises(UserError, match=r"train\.best_metric"):
+        run_training(bad, run_dir)
+    assert not run_dir.exists()  # nothing written: the check ran before the run folder was made

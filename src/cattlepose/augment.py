@@ -21,8 +21,9 @@ the probability from the config and sizes scaled by `strength`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import albumentations as A
 import cv2
@@ -52,10 +53,17 @@ class PatchBank:
     looks like another animal in front rather than a rectangle.
     """
 
-    def __init__(self, samples: Sequence[Sample], seed: int = 0, size: int = PATCH_BANK_SIZE):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        seed: int = 0,
+        size: int = PATCH_BANK_SIZE,
+        images: Mapping[Path, np.ndarray] | None = None,
+    ):
         self.samples = list(samples)
         self.seed = seed
         self.size = size
+        self.images = images or {}
         self._patches: list[Patch] | None = None
 
     @property
@@ -72,18 +80,20 @@ class PatchBank:
         chosen = rng.choice(len(self.samples), size=count, replace=False)
         out = []
         for i in sorted(int(c) for c in chosen):
-            patch = cut_patch(self.samples[i])
+            patch = cut_patch(self.samples[i], image=self.images.get(self.samples[i].image))
             if patch is not None:
                 out.append(patch)
         return out
 
 
-def cut_patch(sample: Sample, side: int = PATCH_SIDE) -> Patch | None:
-    """One animal of `sample` as a silhouette-masked patch whose longest side is at most `side`."""
-    try:
-        image = load_image(sample.image)
-    except Exception:  # a broken image only costs the bank one patch; the dataset reports it on its own
-        return None
+def cut_patch(sample: Sample, side: int = PATCH_SIDE, image: np.ndarray | None = None) -> Patch | None:
+    """One animal of `sample` as a silhouette-masked patch whose longest side is at most `side`; `image`: the
+    sample's image when it is already decoded."""
+    if image is None:
+        try:
+            image = load_image(sample.image)
+        except Exception:  # a broken image only costs the bank one patch; the dataset reports it on its own
+            return None
     h, w = image.shape[:2]
     kps = sample.keypoints
     lab = kps[kps[:, 2] > 0, :2]

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cattlepose.errors import UserError
-from cattlepose.ui import Log
+from cattlepose.ui import Log, make_console, plain, print_error
 
 app = typer.Typer(
     name="cattlepose",
@@ -27,7 +28,6 @@ info_app = typer.Typer(help="Describe models and configs.", no_args_is_help=True
 app.add_typer(data_app, name="data")
 app.add_typer(info_app, name="info")
 
-err_console = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (defaults apply when omitted).")]
@@ -45,18 +45,20 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            print_error(str(e))
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
+    """A summary table. Cells and title are literal text (paths with brackets are not rich markup); printed to
+    a file or a pipe, its console is wide enough that no cell or title (paths included) is ever wrapped."""
+    t = Table(title=escape(title), title_justify="left")
     for i, c in enumerate(columns):
         t.add_column(c, justify="left" if i == 0 else "right")
     for r in rows:
-        t.add_row(*[str(v) for v in r])
+        t.add_row(*[Text(str(v)) for v in r])
     return t
 
 
@@ -105,7 +107,8 @@ def data_check(
     from cattlepose.data.check import check_data, render
 
     report = check_data(path, fmt=format, schema_spec=schema, images=images)
-    Console(highlight=False).print(render(report))
+    console = make_console()
+    console.print(render(report, plain=plain(console)))
     if report.problems:
         raise UserError(f"{len(report.problems)} problem(s) found; see above", path=path)
 
@@ -122,7 +125,12 @@ def info_model(config: ConfigOpt = None, set: SetOpt = None, no_measure: bool = 
     cfg = load_config(config, set or [])
     k = load_schema(cfg.data.schema_).num_keypoints if cfg.data.schema_ != "from_data" else 17
     info = model_info(cfg, k, measure=not no_measure)
-    Console(highlight=False).print(_table("model", ["", "value"], [[k2, _fmt(v)] for k2, v in info.items()]))
+    make_console().print(_table("model", ["", "value"], [[k2, _fmt(v)] for k2, v in info.items()]))
+    share = info.get("CPU share while timing", 1.0)
+    if share < 0.9:
+        Log().warn(
+            f"other processes took CPU time while timing (CPU share {share:.2f}): images/s understates the model"
+        )
 
 
 @app.command("preview-aug")
@@ -136,7 +144,7 @@ def preview_aug(
     """A grid of augmented training crops with their target keypoints."""
     from cattlepose.config import load_config
     from cattlepose.data.preview import preview_augmentations
-    from cattlepose.engine.kfold import load_training_data
+    from cattlepose.data.source import load_training_data
 
     cfg = load_config(config, set or [])
     log = Log()
@@ -163,7 +171,7 @@ def train(
     """K-fold training: folds.csv, fold{k}/{best,last}.pt and history.csv, oof.csv, cv.json."""
     from cattlepose.config import load_config
     from cattlepose.data.folds import parse_fold_list
-    from cattlepose.engine import kfold
+    from cattlepose.engine import crossval, kfold
 
     run_name = name or (config.stem if config else "default")
     run_dir = runs_dir / run_name
@@ -171,7 +179,7 @@ def train(
     if config is None and (run_dir / "config.yaml").is_file() and (resume or collect):
         config = run_dir / "config.yaml"  # resuming needs no -c: the run remembers its config
     if collect:
-        report = kfold.collect(run_dir, log=log)
+        report = crossval.collect(run_dir, log=log)
     else:
         cfg = load_config(config, set or [])
         report = kfold.run_training(cfg, run_dir, parse_fold_list(folds, cfg.train.folds), resume=resume, log=log)
@@ -179,8 +187,19 @@ def train(
         log.info(f"requested folds finished; run `cattlepose train --name {run_name} --collect` once all are done")
         return
     metrics = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse")
-    log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], kfold.cv_summary_rows(report, metrics)))
+    log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], _cv_rows(report, metrics)))
     log.info(f"wrote {run_dir / 'oof.csv'} and {run_dir / 'cv.json'}")
+
+
+def _cv_rows(report: dict[str, Any], metrics: tuple[str, ...]) -> list[list[str]]:
+    """Per fold, out of fold, and out of fold by visibility and by category (when the data has several)."""
+    rows = [[f"fold {k}", *(_fmt(m.get(name)) for name in metrics)] for k, m in report["folds"].items()]
+    rows.append(["out-of-fold", *(_fmt(report["overall"].get(name)) for name in metrics)])
+    for split, part in report.get("by_visibility", {}).items():
+        rows.append([f"  {split}", *(_fmt(part.get(name)) for name in metrics)])
+    for category, part in report.get("by_category", {}).items():
+        rows.append([f"  {category}", *(_fmt(part["overall"].get(name)) for name in metrics)])
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------- predict
@@ -229,22 +248,27 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every metric as JSON.")] = None,
     schema: Annotated[str | None, typer.Option(help="Schema (default: the config's data.schema).")] = None,
 ) -> None:
-    """Score predictions against ground truth: PCK (torso, box), OKS AP, pixel errors; per keypoint and by
-    visibility."""
-    from cattlepose.engine.predict import run_evaluate
+    """Score predictions against ground truth: PCK (torso, box), OKS AP, pixel errors; per keypoint, by
+    visibility and by category."""
+    from cattlepose.engine.evaluate import run_evaluate
     from cattlepose.io import write_json
 
     result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema)
-    console = Console(highlight=False)
+    console = make_console()
     overall = result["overall"]
     console.print(_table(f"{pred} vs {gt}", ["metric", "value"], [[k, _fmt(v)] for k, v in overall.items()]))
     cols = ["pck_torso@0.35", "pck_bbox@0.1", "rmse"]
     rows = [[name, *[_fmt(m.get(c)) for c in cols]] for name, m in result["per_keypoint"].items()]
     rows += [[f"({split})", *[_fmt(m.get(c)) for c in cols]] for split, m in result["by_visibility"].items()]
     console.print(_table("per keypoint", ["keypoint", *cols], rows))
+    if "by_category" in result:
+        cols = ["pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse"]
+        rows = [[name, str(part["n_samples"]), *[_fmt(part["overall"].get(c)) for c in cols]]
+                for name, part in result["by_category"].items()]  # fmt: skip
+        console.print(_table("by category", ["category", "animals", *cols], rows))
     if json_out:
         write_json(json_out, result)
-        console.print(f"wrote {json_out}")
+        console.print(Text(f"wrote {json_out}"))
 
 
 @app.command()
@@ -255,15 +279,17 @@ def validate(
     images: Annotated[Path | None, typer.Option(help="Test image folder: also check coordinates lie inside.")] = None,
 ) -> None:
     """Check a submission against its template; list every problem (exit 2 if any)."""
-    from cattlepose.engine.predict import image_sizes
+    from cattlepose.data.formats.folder import image_sizes
     from cattlepose.submission import validate_submission
 
     problems = validate_submission(submission, template, image_sizes(images) if images else None)
     if problems:
+        err = make_console(stderr=True)
         for p in problems:
-            err_console.print(f"  - {p}", soft_wrap=True)
+            # in a log each line names the file, so grep finds the problem and where it is
+            err.print(Text(f"{submission}: {p}" if plain(err) else f"  - {p}"), soft_wrap=True)
         raise UserError(f"{len(problems)} problem(s) in the submission", path=submission)
-    Console(highlight=False).print(f"[green]valid[/]: {submission} matches {template}")
+    make_console().print(f"[green]valid[/]: {escape(str(submission))} matches {escape(str(template))}")
 
 
 @app.command()
@@ -284,7 +310,7 @@ def main() -> None:
     try:
         app()
     except UserError as e:  # raised outside a command body (e.g. while parsing a config path)
-        err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        print_error(str(e))
         sys.exit(2)
 
 

@@ -138,28 +138,38 @@ class HeatmapCodec:
         return (uv + 0.5) * self.stride - 0.5
 
     # ------------------------------------------------------------------------------------------ encode
-    def encode(self, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(K, 3) x, y, v in input pixels -> heatmaps (K, Hh, Wh) float32 with a unit-height Gaussian at each
-        sub-pixel centre, and weights (K,) float32.
+    def encode_batch(self, kps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, K, 3) x, y, v in input pixels -> heatmaps (N, K, Hh, Wh) float32 with a unit-height Gaussian at
+        each sub-pixel centre, and weights (N, K) float32; computed on `kps`'s device (the GPU renders its own
+        targets from the batch's keypoints).
 
         Weight 1 needs v > 0 and the centre inside the heatmap's pixel area. A keypoint pushed out of the crop
         by augmentation would otherwise leave only a Gaussian tail on the border, which the cross-entropy
         target (normalised to sum 1) would turn into a confident, wrong border peak.
         """
-        kps = np.asarray(kps, dtype=np.float64).reshape(-1, 3)
+        kps = kps.float()
         hh, wh = self.heatmap_size
-        uv = self.to_heatmap(kps[:, :2])
-        u, v = uv[:, 0], uv[:, 1]
-        finite = np.isfinite(u) & np.isfinite(v)
+        if self.kind == "udp":
+            ratio = torch.tensor(self._ratio(), dtype=torch.float32, device=kps.device)
+            uv = kps[..., :2] * ratio
+        else:
+            uv = (kps[..., :2] + 0.5) / self.stride - 0.5
+        u, v = uv.unbind(-1)
+        finite = torch.isfinite(u) & torch.isfinite(v)
         inside = finite & (u >= -0.5) & (u <= wh - 0.5) & (v >= -0.5) & (v <= hh - 0.5)
-        weights = ((kps[:, 2] > 0) & inside).astype(np.float32)
-        u, v = np.where(finite, u, 0.0), np.where(finite, v, 0.0)
+        weights = ((kps[..., 2] > 0) & inside).float()
+        u, v = torch.where(finite, u, 0.0), torch.where(finite, v, 0.0)
         s2 = 2.0 * self.sigma**2
-        gx = np.exp(-((np.arange(wh)[None, :] - u[:, None]) ** 2) / s2)  # separable: (K, Wh) x (K, Hh)
-        gy = np.exp(-((np.arange(hh)[None, :] - v[:, None]) ** 2) / s2)
-        heat = (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
-        heat[weights == 0] = 0.0
-        return heat, weights
+        cols = torch.arange(wh, dtype=torch.float32, device=kps.device)
+        rows = torch.arange(hh, dtype=torch.float32, device=kps.device)
+        gx = torch.exp(-((cols - u[..., None]) ** 2) / s2)  # separable: (N, K, Wh) x (N, K, Hh)
+        gy = torch.exp(-((rows - v[..., None]) ** 2) / s2) * weights[..., None]
+        return gy[..., :, None] * gx[..., None, :], weights
+
+    def encode(self, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_batch` of one animal: (K, 3) array -> heatmaps (K, Hh, Wh) and weights (K,), numpy."""
+        heat, weights = self.encode_batch(torch.as_tensor(np.asarray(kps, dtype=np.float64).reshape(1, -1, 3)))
+        return heat[0].numpy(), weights[0].numpy()
 
     # ------------------------------------------------------------------------------------------ training
     def loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

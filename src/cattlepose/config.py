@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,6 +33,7 @@ class DataConfig(_Section):
     synth_test: int = Field(300, ge=0)
     synth_seed: int = 0
     max_samples: int | None = Field(None, ge=1)  # cap for quick experiments and tests
+    category: str | int | None = None  # COCO: train on this category only (its name or id), e.g. sheep
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
@@ -42,7 +43,9 @@ class ModelConfig(_Section):
         "hrnet_w18_small"
     )
     psa: Literal["none", "parallel", "sequential"] = "parallel"
-    pretrained: str | None = None  # null | timm | PATH (.pth / .safetensors / cattlepose checkpoint)
+    # null | timm | PATH: a .pth / .safetensors file, a cattlepose checkpoint or run directory (any schema: the
+    # backbone loads, head channels map by keypoint name)
+    pretrained: str | None = None
     input_size: tuple[int, int] = (128, 128)  # H, W
     channels_last: bool = True
 
@@ -96,18 +99,26 @@ class TrainConfig(_Section):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = Field(2, ge=0)
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # auto: cores - 1 on CUDA, 0 on a small CPU
+    cache_images: Literal["auto", "on", "off"] = "auto"  # decoded images in memory; auto: when they fit 2 GiB
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile of network + loss; auto: on for CUDA
+    backbone_lr: float = Field(1.0, gt=0, le=1)  # the backbone's lr as a fraction of train.lr (fine-tuning)
     val_every: int = Field(1, ge=1)
-    best_metric: str = "pck_torso@0.35"
+    best_metric: str = "auto"  # auto: pck_torso@0.35 where the schema has a torso pair, else oks_ap
     lr_scale: Literal["none", "linear", "sqrt"] = "none"  # relative to base_batch_size, for DDP
     base_batch_size: int = Field(32, ge=1)
     threads: int | None = Field(None, ge=1)  # torch intra-op threads on CPU; null = torch default
     sync_bn: bool = True  # under DDP on CUDA: batch statistics over the global batch (CPU/gloo cannot)
 
+    @field_validator("compile", "cache_images", mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v  # YAML reads on/off as booleans
+
 
 class InferConfig(_Section):
     flip: bool = True
-    batch_size: int = Field(32, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: 32 crops on CPU, 256 on CUDA
 
 
 class EvalConfig(_Section):

@@ -1,8 +1,9 @@
-"""Atomic file writing: every file the program writes goes to a temporary name first, then is renamed."""
+"""Safe file writing: every file goes to a temporary name first, then is renamed; and a lock between processes."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -43,3 +44,16 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if needed) for the block: processes sharing a run take turns."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

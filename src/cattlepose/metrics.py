@@ -48,10 +48,7 @@ def metric_names(schema: KeypointSchema, pck_torso: Sequence[float], pck_bbox: S
     return [*torso, *(pck_key("bbox", a) for a in pck_bbox), *OKS_KEYS, "rmse", "median_error", "mean_error"]
 
 
-
-def selection_metric(
-    wanted: str, schema: KeypointSchema, pck_torso: Sequence[float], pck_bbox: Sequence[float]
-) -> str:
+def selection_metric(wanted: str, schema: KeypointSchema, pck_torso: Sequence[float], pck_bbox: Sequence[float]) -> str:
     """The metric that picks a run's best epoch (`train.best_metric`), with `auto` resolved: PCK@0.35 of the
     torso where the schema names a torso pair, OKS AP otherwise. One this schema and these thresholds cannot
     produce is a UserError, raised before any training step."""

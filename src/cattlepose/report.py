@@ -20,11 +20,13 @@ from cattlepose import analysis, viz
 from cattlepose.config import Config
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
-from cattlepose.engine.infer import CropDataset, Ensemble, ensemble_probs, load_run_config
-from cattlepose.engine.kfold import load_training_data, read_predictions_csv
+from cattlepose.data.source import load_training_data
+from cattlepose.engine.infer import CropDataset, Ensemble, ensemble_probs
+from cattlepose.engine.rundir import RunDir
 from cattlepose.errors import UserError
 from cattlepose.io import write_text
 from cattlepose.schema import KeypointSchema
+from cattlepose.submission import read_scored_csv
 from cattlepose.ui import Log
 
 SWAP_MIN_SEPARATION = 0.1  # swap rates count animals whose left/right pair lies >= 0.1 normaliser apart
@@ -40,6 +42,7 @@ class RunAnalysis:
     folds: np.ndarray  # (N,) fold of each sample
     histories: dict[int, list[dict[str, str]]] = field(default_factory=dict)
     alpha: float = 0.35
+    best_metric: str = "pck_torso@0.35"  # what picked each fold's best epoch
 
     @property
     def err_px(self) -> np.ndarray:
@@ -58,14 +61,12 @@ class RunAnalysis:
 def load_run_analysis(run_dir: str | Path, log: Log | None = None) -> RunAnalysis:
     run_dir = Path(run_dir)
     log = log or Log(quiet=True)
-    cfg, schema = load_run_config(run_dir)
-    oof_path = run_dir / "oof.csv"
-    if not oof_path.is_file():
-        raise UserError("no oof.csv: finish every fold (or run `cattlepose train --collect`) first", path=run_dir)
+    run = RunDir.open(run_dir)
+    cfg, schema = run.cfg, run.schema
+    oof_path = run.require("oof.csv")
     samples, _ = load_training_data(cfg, log)
-    oof = read_predictions_csv(oof_path, schema.num_keypoints)
-    with open(run_dir / "folds.csv", newline="", encoding="utf-8") as f:
-        fold_of = {r["key"]: int(r["fold"]) for r in csv.DictReader(f)}
+    oof = read_scored_csv(oof_path, schema)
+    fold_of = dict(zip((s.key for s in samples), run.assignment(samples), strict=True))
     kept = [s for s in samples if s.key in oof]
     if not kept:
         raise UserError("oof.csv matches none of the run's training samples", path=oof_path)
@@ -85,6 +86,7 @@ def load_run_analysis(run_dir: str | Path, log: Log | None = None) -> RunAnalysi
         folds=np.array([fold_of.get(s.key, -1) for s in kept]),
         histories=histories,
         alpha=alpha,
+        best_metric=run.best_metric,
     )
 
 
@@ -103,14 +105,13 @@ def per_keypoint_visibility(ra: RunAnalysis) -> dict[str, dict[str, float]]:
 def worst_joint_heatmaps(ra: RunAnalysis, index: int, joints: list[int]) -> dict[str, np.ndarray]:
     """Heatmaps (flip-averaged probabilities) of the sample's own fold model for the listed joints."""
     from cattlepose.codec import HeatmapCodec
-    from cattlepose.engine.fit import load_fold_model
 
     fold = int(ra.folds[index])
-    fold_dir = ra.run_dir / f"fold{fold}"
-    if fold < 0 or not (fold_dir / "best.pt").is_file():
+    run = RunDir(ra.run_dir, ra.cfg, ra.schema)
+    if fold < 0 or not (run.fold_dir(fold) / "best.pt").is_file():
         return {}
     device = torch.device("cpu")
-    model = load_fold_model(fold_dir, ra.cfg, ra.schema, device)
+    model = run.load_model(fold, device)
     ens = Ensemble([model], HeatmapCodec.from_config(ra.cfg), ra.schema, ra.cfg, device, [fold])
     item = CropDataset([ra.samples[index]], ra.cfg.model.input_size)[0]
     probs = ensemble_probs(ens, item["image"][None], flip=ra.cfg.infer.flip)[0][0].numpy()
@@ -160,7 +161,7 @@ def build_report(run_dir: str | Path, n_worst: int = 12, log: Log | None = None)
     ra = load_run_analysis(run_dir, log)
     out = ra.run_dir / "report"
     t = compute_tables(ra)
-    metric = ra.cfg.train.best_metric
+    metric = ra.best_metric
     figs = {
         "learning_curves.png": viz.learning_curves(ra.histories, metric),
         "per_keypoint.png": viz.per_keypoint_bars(t["per_keypoint"], ra.alpha),

@@ -120,69 +120,10 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise UserError(f"duplicate keypoint names {dup}", path=source, field="keypoints")
-    k = len(names)
-
-    def idx(name: Any, field: str) -> int:
-        if isinstance(name, int) and not isinstance(name, bool):
-            if not 0 <= name < k:
-                raise UserError(f"index {name} out of range 0..{k - 1}", path=source, field=field)
-            return name
-        if name not in names:
-            raise UserError(f"unknown keypoint '{name}'{_suggest(str(name), names)}", path=source, field=field)
-        return names.index(name)
-
-    if raw.get("pairs") and raw.get("flip_index") is not None:
-        raise UserError("give either 'pairs' or 'flip_index', not both", path=source, field="flip_index")
-    flip = _flip_from_index(raw["flip_index"], names, source) if raw.get("flip_index") is not None else list(range(k))
-    pairs = raw.get("pairs") or []
-    if not isinstance(pairs, list):
-        raise UserError("must be a list of [left, right] pairs", path=source, field="pairs")
-    for i, pair in enumerate(pairs):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise UserError("each pair must be [left, right]", path=source, field=f"pairs[{i}]")
-        a, b = idx(pair[0], f"pairs[{i}]"), idx(pair[1], f"pairs[{i}]")
-        if a == b or flip[a] != a or flip[b] != b:
-            raise UserError(
-                f"'{names[a]}' and '{names[b]}' cannot be partners: each keypoint has at most one "
-                "partner and is not its own",
-                path=source,
-                field=f"pairs[{i}]",
-            )
-        flip[a], flip[b] = b, a
-
-    skeleton = []
-    edges = raw.get("skeleton") or []
-    if not isinstance(edges, list):
-        raise UserError("must be a list of [a, b] edges", path=source, field="skeleton")
-    for i, edge in enumerate(edges):
-        if not isinstance(edge, (list, tuple)) or len(edge) != 2:
-            raise UserError("each edge must be [a, b]", path=source, field=f"skeleton[{i}]")
-        skeleton.append((idx(edge[0], f"skeleton[{i}]"), idx(edge[1], f"skeleton[{i}]")))
-
-    sigmas = raw.get("sigmas")
-    if sigmas is None:
-        sigmas = [DEFAULT_SIGMA] * k
-    if not isinstance(sigmas, list) or len(sigmas) != k:
-        got = len(sigmas) if isinstance(sigmas, list) else type(sigmas).__name__
-        raise UserError(f"needs {k} sigmas, one per keypoint; got {got}", path=source, field="sigmas")
-    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in sigmas):
-        raise UserError("every sigma must be a positive number", path=source, field="sigmas")
-
+    f = _Fields(names, source)
     for part in ("upper", "lower"):
         if not isinstance(raw.get(part) or [], list):
             raise UserError("must be a list of keypoint names", path=source, field=part)
-    upper = tuple(idx(n, "upper") for n in raw.get("upper") or [])
-    lower = tuple(idx(n, "lower") for n in raw.get("lower") or [])
-    norm = raw.get("pck_normalizer")
-    if norm is None:
-        pck_pair = None
-    elif isinstance(norm, (list, tuple)) and len(norm) == 2:
-        pck_pair = (idx(norm[0], "pck_normalizer"), idx(norm[1], "pck_normalizer"))
-        if pck_pair[0] == pck_pair[1]:
-            raise UserError("needs two different keypoints", path=source, field="pck_normalizer")
-    else:
-        raise UserError("must be a pair of keypoint names", path=source, field="pck_normalizer")
-
     recognised = raw.get("recognised_as")
     if recognised is not None and not isinstance(recognised, str):
         raise UserError("must be the name of a shipped schema", path=source, field="recognised_as")
@@ -190,20 +131,88 @@ def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchem
     if not isinstance(name_map, dict) or not all(isinstance(v, str) for v in name_map.values()):
         raise UserError("must map keypoint names to shipped names", path=source, field="name_map")
     for key in name_map:
-        idx(key, "name_map")
-
+        f.index(key, "name_map")
     return KeypointSchema(
         name=str(raw.get("name") or Path(str(source)).stem),
         keypoints=tuple(names),
-        flip_index=tuple(flip),
-        skeleton=tuple(skeleton),
-        sigmas=tuple(float(s) for s in sigmas),
-        upper=upper,
-        lower=lower,
-        pck_pair=pck_pair,
+        flip_index=tuple(f.flip(raw.get("pairs"), raw.get("flip_index"))),
+        skeleton=tuple(f.edges(raw.get("skeleton"))),
+        sigmas=f.sigmas(raw.get("sigmas")),
+        upper=tuple(f.index(n, "upper") for n in raw.get("upper") or []),
+        lower=tuple(f.index(n, "lower") for n in raw.get("lower") or []),
+        pck_pair=f.normaliser(raw.get("pck_normalizer")),
         recognised_as=recognised,
         name_map=tuple((n, name_map[n]) for n in names if n in name_map),
     )
+
+
+class _Fields:
+    """The keypoint names of a schema being read, and the checks of every field that refers to them."""
+
+    def __init__(self, names: list[str], source: str | Path):
+        self.names, self.source, self.k = names, source, len(names)
+
+    def index(self, name: Any, field: str) -> int:
+        if isinstance(name, int) and not isinstance(name, bool):
+            if not 0 <= name < self.k:
+                raise UserError(f"index {name} out of range 0..{self.k - 1}", path=self.source, field=field)
+            return name
+        if name not in self.names:
+            raise UserError(f"unknown keypoint '{name}'{_suggest(str(name), self.names)}", path=self.source,
+                            field=field)  # fmt: skip
+        return self.names.index(name)
+
+    def flip(self, pairs: Any, flip_index: Any) -> list[int]:
+        """The flip index from left/right `pairs` of names, or from a numeric `flip_index`."""
+        if pairs and flip_index is not None:
+            raise UserError("give either 'pairs' or 'flip_index', not both", path=self.source, field="flip_index")
+        if flip_index is not None:
+            return _flip_from_index(flip_index, self.names, self.source)
+        flip = list(range(self.k))
+        if not isinstance(pairs or [], list):
+            raise UserError("must be a list of [left, right] pairs", path=self.source, field="pairs")
+        for i, pair in enumerate(pairs or []):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise UserError("each pair must be [left, right]", path=self.source, field=f"pairs[{i}]")
+            a, b = self.index(pair[0], f"pairs[{i}]"), self.index(pair[1], f"pairs[{i}]")
+            if a == b or flip[a] != a or flip[b] != b:
+                raise UserError(
+                    f"'{self.names[a]}' and '{self.names[b]}' cannot be partners: each keypoint has at most one "
+                    "partner and is not its own",
+                    path=self.source,
+                    field=f"pairs[{i}]",
+                )
+            flip[a], flip[b] = b, a
+        return flip
+
+    def edges(self, raw: Any) -> list[tuple[int, int]]:
+        if not isinstance(raw or [], list):
+            raise UserError("must be a list of [a, b] edges", path=self.source, field="skeleton")
+        out = []
+        for i, edge in enumerate(raw or []):
+            if not isinstance(edge, (list, tuple)) or len(edge) != 2:
+                raise UserError("each edge must be [a, b]", path=self.source, field=f"skeleton[{i}]")
+            out.append((self.index(edge[0], f"skeleton[{i}]"), self.index(edge[1], f"skeleton[{i}]")))
+        return out
+
+    def sigmas(self, raw: Any) -> tuple[float, ...]:
+        sigmas = [DEFAULT_SIGMA] * self.k if raw is None else raw
+        if not isinstance(sigmas, list) or len(sigmas) != self.k:
+            got = len(sigmas) if isinstance(sigmas, list) else type(sigmas).__name__
+            raise UserError(f"needs {self.k} sigmas, one per keypoint; got {got}", path=self.source, field="sigmas")
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in sigmas):
+            raise UserError("every sigma must be a positive number", path=self.source, field="sigmas")
+        return tuple(float(s) for s in sigmas)
+
+    def normaliser(self, raw: Any) -> tuple[int, int] | None:
+        if raw is None:
+            return None
+        if not (isinstance(raw, (list, tuple)) and len(raw) == 2):
+            raise UserError("must be a pair of keypoint names", path=self.source, field="pck_normalizer")
+        pair = (self.index(raw[0], "pck_normalizer"), self.index(raw[1], "pck_normalizer"))
+        if pair[0] == pair[1]:
+            raise UserError("needs two different keypoints", path=self.source, field="pck_normalizer")
+        return pair
 
 
 def _flip_from_index(raw: Any, names: Sequence[str], source: str | Path) -> list[int]:

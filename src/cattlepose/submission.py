@@ -6,7 +6,7 @@
 - ADK JSON: `{"latency": seconds_per_image, "annotations": [{"ID", "img_path", "joint_self": [[x, y] * K]}]}`.
 - COCO results: `[{image_id, category_id, keypoints: [x, y, score] * K, score}]`.
 
-`read_predictions` reads any of them back in the keys `engine.predict.match_predictions` expects: the image
+`read_predictions` reads any of them back in the keys `engine.evaluate.match_predictions` expects: the image
 file name (CSV, ADK JSON) or `"<image_id>#<n>"` (COCO, n counts detections of one image).
 """
 
@@ -23,11 +23,46 @@ import numpy as np
 
 from cattlepose.data.formats.common import load_json
 from cattlepose.data.formats.csv import format_number, parse_number, read_rows
+from cattlepose.data.records import Sample
 from cattlepose.errors import UserError
 from cattlepose.io import atomic_open, write_json
 from cattlepose.schema import KeypointSchema
 
 FORMATS = ("csv", "adk-json", "coco")
+
+
+def write_predictions(
+    fmt: str,
+    path: str | Path,
+    samples: Sequence[Sample],
+    preds: Mapping[str, np.ndarray],
+    schema: KeypointSchema,
+    template: Path | None = None,
+    latency: float = 0.0,
+) -> None:
+    """Predictions (Sample.key -> (K, 3) x, y, score) in one of FORMATS. CSV and ADK JSON hold one animal per
+    image (rows by file name); COCO results keep every animal under its image id."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}", field="--format")
+    if fmt == "coco":
+        image_ids = {s.key: _coco_image_id(s, i) for i, s in enumerate(samples)}
+        write_coco_results(path, preds, image_ids, scores={k: float(v[:, 2].mean()) for k, v in preds.items()})
+        return
+    names = [s.image.name for s in samples]
+    if len(set(names)) != len(names):
+        raise UserError(f"'{fmt}' holds one animal per image; use --format coco for several", field="--format")
+    by_name = {s.image.name: preds[s.key] for s in samples}
+    if fmt == "csv":
+        write_csv(path, by_name, schema, template=template)
+    else:
+        paths = {s.image.name: str(s.image) for s in samples}
+        write_adk_json(path, by_name, schema, latency=latency, image_paths=paths)
+
+
+def _coco_image_id(s: Sample, fallback: int) -> int:
+    if "coco_image_id" in s.meta:
+        return int(s.meta["coco_image_id"])
+    return int(s.image_id) if s.image_id.isdigit() else fallback
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -78,6 +113,36 @@ def write_csv(
         w = csv.writer(f)
         w.writerow(head)
         w.writerows(rows)
+
+
+def write_scored_csv(
+    path: str | Path, preds: Mapping[str, np.ndarray], images: Mapping[str, str], schema: KeypointSchema,
+    exact: bool = False,
+) -> None:  # fmt: skip
+    """Predictions with keypoint scores, one row per animal: `key, image, <kp>_x, <kp>_y, <kp>_score, ...`
+    (out-of-fold predictions). `exact`: numbers that read back bit for bit (files handed between processes)
+    instead of 1/1000 px."""
+    fmt = format_number if exact else format_coord
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "image"] + [f"{n}_{c}" for n in schema.keypoints for c in ("x", "y", "score")])
+        for key, arr in preds.items():
+            w.writerow([key, images[key]] + [fmt(v) for v in _check_pred(key, arr, schema.num_keypoints).reshape(-1)])
+
+
+def read_scored_csv(path: str | Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
+    """`write_scored_csv`'s file back: key -> (K, 3) x, y, score."""
+    head, body = read_rows(path)
+    expected = 2 + 3 * schema.num_keypoints
+    if len(head) != expected or head[:2] != ["key", "image"]:
+        raise UserError(f"expected key, image and x, y, score of {schema.num_keypoints} keypoints", path=path)
+    out = {}
+    for row, cells in body:
+        if len(cells) != expected:
+            raise UserError(f"{len(cells)} cells, expected {expected}", path=path, field=f"row {row}")
+        values = [parse_number(c, path, row, head[i + 2]) for i, c in enumerate(cells[2:])]
+        out[cells[0]] = np.asarray(values, dtype=np.float64).reshape(schema.num_keypoints, 3)
+    return out
 
 
 def format_coord(v: float) -> str:
@@ -189,6 +254,9 @@ def _find(lookup: Mapping[str, str], name: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- reader
 def detect_prediction_format(path: Path) -> str:
+    """csv by suffix; a JSON object is an ADK submission, a JSON list COCO results."""
+    if not path.is_file():
+        raise UserError("prediction file not found", path=path)
     if path.suffix.lower() == ".csv":
         return "csv"
     doc = load_json(path)
@@ -318,14 +386,21 @@ def validate_submission(
             return [f"template: {e}"]
         t_ids = list(dict.fromkeys(cells[0].strip() if cells else "" for _, cells in t_body))
         problems += _column_problems(head, t_head)
-    id_col = head[0] if head else "image"
-    col = {c: i for i, c in enumerate(head)}
+    sizes = _name_lookup(image_sizes) if image_sizes is not None else None
+    problems += _row_problems(head, body, t_ids if template is not None else None, sizes)
+    problems += _cell_problems(head, body, sizes, image_sizes)
+    return problems
 
-    # rows: ragged, repeated, unknown, missing, out of order
+
+def _row_problems(
+    head: list[str], body: list[tuple[int, list[str]]], t_ids: list[str] | None, sizes: Mapping[str, str] | None
+) -> list[str]:
+    """Rows ragged, repeated, unknown (to the template or the image folder), missing, or out of order."""
+    problems: list[str] = []
+    id_col = head[0] if head else "image"
     ids: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
-    template_set = set(t_ids)
-    sizes = _name_lookup(image_sizes) if image_sizes is not None else None
+    template_set = set(t_ids or [])
     for row, cells in body:
         if len(cells) != len(head):
             problems.append(f"row {row}: has {len(cells)} cells, the header has {len(head)}")
@@ -337,38 +412,42 @@ def validate_submission(
             problems.append(f"row {row}: extra row, image '{name}' already appears in row {seen[name]}")
             continue
         seen[name] = row
-        if template is not None and name not in template_set:
+        if t_ids is not None and name not in template_set:
             problems.append(f"row {row}: unknown image '{name}' (not in the template)")
         elif sizes is not None and _find(sizes, name) is None:
             problems.append(f"row {row}: unknown image '{name}' (not in the image folder)")
         ids.append((row, name))
-    if template is not None:
-        missing = [i for i in t_ids if i and i not in seen]
-        for name in missing:
-            problems.append(f"missing row for image '{name}' (in the template)")
-        order = [name for _, name in ids if name in template_set]
-        expected = [i for i in t_ids if i in seen]
-        if order != expected:
-            k = next(j for j, (a, b) in enumerate(zip(order, expected, strict=True)) if a != b)
-            row = seen[order[k]]
-            problems.append(
-                f"row {row}: rows are out of order: image '{order[k]}' where the template has '{expected[k]}' "
-                "(rows must follow the template's order)"
-            )
+    if t_ids is None:
+        return problems
+    problems += [f"missing row for image '{name}' (in the template)" for name in t_ids if name and name not in seen]
+    order = [name for _, name in ids if name in template_set]
+    expected = [i for i in t_ids if i in seen]
+    if order != expected:
+        k = next(j for j, (a, b) in enumerate(zip(order, expected, strict=True)) if a != b)
+        problems.append(
+            f"row {seen[order[k]]}: rows are out of order: image '{order[k]}' where the template has "
+            f"'{expected[k]}' (rows must follow the template's order)"
+        )
+    return problems
 
-    # cells: numbers, finite, on the image
-    coord_cols = [c for c in head[1:] if c.endswith(("_x", "_y"))]
+
+def _cell_problems(
+    head: list[str],
+    body: list[tuple[int, list[str]]],
+    sizes: Mapping[str, str] | None,
+    image_sizes: Mapping[str, tuple[int, int]] | None,
+) -> list[str]:
+    """Cells empty, not numbers, not finite, or coordinates off the image."""
+    problems: list[str] = []
+    col = {c: i for i, c in enumerate(head)}
     for row, cells in body:
         name = cells[0].strip() if cells else ""
-        size = None
-        if sizes is not None and name:
-            key = _find(sizes, name)
-            size = image_sizes[key] if key is not None else None  # type: ignore[index]
+        key = _find(sizes, name) if sizes is not None and name else None
+        size = image_sizes[key] if key is not None and image_sizes is not None else None
         for c in head[1:]:
-            j = col[c]
-            if j >= len(cells):
+            if col[c] >= len(cells):
                 continue  # reported as a short row
-            text = cells[j].strip()
+            text = cells[col[c]].strip()
             try:
                 value = float(text)
             except ValueError:
@@ -377,8 +456,7 @@ def validate_submission(
                 continue
             if not math.isfinite(value):
                 problems.append(f"row {row}, column '{c}': {text} is not a finite number")
-                continue
-            if size is not None and c in coord_cols:
+            elif size is not None and c.endswith(("_x", "_y")):
                 limit = size[0] if c.endswith("_x") else size[1]
                 if not 0 <= value <= limit:
                     axis = "width" if c.endswith("_x") else "height"

@@ -1,10 +1,11 @@
-"""Top-down training data: affine crop -> appearance augmentation -> heatmap targets.
+"""Top-down training data: affine crop -> appearance augmentation, and the one image normalisation.
 
 The crop region is the annotation box grown by 1.25 (COCO-style data) or the whole image (ADK crops, whose
 `Sample.bbox` is None: the reader's `data.bbox: auto` drops placeholder boxes), at the input's aspect ratio.
 Training jitters it (scale, rotation, shift, horizontal mirror with left/right label swap, half-body crops);
 all of that is one affine matrix, so the image is resampled once and the keypoints move exactly as the pixels
-do. The matrix is returned with every item, so predictions map back to original pixels.
+do. Items stay uint8 and carry keypoints, not heatmaps: normalisation (`network_input`) and the heatmap targets
+(`HeatmapCodec.encode_batch`) are computed per batch where the network runs, a quarter of the bytes to move.
 
 Randomness: item i of epoch e draws from `np.random.default_rng((seed, e, i))` (split into a geometry and an
 appearance stream), so results do not depend on worker count or order, and a resumed run sees the same crops.
@@ -12,12 +13,14 @@ appearance stream), so results do not depend on worker count or order, and a res
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from cattlepose.augment import Augmenter, PatchBank
-from cattlepose.codec import HeatmapCodec
 from cattlepose.config import Config
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
@@ -31,18 +34,52 @@ HALF_BODY_PADDING = 1.5
 HALF_BODY_MIN = 3  # labelled keypoints a half needs before it can be cropped alone
 ROTATION_PROB = 0.6  # HRNet's convention: a share of crops stay upright
 
+_SCALE = torch.from_numpy(1.0 / (IMAGENET_STD * 255.0)).view(1, 3, 1, 1)
+_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(1, 3, 1, 1)
 
-def to_tensor(crop: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32, ImageNet-normalised."""
-    x = (crop.astype(np.float32) * (1.0 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+def network_input(
+    crops: torch.Tensor,
+    device: torch.device,
+    channels_last: bool,
+    flip: bool = False,
+    reuse: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB crops -> the network batch (N, 3, H, W) float32, ImageNet-normalised, followed by
+    the N mirrors when `flip`. The bytes go to the device first and are normalised there. NHWC bytes already
+    are channels_last, so that layout costs no conversion.
+
+    `reuse`: an earlier batch to write into when it is large enough (its first rows are used): on CPU a fresh
+    batch every step makes the next forward pass slower, its heap pages faulting in anew under the network."""
+    x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    n = x.shape[0]
+    rows = 2 * n if flip else n
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fits = (
+        reuse is not None
+        and reuse.shape[0] >= rows
+        and reuse.shape[1:] == x.shape[1:]
+        and reuse.device == x.device
+        and reuse.is_contiguous(memory_format=fmt)
+    )
+    out = reuse[:rows] if fits else torch.empty((rows, *x.shape[1:]), device=device, memory_format=fmt)
+    # (x - mean) / std as one pass: x * (1 / std) + (-mean / std)
+    torch.addcmul(_SHIFT.to(device), x, _SCALE.to(device), out=out[:n])
+    if flip:
+        out[n:] = out[:n].flip(3)
+    return out
 
 
 def to_image(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Inverse of `to_tensor`: (3, H, W) normalised -> (H, W, 3) uint8 RGB (for previews)."""
+    """Inverse of `network_input` for one crop: (3, H, W) normalised -> (H, W, 3) uint8 RGB (for previews)."""
     x = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
     x = x.transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def decode_all(samples: list[Sample]) -> dict[Path, np.ndarray]:
+    """Every image of `samples`, decoded once (the optional in-memory cache of small training sets)."""
+    return {s.image: load_image(s.image) for s in {s.image: s for s in samples}.values()}
 
 
 def crop_region(
@@ -62,8 +99,8 @@ def crop_for_inference(
     padding: float = BOX_PADDING,
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The eval-mode crop of an RGB image: (H, W, 3) uint8 RGB (`to_tensor` normalises it; inference does
-    that batched, see `engine/infer.py`), written into `out` when given, and the (2, 3) original -> input affine.
+    """The eval-mode crop of an RGB image: (H, W, 3) uint8 RGB, written into `out` when given, and the (2, 3)
+    original -> input affine.
     `box` None means the whole image is the crop (no padding)."""
     h_in, w_in = input_size
     center, size = crop_region(box, (image.shape[1], image.shape[0]), input_size, padding)
@@ -74,9 +111,9 @@ def crop_for_inference(
 class KeypointDataset(Dataset):
     """Training (`train=True`: jitter + augmentation) or evaluation crops of `samples` with heatmap targets.
 
-    Items: image (3, H, W) float32 normalised; heatmaps (K, Hh, Wh); weights (K,); trans (2, 3) float64
-    original -> input (mirror included); keypoints (K, 3) x, y, v in input pixels (after the label swap of a
-    mirror); hidden (K,) bool, keypoints an occluder covers; index.
+    Items: image (H, W, 3) uint8 RGB; keypoints (K, 3) float32 x, y, v in input pixels (after the label swap of
+    a mirror); hidden (K,) bool, keypoints an occluder covers; trans (2, 3) float64 original -> input (mirror
+    included); index. `images`: decoded images by path, used instead of reading the files.
     """
 
     def __init__(
@@ -85,14 +122,14 @@ class KeypointDataset(Dataset):
         schema: KeypointSchema,
         cfg: Config,
         train: bool,
-        codec: HeatmapCodec,
         seed: int = 0,
+        images: Mapping[Path, np.ndarray] | None = None,
     ):
         self.samples = samples
+        self.images = images or {}
         self.schema = schema
         self.cfg = cfg
         self.train = train
-        self.codec = codec
         self.seed = seed
         self.epoch = 0
         self.input_size = tuple(cfg.model.input_size)
@@ -100,7 +137,11 @@ class KeypointDataset(Dataset):
         self.geometry = train and aug.level != "none"
         self.augmenter: Augmenter | None = None
         if train and aug.level != "none":
-            bank = PatchBank(samples, seed) if aug.level == "heavy" and aug.animal_patches > 0 else None
+            bank = (
+                PatchBank(samples, seed, images=self.images)
+                if aug.level == "heavy" and aug.animal_patches > 0
+                else None
+            )
             self.augmenter = Augmenter(aug, bank)
         self.flip_index = np.asarray(schema.flip_index, dtype=np.int64)
 
@@ -146,10 +187,16 @@ class KeypointDataset(Dataset):
             flip = bool(u_flip < a.flip)
         return get_affine(center, size, rot, (w_in, h_in), flip), flip
 
+    def eval_affine(self, s: Sample, image: np.ndarray) -> np.ndarray:
+        """The (2, 3) original -> input affine of a sample without any jitter."""
+        return self._affine(s, s.keypoints, (image.shape[1], image.shape[0]), None)[0]
+
     # ------------------------------------------------------------------------------------------ items
     def __getitem__(self, i: int) -> dict:
         s = self.samples[i]
-        image = load_image(s.image)
+        image = self.images.get(s.image)
+        if image is None:
+            image = load_image(s.image)
         h_in, w_in = self.input_size
         base = np.random.default_rng((self.seed, self.epoch, i))
         geo_rng, app_rng = base.spawn(2)
@@ -163,15 +210,10 @@ class KeypointDataset(Dataset):
         hidden = np.zeros(len(out_kps), bool)
         if self.augmenter is not None:
             crop, hidden = self.augmenter(crop, out_kps, app_rng)
-        heatmaps, weights = self.codec.encode(out_kps)
-        if self.cfg.augment.occlusion_policy == "ignore":
-            weights[hidden] = 0.0
         return {
-            "image": to_tensor(crop),
-            "heatmaps": torch.from_numpy(heatmaps),
-            "weights": torch.from_numpy(weights),
-            "trans": torch.from_numpy(trans),
+            "image": torch.from_numpy(np.ascontiguousarray(crop)),
             "keypoints": torch.from_numpy(out_kps.astype(np.float32)),
             "hidden": torch.from_numpy(hidden),
+            "trans": torch.from_numpy(trans),
             "index": i,
         }

@@ -32,6 +32,11 @@ _UPRIGHT = {
 _READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files of a folder (by suffix), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB, upright as EXIF says. A missing, unreadable or truncated file is a UserError."""
     path = Path(path)

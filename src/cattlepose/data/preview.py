@@ -1,9 +1,9 @@
 """`cattlepose preview-aug`: a PNG grid of augmented training crops with the keypoints they are trained on.
 
-What you see is exactly what the network gets (the dataset item, de-normalised) and what it is asked for
-(the item's keypoints): visible keypoints filled, occluded or augmentation-hidden ones hollow, keypoints
-with zero weight left out, skeleton drawn. Left-side joints are blue, right-side red, the midline green,
-so a wrong label swap after a mirror shows at a glance.
+What you see is exactly what the network gets (the dataset item's crop) and what it is asked for (the item's
+keypoints, weighted as the codec weights them): visible keypoints filled, occluded or augmentation-hidden ones
+hollow, keypoints with zero weight left out, skeleton drawn. Left-side joints are blue, right-side red, the
+midline green, so a wrong label swap after a mirror shows at a glance.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from cattlepose.codec import HeatmapCodec
 from cattlepose.config import Config
-from cattlepose.data.dataset import KeypointDataset, to_image
+from cattlepose.data.dataset import KeypointDataset
 from cattlepose.data.records import Sample
 from cattlepose.errors import UserError
 from cattlepose.io import atomic_open
@@ -34,13 +34,15 @@ def _side_colours(schema: KeypointSchema) -> list[tuple[int, int, int]]:
     return out
 
 
-def render_item(item: dict, schema: KeypointSchema) -> np.ndarray:
+def render_item(item: dict, schema: KeypointSchema, codec: HeatmapCodec, ignore_hidden: bool = False) -> np.ndarray:
     """One dataset item as an RGB tile with its target keypoints and skeleton."""
-    img = to_image(item["image"])
-    img = cv2.resize(img, None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_NEAREST)
+    img = cv2.resize(item["image"].numpy(), None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_NEAREST)
     kps = item["keypoints"].numpy().astype(np.float64)
-    weights = item["weights"].numpy()
     hidden = item["hidden"].numpy() if "hidden" in item else np.zeros(len(kps), bool)
+    supervised = kps.copy()
+    if ignore_hidden:
+        supervised[hidden, 2] = 0
+    weights = codec.encode(supervised)[1]
     # marker centres: input pixel centre x sits at UPSCALE * x + (UPSCALE - 1) / 2 in the tile
     pts = kps[:, :2] * UPSCALE + (UPSCALE - 1) / 2
     shown = weights > 0
@@ -67,13 +69,14 @@ def preview_augmentations(cfg: Config, samples: list[Sample], schema: KeypointSc
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise UserError("the preview is written as PNG; give a .png file name", path=out)
-    ds = KeypointDataset(samples, schema, cfg, train=True, codec=HeatmapCodec.from_config(cfg), seed=cfg.train.seed)
+    ds = KeypointDataset(samples, schema, cfg, train=True, seed=cfg.train.seed)
+    codec, ignore_hidden = HeatmapCodec.from_config(cfg), cfg.augment.occlusion_policy == "ignore"
     rng = np.random.default_rng(cfg.train.seed)
     order = rng.permutation(len(samples))
     tiles = []
     for j in range(n):
         ds.set_epoch(j // len(samples))  # more crops than samples: later epochs give fresh draws
-        tiles.append(render_item(ds[int(order[j % len(samples)])], schema))
+        tiles.append(render_item(ds[int(order[j % len(samples)])], schema, codec, ignore_hidden))
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     th, tw = tiles[0].shape[:2]

@@ -1,12 +1,25 @@
-"""Device and mixed-precision choices in one place: CUDA when there is one, bf16 where it is supported."""
+"""Machine-dependent choices in one place: device, mixed precision, loader workers, batch, compilation.
+
+Every `auto` setting of the config is resolved here from the machine, so the same training and inference code
+serves a laptop CPU and a GPU box.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
 from cattlepose.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# torch.compile's backend; tests swap in "aot_eager" (no code generation) to run the compiled path quickly
+COMPILE_BACKEND = "inductor"
+CACHE_BUDGET_BYTES = 2 * 1024**3  # decoded images kept in memory when they fit (train.cache_images: auto)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -33,3 +46,39 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(setting: int | str, device: torch.device, processes: int = 1) -> int:
+    """Loader processes per training or inference process. On a CPU the network keeps every core busy with
+    its own threads and workers only take cores from it; a GPU needs every spare core decoding and augmenting."""
+    if setting != "auto":
+        return int(setting)
+    spare = max(1, cores() // max(1, processes))
+    if device.type == "cuda":
+        return max(1, spare - 1)
+    return 0 if spare <= 4 else min(4, spare // 4)
+
+
+def resolve_infer_batch(setting: int | str, device: torch.device) -> int:
+    """Crops per inference pass (flip doubles it): a CPU runs 64-image passes fastest, a GPU wants many more."""
+    if setting != "auto":
+        return int(setting)
+    return 256 if device.type == "cuda" else 32
+
+
+def use_compile(setting: str, device: torch.device) -> bool:
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def compile_fn(fn: F, device: torch.device, static: bool) -> F:
+    """`torch.compile` with the options this project uses. On a single CUDA device with static shapes, CUDA
+    graphs replay the whole step as one launch (`reduce-overhead`); under DDP the default mode."""
+    mode = "reduce-overhead" if device.type == "cuda" and static and COMPILE_BACKEND == "inductor" else None
+    return torch.compile(fn, backend=COMPILE_BACKEND, mode=mode, dynamic=False)  # type: ignore[return-value]

@@ -1,4 +1,5 @@
-"""Batched inference: crops, flip TTA in the same batch, fold ensemble, one decode, back to original pixels.
+"""Batched inference, the library behind `predict`, validation and out-of-fold scoring: crops, flip TTA in the
+same batch, fold ensemble, one decode, back to original pixels.
 
 Each crop and its mirror go through the network in one forward pass; the mirror's heatmaps are flipped back
 (width mirrored, left/right channels swapped) and averaged with the crop's, then over every fold model,
@@ -7,11 +8,11 @@ as probabilities (the codec says how logits become probabilities). Decoding happ
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,15 +21,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cattlepose.codec import HeatmapCodec
-from cattlepose.config import Config, load_config
-from cattlepose.data.dataset import IMAGENET_MEAN, IMAGENET_STD, crop_for_inference
+from cattlepose.config import Config
+from cattlepose.data.dataset import BOX_PADDING, crop_for_inference, network_input
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.data.transforms import invert_affine
-from cattlepose.engine.device import autocast, resolve_device
+from cattlepose.engine import device as dev
 from cattlepose.errors import UserError
-from cattlepose.schema import KeypointSchema, load_schema
+from cattlepose.schema import KeypointSchema
 from cattlepose.ui import Log
+
+if TYPE_CHECKING:
+    from cattlepose.engine.rundir import RunDir
 
 
 @dataclass
@@ -56,48 +60,20 @@ class Predictions:
         }
 
 
-def load_run_config(run_dir: Path) -> tuple[Config, KeypointSchema]:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError("not a run directory (no config.yaml); train one with `cattlepose train`", path=run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    schema_file = run_dir / "schema.yaml"
-    schema = load_schema(schema_file if schema_file.is_file() else cfg.data.schema_)
-    return cfg, schema
-
-
-def load_ensemble(
-    run_dir: str | Path,
-    folds: list[int] | None = None,
-    device: str = "auto",
-    checkpoint: str = "best.pt",
-) -> Ensemble:
+def load_ensemble(run: RunDir | str | Path, folds: list[int] | None = None, device: str = "auto") -> Ensemble:
     """Every fold model of a run (or the listed folds), ready for inference."""
-    from cattlepose.models import build_model
+    from cattlepose.engine.rundir import RunDir
 
-    run_dir = Path(run_dir)
-    cfg, schema = load_run_config(run_dir)
-    available = sorted(int(p.parent.name[4:]) for p in run_dir.glob(f"fold*/{checkpoint}"))
-    chosen = available if folds is None else folds
-    missing = [k for k in chosen if k not in available]
-    if not chosen or missing:
-        raise UserError(
-            f"no trained {checkpoint} for fold(s) {missing or 'any'}; trained folds: {available or 'none'}",
-            path=run_dir,
-        )
-    dev = resolve_device(device if device != "auto" else cfg.train.device)
-    model_cfg = cfg.model.model_copy(update={"pretrained": None})
-    models = []
-    for k in chosen:
-        ckpt = torch.load(run_dir / f"fold{k}" / checkpoint, map_location="cpu", weights_only=True)
-        model = build_model(model_cfg, schema.num_keypoints)
-        model.load_state_dict(ckpt["model"])
-        models.append(prepare_for_inference(model, cfg, dev))
-    return Ensemble(models, HeatmapCodec.from_config(cfg), schema, cfg, dev, list(chosen))
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    chosen = run.model_folds(folds)
+    target = dev.resolve_device(device if device != "auto" else run.cfg.train.device)
+    models = [run.load_model(k, target) for k in chosen]
+    return Ensemble(models, HeatmapCodec.from_config(run.cfg), run.schema, run.cfg, target, chosen)
 
 
 def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
-    """Eval mode, batch norm folded into the convolutions (same outputs, fewer passes), device and layout."""
+    """Eval mode, batch norm folded into the convolutions (same outputs, fewer passes), device and layout;
+    compiled where `train.compile` says so (on CUDA by default)."""
     from cattlepose.models.fold_bn import fold_batchnorm
 
     model = model.eval()
@@ -105,17 +81,9 @@ def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -
     model = model.to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if dev.use_compile(cfg.train.compile, device):
+        model = dev.compile_fn(model, device, static=False)
     return model
-
-
-def default_workers(device: torch.device) -> int:
-    """Image-decoding processes for inference. On CPU the network already keeps every core busy with its own
-    threads, and worker processes only take cores from it: on 2 cores, predict runs 147 images/s without
-    workers against 107 with two (docs/BENCHMARKS.md). They pay off on a GPU or with cores to spare."""
-    cores = os.cpu_count() or 1
-    if device.type == "cuda":
-        return min(4, cores)
-    return 0 if cores <= 4 else 2
 
 
 class CropDataset(Dataset):
@@ -123,7 +91,7 @@ class CropDataset(Dataset):
     so a predict run can name every broken file before it writes anything. Crops stay (H, W, 3) uint8:
     `input_batch` normalises a whole batch at once, a quarter of the bytes to move and no per-image pass."""
 
-    def __init__(self, samples: list[Sample], input_size: tuple[int, int], padding: float = 1.25):
+    def __init__(self, samples: list[Sample], input_size: tuple[int, int], padding: float = BOX_PADDING):
         self.samples = samples
         self.input_size = input_size
         self.padding = padding
@@ -165,44 +133,6 @@ def inline_batches(ds: CropDataset, batch_size: int) -> Iterator[dict]:
                "size": torch.from_numpy(size), "index": torch.from_numpy(index), "error": errors}  # fmt: skip
 
 
-_SCALE = torch.from_numpy(1.0 / (IMAGENET_STD * 255.0)).float().view(1, 3, 1, 1)
-_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).float().view(1, 3, 1, 1)
-
-
-def input_batch(
-    crops: torch.Tensor,
-    flip: bool,
-    device: torch.device,
-    channels_last: bool,
-    reuse: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """(N, H, W, 3) uint8 crops -> the network batch (N, 3, H, W), ImageNet-normalised float32, followed by
-    the N mirrors when `flip`. Written straight into the layout the model runs in: NHWC bytes already are
-    channels_last, so there is no separate layout conversion and no concatenation copy.
-
-    `reuse`: an earlier batch to write into when it is large enough (its first rows are used). A fresh
-    25 MB batch every step made the CPU forward itself ~8% slower, its heap pages faulting in anew under the
-    network; writing into one buffer matches a bare forward loop (docs/BENCHMARKS.md)."""
-    x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2)
-    n = x.shape[0]
-    rows = 2 * n if flip else n
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    fits = (
-        reuse is not None
-        and reuse.shape[0] >= rows
-        and reuse.shape[1:] == x.shape[1:]
-        and reuse.device == x.device
-        and reuse.is_contiguous(memory_format=fmt)
-    )
-    out = reuse[:rows] if fits else torch.empty((rows, *x.shape[1:]), device=device, memory_format=fmt)
-    crops_f = out[:n]
-    # (x - mean) / std as one pass: x · (1/std) + (-mean/std)
-    torch.addcmul(_SHIFT.to(device), x, _SCALE.to(device), out=crops_f)
-    if flip:
-        out[n:] = crops_f.flip(3)  # mirror after normalising: one pass over n crops fewer
-    return out
-
-
 @torch.inference_mode()
 def ensemble_probs(
     ens: Ensemble, crops: torch.Tensor, flip: bool, reuse: torch.Tensor | None = None
@@ -211,10 +141,10 @@ def ensemble_probs(
     `crops`: (N, H, W, 3) uint8, as `CropDataset` yields them. Returns the probabilities and the input batch,
     which the next call may `reuse`."""
     n = crops.shape[0]
-    batch = input_batch(crops, flip, ens.device, ens.cfg.model.channels_last, reuse)
+    batch = network_input(crops, ens.device, ens.cfg.model.channels_last, flip, reuse)
     total: torch.Tensor | None = None
     for model in ens.models:
-        with autocast(ens.device, ens.cfg.train.amp):
+        with dev.autocast(ens.device, ens.cfg.train.amp):
             logits = model(batch)
         probs = ens.codec.to_probs(logits.float())
         if flip:
@@ -237,8 +167,8 @@ def predict_samples(
     """Predict every sample's keypoints in original pixel coordinates (clamped to the image)."""
     log = log or Log(quiet=True)
     flip = ens.cfg.infer.flip if flip is None else flip
-    batch_size = batch_size or ens.cfg.infer.batch_size
-    workers = default_workers(ens.device) if workers is None else workers
+    batch_size = batch_size or dev.resolve_infer_batch(ens.cfg.infer.batch_size, ens.device)
+    workers = dev.resolve_workers("auto", ens.device) if workers is None else workers
     ds = CropDataset(samples, ens.cfg.model.input_size)
     if workers == 0 and ens.device.type == "cpu":
         loader: Iterable[dict] = inline_batches(ds, batch_size)

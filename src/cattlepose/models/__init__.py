@@ -7,6 +7,7 @@ model_info(cfg, num_keypoints, measure=True) -> flat dict for `cattlepose info m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from torch import nn
@@ -33,13 +34,16 @@ __all__ = [
 ]
 
 
-def build_model(model_cfg: ModelConfig, num_keypoints: int, log: Log | None = None) -> nn.Module:
-    """The configured PoseHRNet with `model_cfg.pretrained` applied (None: random init).
+def build_model(
+    model_cfg: ModelConfig, num_keypoints: int, log: Log | None = None, keypoints: Sequence[str] | None = None
+) -> nn.Module:
+    """The configured PoseHRNet with `model_cfg.pretrained` applied (None: random init). `keypoints`: the
+    schema's names, so a checkpoint of another schema loads its head channels by keypoint name.
 
     The model stays in the default (NCHW) memory format; callers convert to channels_last when configured,
     and forward works in either.
     """
     model = PoseHRNet(model_cfg.backbone, num_keypoints, model_cfg.psa)
     if model_cfg.pretrained:
-        load_pretrained(model, model_cfg.pretrained, log=log)
+        load_pretrained(model, model_cfg.pretrained, log=log, keypoints=keypoints)
     return model

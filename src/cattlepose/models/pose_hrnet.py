@@ -67,7 +67,6 @@ def insert_psa(backbone: nn.Module, layout: PsaMode) -> list[str]:
                 if not isinstance(module.aa, nn.Identity):
                     raise RuntimeError(f"{stage}.{name}.aa is {type(module.aa).__name__}, expected Identity")
                 module.aa = PolarizedSelfAttention(module.conv1.out_channels, layout)
-                module.aa.inplace = True  # its input is act1's in-place output, used by nothing else
                 names.append(f"{stage}.{name}")
     return names
 

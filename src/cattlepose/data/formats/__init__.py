@@ -48,15 +48,19 @@ def read_samples(
     images: str | Path | None = None,
     bbox: str = "auto",
     max_samples: int | None = None,
+    category: str | int | None = None,
 ) -> tuple[list[Sample], KeypointSchema]:
     """Read a data set and its schema. `fmt` None (or "auto") detects the format.
 
-    `max_samples` keeps an evenly spread subset (quick experiments). Any problem is a UserError naming the
-    file and field; image sizes come from headers (run `cattlepose data check` to decode every image).
+    `max_samples` keeps an evenly spread subset (quick experiments); `category` (COCO) reads one category.
+    Any problem is a UserError naming the file and field; image sizes come from headers (run `cattlepose data
+    check` to decode every image).
     """
     fmt = resolve_format(fmt, path)
+    if category is not None and fmt != "coco":
+        raise UserError("only COCO files hold several categories to choose from", path=path, field="data.category")
     schema = resolve_schema(fmt, path, schema_spec)
-    samples, _ = read_detailed(fmt, path, schema, images=images, bbox=bbox)
+    samples, _ = read_detailed(fmt, path, schema, images=images, bbox=bbox, category=category)
     return subsample(samples, max_samples), schema
 
 
@@ -67,13 +71,14 @@ def read_detailed(
     images: str | Path | None = None,
     bbox: str = "auto",
     on_error: ErrorSink | None = None,
+    category: str | int | None = None,
 ) -> tuple[list[Sample], dict[str, int]]:
     """Samples plus the reader's counts of repaired quirks and skipped annotations (see each format)."""
     fmt = resolve_format(fmt, path)
     if fmt == "adk":
         return adk.read_detailed(path, schema.num_keypoints, images, bbox, on_error=on_error)  # type: ignore[arg-type]
     if fmt == "coco":
-        return coco.read_detailed(path, schema, images, bbox, on_error=on_error)  # type: ignore[arg-type]
+        return coco.read_detailed(path, schema, images, bbox, category, on_error=on_error)  # type: ignore[arg-type]
     from cattlepose.data.formats import csv as csv_format
 
     try:

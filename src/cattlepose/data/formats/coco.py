@@ -81,101 +81,116 @@ def read_detailed(
     if bbox not in ("auto", "annotation", "image"):
         raise UserError(f"bbox mode '{bbox}' must be auto, annotation or image", field="data.bbox")
     doc = load(path, require_categories=not boxes_only)
-    cats = _categories(doc, path, category)
-    all_ids = {c["id"] for c in doc["categories"]}
-    if boxes_only:  # the keypoint lists of the file do not matter: nothing is read from them
-        k = num_keypoints.num_keypoints if isinstance(num_keypoints, KeypointSchema) else num_keypoints
-        order = None
-    else:
-        k, order = _expected_keypoints(cats, num_keypoints, path)
-    image_entries = _images(doc, path)
-    root = _image_root(path, images, image_entries)
-    stats = {"crowd": 0, "no_keypoints": 0, "other_category": 0, "size_mismatch": 0}
-    sizes: dict[Any, tuple[Path, int, int] | UserError] = {}
-    seen_ann: set[Any] = set()
+    reader = _AnnotationReader(path, doc, num_keypoints, images, "annotation" if boxes_only else bbox, category,
+                               boxes_only)  # fmt: skip
     samples: list[Sample] = []
     for i, ann in enumerate(doc["annotations"]):
-        field = f"annotations[{i}]"
         try:
-            if not isinstance(ann, dict):
-                raise UserError("an annotation must be an object", path=path, field=field)
-            cat_id = ann.get("category_id")
-            if boxes_only and not all_ids:
-                cat_id = cat_id if isinstance(cat_id, (int, str)) else None
-                cats.setdefault(cat_id, {})
-            elif not isinstance(cat_id, (int, str)) or cat_id not in all_ids:
-                raise UserError(
-                    f"category_id {cat_id!r} is not in 'categories'", path=path, field=f"{field}.category_id"
-                )
-            if cat_id not in cats:
-                stats["other_category"] += 1
-                continue
-            if ann.get("iscrowd"):
-                stats["crowd"] += 1
-                continue
-            if boxes_only:
-                if ann.get("bbox") is None:
-                    raise UserError("an animal to predict needs a bbox", path=path, field=f"{field}.bbox")
-                kps = np.zeros((k or 0, 3))
-            else:
-                if ann.get("num_keypoints") == 0:
-                    stats["no_keypoints"] += 1
-                    continue
-                kps = check_keypoints(ann.get("keypoints"), k, path, f"{field}.keypoints")
-                if order is not None:
-                    kps = kps[order]
-                if not (kps[:, 2] > 0).any():
-                    stats["no_keypoints"] += 1
-                    continue
-            ann_id = ann.get("id", i)
-            if not isinstance(ann_id, (int, str)):
-                raise UserError(f"annotation id {ann_id!r} must be a number or string", path=path, field=f"{field}.id")
-            if ann_id in seen_ann:
-                raise UserError(f"duplicate annotation id {ann_id!r}", path=path, field=f"{field}.id")
-            seen_ann.add(ann_id)
-            image_id = ann.get("image_id")
-            if not isinstance(image_id, (int, str)) or image_id not in image_entries:
-                raise UserError(f"image_id {image_id!r} is not in 'images'", path=path, field=f"{field}.image_id")
-            img_path, width, height = _image_size(sizes, image_entries[image_id], root, path, stats)
-            box = _box(ann.get("bbox"), width, height, "annotation" if boxes_only else bbox, path, f"{field}.bbox")
+            sample = reader.read(i, ann)
         except UserError as e:
             report_or_raise(e, on_error)
             continue
-        _, entry = image_entries[image_id]
-        meta = {key: v for key, v in entry.items() if key not in _IMAGE_KEYS}
-        meta.update(
-            category_id=cat_id,
-            category=str(cats[cat_id].get("name", cat_id)),
-            coco_image_id=image_id,
-            file_name=entry["file_name"],
-        )
-        if "occluded_fraction" in ann:
-            meta["occluded_fraction"] = ann["occluded_fraction"]
-        samples.append(
-            Sample(
-                image=img_path,
-                keypoints=kps,
-                bbox=box,
-                image_id=str(image_id),
-                group=str(image_id),
-                width=width,
-                height=height,
-                ann_id=str(ann_id),
-                meta=meta,
-            )
-        )
-    skipped = stats["crowd"] + stats["no_keypoints"]
-    if skipped:
+        if sample is not None:
+            samples.append(sample)
+    stats = reader.stats
+    if stats["crowd"] + stats["no_keypoints"]:
         warnings.warn(
             f"{path}: skipped {stats['crowd']} crowd annotation(s) and {stats['no_keypoints']} with no labelled "
             "keypoint",
             stacklevel=3,
         )
     try:
-        validate_samples(samples, source=path, num_keypoints=k)
+        validate_samples(samples, source=path, num_keypoints=reader.k)
     except UserError as e:
         report_or_raise(e, on_error)
     return samples, stats
+
+
+class _AnnotationReader:
+    """One COCO file's context (categories, images, keypoint order) and the reading of one annotation."""
+
+    def __init__(
+        self,
+        path: Path,
+        doc: dict[str, Any],
+        num_keypoints: int | KeypointSchema | None,
+        images: str | Path | None,
+        bbox: BoxMode,
+        category: int | str | None,
+        boxes_only: bool,
+    ):
+        self.path, self.bbox, self.boxes_only = path, bbox, boxes_only
+        self.cats = _categories(doc, path, category)
+        self.all_ids = {c["id"] for c in doc["categories"]}
+        if boxes_only:  # the keypoint lists of the file do not matter: nothing is read from them
+            self.k = num_keypoints.num_keypoints if isinstance(num_keypoints, KeypointSchema) else num_keypoints
+            self.order = None
+        else:
+            self.k, self.order = _expected_keypoints(self.cats, num_keypoints, path)
+        self.image_entries = _images(doc, path)
+        self.root = _image_root(path, images, self.image_entries)
+        self.stats = {"crowd": 0, "no_keypoints": 0, "other_category": 0, "size_mismatch": 0}
+        self.sizes: dict[Any, tuple[Path, int, int] | UserError] = {}
+        self.seen: set[Any] = set()
+
+    def read(self, i: int, ann: Any) -> Sample | None:
+        """The annotation's Sample, None when it is skipped (and counted), or a UserError naming the field."""
+        path, field = self.path, f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise UserError("an annotation must be an object", path=path, field=field)
+        cat_id = self._category(ann, field)
+        if cat_id not in self.cats:
+            self.stats["other_category"] += 1
+            return None
+        if ann.get("iscrowd"):
+            self.stats["crowd"] += 1
+            return None
+        kps = self._keypoints(ann, field)
+        if kps is None:
+            self.stats["no_keypoints"] += 1
+            return None
+        ann_id = ann.get("id", i)
+        if not isinstance(ann_id, (int, str)):
+            raise UserError(f"annotation id {ann_id!r} must be a number or string", path=path, field=f"{field}.id")
+        if ann_id in self.seen:
+            raise UserError(f"duplicate annotation id {ann_id!r}", path=path, field=f"{field}.id")
+        self.seen.add(ann_id)
+        image_id = ann.get("image_id")
+        if not isinstance(image_id, (int, str)) or image_id not in self.image_entries:
+            raise UserError(f"image_id {image_id!r} is not in 'images'", path=path, field=f"{field}.image_id")
+        img_path, width, height = _image_size(self.sizes, self.image_entries[image_id], self.root, path, self.stats)
+        box = _box(ann.get("bbox"), width, height, self.bbox, path, f"{field}.bbox")
+        _, entry = self.image_entries[image_id]
+        meta = {key: v for key, v in entry.items() if key not in _IMAGE_KEYS}
+        meta.update(category_id=cat_id, category=str(self.cats[cat_id].get("name", cat_id)),
+                    coco_image_id=image_id, file_name=entry["file_name"])  # fmt: skip
+        if "occluded_fraction" in ann:
+            meta["occluded_fraction"] = ann["occluded_fraction"]
+        return Sample(image=img_path, keypoints=kps, bbox=box, image_id=str(image_id), group=str(image_id),
+                      width=width, height=height, ann_id=str(ann_id), meta=meta)  # fmt: skip
+
+    def _category(self, ann: dict[str, Any], field: str) -> Any:
+        cat_id = ann.get("category_id")
+        if self.boxes_only and not self.all_ids:  # a detections file without categories
+            cat_id = cat_id if isinstance(cat_id, (int, str)) else None
+            self.cats.setdefault(cat_id, {})
+        elif not isinstance(cat_id, (int, str)) or cat_id not in self.all_ids:
+            raise UserError(f"category_id {cat_id!r} is not in 'categories'", path=self.path,
+                            field=f"{field}.category_id")  # fmt: skip
+        return cat_id
+
+    def _keypoints(self, ann: dict[str, Any], field: str) -> np.ndarray | None:
+        """(K, 3) in the schema's order; None when no keypoint is labelled."""
+        if self.boxes_only:
+            if ann.get("bbox") is None:
+                raise UserError("an animal to predict needs a bbox", path=self.path, field=f"{field}.bbox")
+            return np.zeros((self.k or 0, 3))
+        if ann.get("num_keypoints") == 0:
+            return None
+        kps = check_keypoints(ann.get("keypoints"), self.k, self.path, f"{field}.keypoints")
+        if self.order is not None:
+            kps = kps[self.order]
+        return kps if (kps[:, 2] > 0).any() else None
 
 
 def load(path: str | Path, require_categories: bool = True) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""The GPU fast path measured on one card, in one table (`make bench-gpu`; about 4 minutes).
+
+1. the network alone (random input, forward + loss + backward + fused AdamW + EMA, bf16, channels_last):
+   PSA none / parallel x torch.compile off / on, at the config's input size and batch;
+2. the training loader alone (synthetic cattle, the config's augmentation, `train.workers: auto`), with each
+   stage of an item timed in this process;
+3. the real `cattlepose train` on the config with synthetic data (one fold, a few epochs, history.csv's
+   images/s after the first epoch, which pays for compilation);
+4. `predict` end to end (5 fold models + flip on synthetic crops) against the same network's bare forwards.
+
+On a machine without CUDA it says so and exits 0 (`--device cpu` runs it anyway, to check the script itself).
+
+    .venv/bin/python benchmarks/bench_gpu.py [--config configs/adk2021.yaml] [--images 2048] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cattlepose.config import load_config
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def network_step(cfg, device: torch.device, psa: str, compiled: bool, steps: int) -> tuple[float, float]:
+    """(images/s, seconds to the first timed step) of the training step alone."""
+    from cattlepose.codec import HeatmapCodec
+    from cattlepose.engine import device as dev
+    from cattlepose.engine.optim import EMA, make_optimizer
+    from cattlepose.models import build_model
+
+    mc = cfg.model.model_copy(update={"psa": psa, "pretrained": None})
+    model = build_model(mc, 17).to(device, memory_format=torch.channels_last).train()
+    opt, ema, codec = make_optimizer(model, cfg, device), EMA(model, 0.999), HeatmapCodec.from_config(cfg)
+    n, (h, w) = cfg.train.batch_size, cfg.model.input_size
+    x = torch.randn(n, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
+    kps = torch.rand(n, 17, 3, device=device) * torch.tensor([w, h, 2.0], device=device)
+    heat, weights = codec.encode_batch(kps.round())
+
+    def forward_loss(x, heat, weights):
+        with dev.autocast(device, "auto"):
+            logits = model(x)
+        return codec.loss(logits.float(), heat, weights)
+
+    fn = dev.compile_fn(forward_loss, device, static=True) if compiled else forward_loss
+
+    def step() -> None:
+        loss = fn(x, heat, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(model)
+
+    start = time.perf_counter()
+    for _ in range(3):  # compilation, CUDA graph capture, allocator
+        step()
+    _sync(device)
+    ready = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps * n / (time.perf_counter() - start), ready
+
+
+def loader_rate(cfg, device: torch.device, root: Path, batches: int) -> tuple[float, int, dict[str, float]]:
+    """(images/s of the training loader, its workers, ms per item of each stage in one process)."""
+    from cattlepose.data.dataset import KeypointDataset
+    from cattlepose.data.formats import read_samples
+    from cattlepose.engine import dist
+    from cattlepose.engine.device import resolve_workers
+    from cattlepose.engine.loader import EpochSampler, stage_times, train_loader
+
+    samples, schema = read_samples("adk", root / "train", cfg.data.schema_, bbox=cfg.data.bbox)
+    ds = KeypointDataset(samples, schema, cfg, train=True, seed=0)
+    workers = resolve_workers(cfg.train.workers, device)
+    sampler = EpochSampler(len(ds), cfg.train.batch_size, 0, dist.DistInfo())
+    it = iter(train_loader(ds, sampler, workers, device))
+    next(it)
+    start, n = time.perf_counter(), 0
+    for _ in range(min(batches, sampler.steps - 1)):
+        n += next(it)["image"].shape[0]
+    rate = n / (time.perf_counter() - start)
+
+    stages = stage_times(ds)
+    return rate, workers, stages
+
+
+def pipeline_rate(config: str, device: torch.device, root: Path, runs: Path, epochs: int, extra: list[str]) -> float:
+    """Images/s of `cattlepose train` epochs after the first (median), from history.csv."""
+    sets = [f"data.train={root / 'train'}", "model.pretrained=null", "train.folds=2", f"train.epochs={epochs}",
+            "train.val_every=1000", "data.group_by=null", f"train.device={device.type}", *extra]  # fmt: skip
+    cmd = [sys.executable, "-m", "cattlepose", "train", "-c", config, "--name", "bench", "--runs-dir", str(runs),
+           "--folds", "0", "-q", *(a for s in sets for a in ("-s", s))]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    with open(runs / "bench" / "fold0" / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return statistics.median(float(r["images_per_s"]) for r in rows[1:])
+
+
+def predict_rates(cfg, device: torch.device, root: Path, run: Path, folds: int) -> tuple[float, float]:
+    """(images/s of predict with flip over `folds` models, images/s of the bare networks on the same batches)."""
+    import yaml
+
+    from cattlepose.config import dump_config
+    from cattlepose.data.formats import folder
+    from cattlepose.engine.infer import load_ensemble, predict_samples
+    from cattlepose.engine.rundir import RunDir
+    from cattlepose.models import build_model
+    from cattlepose.schema import load_schema
+
+    schema = load_schema(cfg.data.schema_)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": max(2, folds)})})
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_config(cfg))
+    (run / "schema.yaml").write_text(yaml.safe_dump(schema.to_dict()))
+    for k in range(folds):
+        (run / f"fold{k}").mkdir()
+        model = build_model(cfg.model.model_copy(update={"pretrained": None}), schema.num_keypoints)
+        torch.save({"model": model.state_dict()}, run / f"fold{k}" / "best.pt")
+    ens = load_ensemble(RunDir.open(run), device=device.type)
+    samples = folder.read(root / "train" / "images", schema.num_keypoints)
+    predict_samples(ens, samples[:256])  # compilation and warm-up
+    preds = predict_samples(ens, samples)
+    from cattlepose.engine.device import autocast, resolve_infer_batch
+
+    bs, (h, w) = resolve_infer_batch(cfg.infer.batch_size, ens.device), cfg.model.input_size
+    x = torch.randn(2 * bs, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
+    batches = -(-len(samples) // bs)
+    with torch.inference_mode(), autocast(ens.device, cfg.train.amp):
+        for m in ens.models:
+            m(x)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(batches):
+            for m in ens.models:
+                m(x)
+        _sync(device)
+    return len(samples) / preds.seconds, batches * bs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/adk2021.yaml")
+    ap.add_argument("--images", type=int, default=2048, help="synthetic training images")
+    ap.add_argument("--steps", type=int, default=20, help="timed network steps per variant")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of the real training run")
+    ap.add_argument("--folds", type=int, default=5, help="fold models in the predict ensemble")
+    ap.add_argument("--device", default="cuda", help="cpu only checks that the script runs")
+    ap.add_argument("--set", "-s", action="append", default=[], help="config override, e.g. train.batch_size=8")
+    ap.add_argument("--compile-backend", default="inductor", help="aot_eager: check the compiled path quickly")
+    args = ap.parse_args()
+    from cattlepose.engine import device as dev
+
+    dev.COMPILE_BACKEND = args.compile_backend
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench-gpu: no CUDA device on this machine; nothing to measure (run it on a GPU box)")
+        return
+    device = torch.device(args.device)
+    cfg = load_config(args.config, ["model.pretrained=null", *args.set])
+    card = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (a check of the script, not a measurement)"
+    rows: list[tuple[str, str, str]] = []
+    total = time.perf_counter()
+    for psa in ("none", "parallel"):
+        for compiled in (False, True):
+            rate, ready = network_step(cfg, device, psa, compiled, args.steps)
+            rows.append((f"network step, PSA {psa}, compile {'on' if compiled else 'off'}", f"{rate:,.0f}",
+                         f"batch {cfg.train.batch_size}; first 3 steps {ready:.0f} s"))  # fmt: skip
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    by = {r[0]: float(r[1].replace(",", "")) for r in rows}
+    rows.append(("PSA ÷ none, compiled step", f"{by[rows[1][0]] / by[rows[3][0]]:.2f}", "time ratio (goal <= 1.15)"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        from cattlepose.data.synthetic import synthesize
+
+        synthesize(tmp_path / "synth", n_train=args.images, n_test=1, seed=0)
+        rate, workers, stages = loader_rate(cfg, device, tmp_path / "synth", args.images // cfg.train.batch_size)
+        rows.append(("training loader alone", f"{rate:,.0f}", f"{workers} workers"))
+        rows += [(f"  one item: {k}", f"{v:.2f} ms", "in one process") for k, v in stages.items()]
+        train = pipeline_rate(args.config, device, tmp_path / "synth", tmp_path / "runs", args.epochs, args.set)
+        rows.append((f"cattlepose train ({Path(args.config).name}, synthetic)", f"{train:,.0f}",
+                     "median epoch after the first (goal >= 1,500)"))  # fmt: skip
+        pred, bare = predict_rates(cfg, device, tmp_path / "synth", tmp_path / "pred_run", args.folds)
+        rows.append((f"predict, {args.folds} folds + flip", f"{pred:,.0f}", "images/s end to end (goal >= 1,000)"))
+        rows.append(("  ÷ the bare networks, same forwards", f"{pred / bare:.2f}", "(goal >= 0.85)"))
+    print(f"bench-gpu on {card}, torch {torch.__version__}, {args.config}: "
+          f"{cfg.model.backbone} {cfg.model.input_size[0]}x{cfg.model.input_size[1]}, "
+          f"{time.perf_counter() - total:.0f} s in all")  # fmt: skip
+    print("| measurement | images/s | note |\n|---|---|---|")
+    for name, value, note in rows:
+        print(f"| {name} | {value} | {note} |")
+
+
+if __name__ == "__main__":
+    main()

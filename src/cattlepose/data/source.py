@@ -1,0 +1,49 @@
+"""Where a run's training samples come from: the configured files, or the embedded synthetic cattle set.
+
+The synthetic set is generated on first use, under a lock, so fold-parallel processes starting together agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cattlepose.config import Config
+from cattlepose.data.formats import read_samples
+from cattlepose.data.records import Sample
+from cattlepose.io import file_lock
+from cattlepose.schema import KeypointSchema, recognition_note
+from cattlepose.ui import Log
+
+
+def ensure_synthetic(cfg: Config, log: Log) -> Path:
+    """The embedded default data set in `data.synth_dir`, generated once."""
+    root = cfg.data.synth_dir
+    with file_lock(root.parent / f".{root.name}.lock"):
+        if not (root / "sample_submission.csv").is_file():
+            from cattlepose.data.synthetic import synthesize
+
+            log.info(f"generating the synthetic cattle set in {root} ({cfg.data.synth_train} + {cfg.data.synth_test})")
+            with log.task("synth", total=cfg.data.synth_train + cfg.data.synth_test) as bar:
+                synthesize(
+                    root,
+                    n_train=cfg.data.synth_train,
+                    n_test=cfg.data.synth_test,
+                    seed=cfg.data.synth_seed,
+                    progress=lambda done, total: bar.update(1),
+                )
+    return root
+
+
+def load_training_data(cfg: Config, log: Log) -> tuple[list[Sample], KeypointSchema]:
+    """The training samples and their schema, as `data` configures them."""
+    d = cfg.data
+    if d.train is None:
+        root = ensure_synthetic(cfg, log)
+        return read_samples("adk", root / "train", d.schema_, bbox=d.bbox, max_samples=d.max_samples)
+    samples, schema = read_samples(
+        d.format, d.train, d.schema_, images=d.images, bbox=d.bbox, max_samples=d.max_samples, category=d.category
+    )
+    note = recognition_note(schema)
+    if note:
+        log.info(f"{d.train}: {note}")
+    return samples, schema

@@ -1,0 +1,86 @@
+"""Cross-validation: each fold's out-of-fold predictions, and the report over all of them (cv.json, oof.csv).
+
+A fold's predictions are kept in memory by the process that trained it and saved exactly in `fold{k}/oof.csv`,
+the hand-over to a later `collect` when folds ran in separate processes. The run's `oof.csv` is an output only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cattlepose.data.records import Sample
+from cattlepose.engine.infer import Ensemble, predict_samples
+from cattlepose.engine.rundir import RunDir
+from cattlepose.errors import UserError
+from cattlepose.io import write_json
+from cattlepose.metrics import evaluate
+from cattlepose.submission import read_scored_csv, write_scored_csv
+from cattlepose.ui import Log
+
+Predictions = dict[str, np.ndarray]  # sample key -> (K, 3) x, y, score in original pixels
+
+
+def predict_fold(run: RunDir, k: int, samples: list[Sample], device: torch.device, log: Log) -> Predictions:
+    """Fold k's best model on its held-out samples, saved exactly to fold{k}/oof.csv and returned."""
+    from cattlepose.codec import HeatmapCodec
+
+    model = run.load_model(k, device)
+    ens = Ensemble([model], HeatmapCodec.from_config(run.cfg), run.schema, run.cfg, device, [k])
+    preds = predict_samples(ens, samples, workers=0, log=log).as_dict()
+    write_scored_csv(run.fold_dir(k) / "oof.csv", preds, {s.key: s.image.name for s in samples}, run.schema, exact=True)
+    return preds
+
+
+def read_fold(run: RunDir, k: int) -> Predictions:
+    path = run.fold_dir(k) / "oof.csv"
+    if not path.is_file():
+        raise UserError(f"fold {k} is marked done but has no oof.csv; retrain it with --folds {k}", path=path)
+    return read_scored_csv(path, run.schema)
+
+
+def cv_report(run: RunDir, samples: list[Sample], folds: dict[int, Predictions]) -> dict[str, Any]:
+    """Metrics per fold, their spread, and over all out-of-fold predictions; writes cv.json and oof.csv."""
+    cfg, schema = run.cfg, run.schema
+    assignment = run.assignment(samples)
+    kw = {"pck_torso": tuple(cfg.eval.pck_torso), "pck_bbox": tuple(cfg.eval.pck_bbox)}
+    per_fold = {}
+    for k, preds in sorted(folds.items()):
+        held_out = [s for s, f in zip(samples, assignment, strict=True) if f == k]
+        per_fold[str(k)] = evaluate(preds, held_out, schema, **kw)["overall"]
+    oof = {key: arr for preds in folds.values() for key, arr in preds.items()}
+    missing = [s.key for s in samples if s.key not in oof]
+    if missing:
+        raise UserError(f"{len(missing)} sample(s) have no out-of-fold prediction, e.g. {missing[:3]}", path=run.path)
+    overall = evaluate(oof, samples, schema, **kw)
+    report = {"run": str(run.path), "folds": per_fold, "fold_spread": _spread(per_fold), **overall}
+    write_json(run.path / "cv.json", report)
+    write_scored_csv(run.path / "oof.csv", {s.key: oof[s.key] for s in samples},
+                     {s.key: s.image.name for s in samples}, schema)  # fmt: skip
+    return report
+
+
+def _spread(per_fold: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation of each metric over folds; a metric undefined in a fold (no usable torso
+    length there) is left out of that fold."""
+    names = [m for m, v in next(iter(per_fold.values())).items() if isinstance(v, (int, float))]
+    spread = {}
+    for m in names:
+        values = [f[m] for f in per_fold.values() if f.get(m) is not None]
+        spread[m] = {"mean": float(np.mean(values)), "std": float(np.std(values))} if values else None
+    return spread
+
+
+def collect(run_dir: Path, log: Log | None = None) -> dict[str, Any]:
+    """The report from the saved fold predictions (after folds trained in separate processes)."""
+    from cattlepose.data.source import load_training_data
+
+    run = RunDir.open(run_dir)
+    unfinished = run.unfinished()
+    if unfinished:
+        raise UserError(f"fold(s) {unfinished} have not finished; train them first", path=run.path)
+    samples, _ = load_training_data(run.cfg, log or Log(quiet=True))
+    return cv_report(run, samples, {k: read_fold(run, k) for k in range(run.cfg.train.folds)})

@@ -1,0 +1,61 @@
+"""`cattlepose evaluate`: a prediction file of any submission format scored against ground truth.
+
+Predictions are paired with ground-truth animals first: by image file name (CSV, ADK JSON), or, for COCO results
+with several animals in an image, by the smallest mean keypoint distance (Hungarian matching).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from cattlepose.config import load_config
+from cattlepose.data.formats import detect_format, read_samples
+from cattlepose.data.records import Sample
+from cattlepose.errors import UserError
+from cattlepose.metrics import evaluate
+from cattlepose.submission import detect_prediction_format, read_predictions
+
+
+def run_evaluate(
+    pred: Path, gt: Path, config: Path | None = None, overrides: list[str] | None = None, schema_spec: str | None = None
+) -> dict[str, Any]:
+    cfg = load_config(config, overrides or [])
+    samples, schema = read_samples(detect_format(gt), gt, schema_spec or cfg.data.schema_, bbox=cfg.data.bbox)
+    fmt = detect_prediction_format(pred)
+    matched = match_predictions(read_predictions(pred, schema, fmt), samples, fmt)
+    return evaluate(matched, samples, schema, pck_torso=tuple(cfg.eval.pck_torso), pck_bbox=tuple(cfg.eval.pck_bbox))
+
+
+def match_predictions(preds: dict[str, np.ndarray], samples: list[Sample], fmt: str) -> dict[str, np.ndarray]:
+    """Re-key predictions by Sample.key. CSV / ADK JSON are keyed by image file name; COCO results by image id,
+    with several animals of one image paired to ground truth by the smallest mean keypoint distance."""
+    if fmt != "coco":
+        by_name = {Path(k).name: v for k, v in preds.items()}
+        by_name.update({Path(k).stem: v for k, v in preds.items() if Path(k).stem not in by_name})
+        found = {s.key: by_name.get(s.image.name, by_name.get(s.image.stem)) for s in samples}
+        missing = [s.image.name for s in samples if found[s.key] is None]
+        if missing:
+            raise UserError(f"no prediction for {len(missing)} image(s), e.g. {missing[:3]}")
+        return found  # type: ignore[return-value]
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(str(s.meta.get("coco_image_id", s.image_id)), []).append(s)
+    out: dict[str, np.ndarray] = {}
+    for image_id, gts in groups.items():
+        cands = [v for k, v in preds.items() if k.split("#")[0] == image_id]
+        if len(cands) < len(gts):
+            raise UserError(f"image {image_id}: {len(gts)} animal(s) in the ground truth, {len(cands)} predicted")
+        cost = np.array([[_mean_distance(p, g.keypoints) for p in cands] for g in gts])
+        rows, cols = linear_sum_assignment(cost)
+        for r, c in zip(rows, cols, strict=True):
+            out[gts[r].key] = cands[c]
+    return out
+
+
+def _mean_distance(pred: np.ndarray, gt: np.ndarray) -> float:
+    m = gt[:, 2] > 0
+    return float(np.linalg.norm(pred[m, :2] - gt[m, :2], axis=1).mean()) if m.any() else 0.0

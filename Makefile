@@ -10,7 +10,7 @@ SUB     ?= submissions/submission.csv
 DATA    ?= data/synth
 export OMP_NUM_THREADS ?= 2
 # glibc returns large freed blocks to the OS at once, so every HRNet forward page-faults its activations anew;
-# higher thresholds keep them mapped (measured: model forward 3-8% faster on CPU, docs/BENCHMARKS.md).
+# higher thresholds keep them mapped (the CPU forward gets faster, docs/BENCHMARKS.md).
 export MALLOC_TRIM_THRESHOLD_ ?= 268435456
 export MALLOC_MMAP_THRESHOLD_ ?= 67108864
 

@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as training and predict run (engine/device.py)
     torch.manual_seed(0)
 
     cfg = load_config(args.config)

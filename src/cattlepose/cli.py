@@ -247,13 +247,14 @@ def evaluate(
     set: SetOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every metric as JSON.")] = None,
     schema: Annotated[str | None, typer.Option(help="Schema (default: the config's data.schema).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Image folder of a COCO GT, if not beside it.")] = None,
 ) -> None:
     """Score predictions against ground truth: PCK (torso, box), OKS AP, pixel errors; per keypoint, by
     visibility and by category."""
     from cattlepose.engine.evaluate import run_evaluate
     from cattlepose.io import write_json
 
-    result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema)
+    result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema, images=images)
     console = make_console()
     overall = result["overall"]
     console.print(_table(f"{pred} vs {gt}", ["metric", "value"], [[k, _fmt(v)] for k, v in overall.items()]))

@@ -11,7 +11,7 @@ With either mapping the input mirror x -> W - 1 - x is exactly the heatmap mirro
 `flip_back` is a plain width flip plus the left/right channel swap, with no shift.
 
 Losses: `ce` treats each keypoint's heatmap as a distribution (spatial softmax of the logits against the
-Gaussian normalised to sum 1); it learns from scratch where `mse` collapses to zero heatmaps (FACTS.md).
+Gaussian normalised to sum 1); it learns from scratch, where `mse` collapses to all-zero heatmaps.
 Decoding: `argmax` (+ a quarter pixel towards the higher neighbour) or `dark` (one Newton step on the log
 of the blurred heatmap, Zhang et al. 2020). Both work on probabilities, which is what flip and fold
 averaging produce.
@@ -42,7 +42,7 @@ def _blur_sigma(kernel: int) -> float:
 def gaussian_blur_maps(maps: np.ndarray | torch.Tensor, kernel: int) -> np.ndarray | torch.Tensor:
     """Separable Gaussian blur of (..., H, W) maps, reflect-101 borders (as cv2's default), in the maps' own
     dtype and on their device; numpy in, numpy out. Shifted slices (views) summed in place: for thousands of
-    tiny single-channel maps that is ~15x faster than a convolution call or a numpy float64 pass."""
+    tiny single-channel maps that is much faster than a convolution call or a numpy float64 pass."""
     if kernel <= 1:
         return maps
     as_numpy = isinstance(maps, np.ndarray)

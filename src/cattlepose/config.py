@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cattlepose.backbones import BACKBONES
 from cattlepose.errors import UserError
 
 
@@ -39,15 +40,20 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: Literal["hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18", "hrnet_w32", "hrnet_w48"] = (
-        "hrnet_w18_small"
-    )
+    backbone: str = "hrnet_w18_small"  # one of backbones.BACKBONES
     psa: Literal["none", "parallel", "sequential"] = "parallel"
     # null | timm | PATH: a .pth / .safetensors file, a cattlepose checkpoint or run directory (any schema: the
     # backbone loads, head channels map by keypoint name)
     pretrained: str | None = None
     input_size: tuple[int, int] = (128, 128)  # H, W
     channels_last: bool = True
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        if v not in BACKBONES:
+            raise ValueError(f"unknown backbone {v!r}; use one of {', '.join(BACKBONES)}")
+        return v
 
     @field_validator("input_size")
     @classmethod

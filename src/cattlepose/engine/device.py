@@ -30,6 +30,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def flush_denormals(device: torch.device) -> None:
+    """On CPU, treat subnormal floats as zero. Softmaxes over thousands of pixels and far Gaussian tails produce
+    them, and every operation that meets one runs many times slower; they are far below anything a metric
+    sees. Process-wide, like the thread count."""
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+
+
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """None means full fp32. AMP is for CUDA only: on CPU bf16 autocast is slower than channels_last fp32."""
     if device.type != "cuda" or amp == "off":

@@ -21,10 +21,16 @@ from cattlepose.submission import detect_prediction_format, read_predictions
 
 
 def run_evaluate(
-    pred: Path, gt: Path, config: Path | None = None, overrides: list[str] | None = None, schema_spec: str | None = None
+    pred: Path,
+    gt: Path,
+    config: Path | None = None,
+    overrides: list[str] | None = None,
+    schema_spec: str | None = None,
+    images: Path | None = None,
 ) -> dict[str, Any]:
     cfg = load_config(config, overrides or [])
-    samples, schema = read_samples(detect_format(gt), gt, schema_spec or cfg.data.schema_, bbox=cfg.data.bbox)
+    spec = schema_spec or cfg.data.schema_
+    samples, schema = read_samples(detect_format(gt), gt, spec, images=images, bbox=cfg.data.bbox)
     fmt = detect_prediction_format(pred)
     matched = match_predictions(read_predictions(pred, schema, fmt), samples, fmt)
     return evaluate(matched, samples, schema, pck_torso=tuple(cfg.eval.pck_torso), pck_bbox=tuple(cfg.eval.pck_bbox))

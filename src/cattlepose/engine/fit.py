@@ -171,6 +171,7 @@ def setup_fold(
     info = info or dist.DistInfo()
     tc = cfg.train
     fold_dir.mkdir(parents=True, exist_ok=True)
+    dev.flush_denormals(device)
     seed_everything(tc.seed)
     if tc.threads:
         torch.set_num_threads(tc.threads)

@@ -76,6 +76,7 @@ def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -
     compiled where `train.compile` says so (on CUDA by default)."""
     from cattlepose.models.fold_bn import fold_batchnorm
 
+    dev.flush_denormals(device)
     model = model.eval()
     fold_batchnorm(model)
     model = model.to(device)

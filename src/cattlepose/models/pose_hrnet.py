@@ -24,16 +24,9 @@ import torch
 from timm.models.resnet import BasicBlock
 from torch import nn
 
+from cattlepose.backbones import BACKBONES
 from cattlepose.models.psa import PolarizedSelfAttention
 
-# The registry of named variants: timm model name -> channels of its stride-4 branch (the head's input).
-BACKBONES: dict[str, int] = {
-    "hrnet_w18_small": 16,
-    "hrnet_w18_small_v2": 18,
-    "hrnet_w18": 18,
-    "hrnet_w32": 32,
-    "hrnet_w48": 48,
-}
 PSA_LAYOUTS = ("none", "parallel", "sequential")
 PsaMode = Literal["none", "parallel", "sequential"]
 

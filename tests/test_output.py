@@ -206,3 +206,16 @@ def test_plain_output_lists_every_problem_beyond_the_table_limit(tmp_path):
     assert len(report.problems) > MAX_LISTED
     for i in (0, 249):
         assert f"{tmp_path / f'{LONG}_{i}.json'}: label_info: bad value" in text.splitlines()
+
+
+def test_info_model_leaves_speed_to_make_bench_unless_asked():
+    from typer.testing import CliRunner
+
+    from cattlepose.cli import app
+
+    r = CliRunner().invoke(app, ["info", "model", "-s", "model.input_size=[64,64]"])
+    assert r.exit_code == 0, r.output
+    assert "MACs" in r.output and "images/s" not in r.output
+    r = CliRunner().invoke(app, ["info", "model", "-s", "model.input_size=[64,64]", "--measure"])
+    assert r.exit_code == 0, r.output
+    assert "images/s" in r.output

@@ -116,15 +116,22 @@ def data_check(
 # ------------------------------------------------------------------------------------------------- info
 @info_app.command("model")
 @user_errors
-def info_model(config: ConfigOpt = None, set: SetOpt = None, no_measure: bool = False) -> None:
-    """Parameters, MACs, the PSA share of both, and measured forward images/s on this machine."""
+def info_model(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    measure: Annotated[
+        bool, typer.Option(help="Also time the forward pass in this process (not comparable between processes).")
+    ] = False,
+) -> None:
+    """Parameters, MACs and the PSA share of both. Speeds to compare come from `make bench`, which measures
+    variants side by side in one process; a single process's figure moves with the machine's load."""
     from cattlepose.config import load_config
     from cattlepose.models import model_info
     from cattlepose.schema import load_schema
 
     cfg = load_config(config, set or [])
     k = load_schema(cfg.data.schema_).num_keypoints if cfg.data.schema_ != "from_data" else 17
-    info = model_info(cfg, k, measure=not no_measure)
+    info = model_info(cfg, k, measure=measure)
     make_console().print(_table("model", ["", "value"], [[k2, _fmt(v)] for k2, v in info.items()]))
     share = info.get("CPU share while timing", 1.0)
     if share < 0.9:

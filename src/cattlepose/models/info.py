@@ -1,9 +1,9 @@
-"""`cattlepose info model`: size, compute and measured speed of the configured model.
+"""`cattlepose info model`: size and compute of the configured model, and on request its speed here.
 
 MACs come from torch's FlopCounterMode (multiply-accumulates = its FLOPs / 2). It counts convolutions and
 matrix products only; elementwise work (BatchNorm in eval, ReLU, and in PSA the softmax, sigmoid and gating
-products) is not counted. PSA's pool-first form leaves it with almost no matmul work, so its MAC share is small
-while its share of the run time is not: the measured images/s is the number to compare.
+products) is not counted, so PSA's MAC share is small while its share of the run time is not. Time ratios
+come from `make bench` (variants interleaved in one process): one process's images/s moves with the machine.
 """
 
 from __future__ import annotations

@@ -1,0 +1,98 @@
+"""Real photographs, one species to another: from scratch vs pretrained, default config vs the small-set recipe.
+
+On a COCO file with several species (the shared Animal-Pose sheep and horses), every variant fine-tunes on one
+fold of the target species (`--fold` of `--folds`, grouped by image) and is scored on the held-out images:
+
+  default        configs/default.yaml from scratch, its epochs scaled to the recipe's fine-tune time
+  recipe         the small-real-set recipe from scratch
+  recipe+source  the recipe, starting from a run on the source species (90% of it)
+  recipe+cattle  the recipe, starting from a run on the embedded synthetic cattle
+  ...+heavy      the same with heavy occlusion augmentation, to see what it does on real photos
+
+Each variant is a `cattlepose train` run in `--runs` (re-running skips finished ones); the table gives PCK of the
+box at 0.1 and 0.2, OKS AP (pycocotools, the recognised schema's sigmas), and the fine-tune's training minutes.
+
+    .venv/bin/python benchmarks/transfer.py --data ../shared/datasets/animalpose_sheep_horse/annotations.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(name: str, config: Path, runs: Path, fold: int, sets: list[str]) -> Path:
+    run = runs / name
+    if not (run / f"fold{fold}" / "done.json").is_file():
+        cmd = [sys.executable, "-m", "cattlepose", "train", "-c", str(config), "--name", name, "--runs-dir",
+               str(runs), "--folds", str(fold), "--resume", "-q", *(a for s in sets for a in ("-s", s))]  # fmt: skip
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return run
+
+
+def scores(run: Path, fold: int) -> dict[str, float]:
+    """The held-out fold's metrics (validation after the last epoch) and the training minutes."""
+    with open(run / f"fold{fold}" / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-1]
+    out = {k[4:]: float(v) for k, v in last.items() if k.startswith("val_") and v not in ("", None)}
+    out["minutes"] = sum(float(r["seconds"]) for r in rows) / 60
+    out["epochs"] = len(rows)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True, help="COCO keypoints file with both species")
+    ap.add_argument("--source", default="horse")
+    ap.add_argument("--target", default="sheep")
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--recipe", type=Path, default=ROOT / "configs" / "real_small_cpu.yaml")
+    ap.add_argument("--default-epochs", type=int, required=True, help="default.yaml epochs in the recipe's time")
+    ap.add_argument("--pretrain-epochs", type=int, default=None, help="source run epochs (default: the recipe's)")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "transfer")
+    ap.add_argument("--only", default=None, help="comma-separated variants to run")
+    args = ap.parse_args()
+
+    data = [f"data.train={args.data.resolve()}", "data.format=coco", "data.schema=from_data", "data.group_by=image"]
+    target = [*data, f"data.category={args.target}", f"train.folds={args.folds}"]
+    # pretraining: 9 of 10 folds of the other species; the synthetic cattle: fold 0 of the default's 3
+    pre = [*data, f"data.category={args.source}", "train.folds=10", "train.val_every=1000"]
+    if args.pretrain_epochs:
+        pre.append(f"train.epochs={args.pretrain_epochs}")
+    source_run = lambda: train(f"pretrain_{args.source}", args.recipe, args.runs, 0, pre)  # noqa: E731
+    cattle_run = lambda: train("pretrain_cattle", ROOT / "configs" / "default.yaml", args.runs, 0,  # noqa: E731
+                               ["train.val_every=1000", "train.best_metric=oks_ap"])  # fmt: skip
+    variants = {
+        "default": lambda: (ROOT / "configs" / "default.yaml", [f"train.epochs={args.default_epochs}"]),
+        "recipe": lambda: (args.recipe, []),
+        f"recipe+{args.source}": lambda: (args.recipe, [f"model.pretrained={source_run()}"]),
+        "recipe+cattle": lambda: (args.recipe, [f"model.pretrained={cattle_run()}"]),
+        "recipe+heavy": lambda: (args.recipe, ["augment.level=heavy"]),
+        f"recipe+{args.source}+heavy": lambda: (args.recipe, [f"model.pretrained={source_run()}",
+                                                              "augment.level=heavy"]),  # fmt: skip
+    }
+    wanted = args.only.split(",") if args.only else list(variants)
+    results = {}
+    for name in wanted:
+        config, extra = variants[name]()
+        run = train(name.replace("+", "_"), config, args.runs, args.fold, [*target, *extra, "train.val_every=1000"])
+        results[name] = scores(run, args.fold)
+
+    print(f"\n{args.target} fold {args.fold} of {args.folds} (by image), fine-tuned from scratch or from "
+          f"{args.source} / synthetic cattle; validation after the last epoch")  # fmt: skip
+    print("| variant | epochs | minutes | PCK@0.1 box | PCK@0.2 box | OKS AP |\n|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['epochs']:.0f} | {r['minutes']:.1f} | {r.get('pck_bbox@0.1', float('nan')):.3f} | "
+              f"{r.get('pck_bbox@0.2', float('nan')):.3f} | {r.get('oks_ap', float('nan')):.3f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -67,22 +67,32 @@ def main() -> None:
     pre = [*data, f"data.category={args.source}", "train.folds=10", "train.val_every=1000"]
     if args.pretrain_epochs:
         pre.append(f"train.epochs={args.pretrain_epochs}")
-    source_run = lambda: train(f"pretrain_{args.source}", args.recipe, args.runs, 0, pre)  # noqa: E731
-    cattle_run = lambda: train("pretrain_cattle", ROOT / "configs" / "default.yaml", args.runs, 0,  # noqa: E731
-                               ["train.val_every=1000", "train.best_metric=oks_ap"])  # fmt: skip
-    variants = {
-        "default": lambda: (ROOT / "configs" / "default.yaml", [f"train.epochs={args.default_epochs}"]),
-        "recipe": lambda: (args.recipe, []),
-        f"recipe+{args.source}": lambda: (args.recipe, [f"model.pretrained={source_run()}"]),
-        "recipe+cattle": lambda: (args.recipe, [f"model.pretrained={cattle_run()}"]),
-        "recipe+heavy": lambda: (args.recipe, ["augment.level=heavy"]),
-        f"recipe+{args.source}+heavy": lambda: (args.recipe, [f"model.pretrained={source_run()}",
-                                                              "augment.level=heavy"]),  # fmt: skip
-    }
-    wanted = args.only.split(",") if args.only else list(variants)
+    default_cfg = ROOT / "configs" / "default.yaml"
+
+    def variant(name: str) -> tuple[Path, list[str]]:
+        """The config and overrides of a variant; pretrains (once) what it starts from."""
+        if name == "default":
+            return default_cfg, [f"train.epochs={args.default_epochs}"]
+        extra = ["augment.level=heavy"] if name.endswith("+heavy") else []
+        if f"+{args.source}" in name:
+            extra.append(f"model.pretrained={train(f'pretrain_{args.source}', args.recipe, args.runs, 0, pre)}")
+        if "+cattle" in name:
+            cattle = train("pretrain_cattle", default_cfg, args.runs, 0, ["train.val_every=1000"])
+            extra.append(f"model.pretrained={cattle}")
+        return args.recipe, extra
+
+    names = [
+        "default",
+        "recipe",
+        f"recipe+{args.source}",
+        "recipe+cattle",
+        "recipe+heavy",
+        f"recipe+{args.source}+heavy",
+    ]
+    wanted = args.only.split(",") if args.only else names
     results = {}
     for name in wanted:
-        config, extra = variants[name]()
+        config, extra = variant(name)
         run = train(name.replace("+", "_"), config, args.runs, args.fold, [*target, *extra, "train.val_every=1000"])
         results[name] = scores(run, args.fold)
 

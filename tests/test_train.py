@@ -56,6 +56,9 @@ def test_two_fold_run_writes_every_artefact(synth_root, tmp_path):
         for name in ("best.pt", "last.pt", "history.csv", "oof.csv", "done.json"):
             assert (run_dir / f"fold{k}" / name).is_file(), (k, name)
         assert len(csv_rows(run_dir / f"fold{k}" / "history.csv")) == 2
+        done = json.loads((run_dir / f"fold{k}" / "done.json").read_text())
+        best = torch.load(run_dir / f"fold{k}" / "best.pt", weights_only=True)
+        assert best["epoch"] == done["best_epoch"] and best["metric"] == done["best_metric"]
     # every training sample is predicted exactly once, out of fold
     oof = csv_rows(run_dir / "oof.csv")
     folds = csv_rows(run_dir / "folds.csv")

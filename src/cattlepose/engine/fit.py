@@ -137,6 +137,7 @@ def train_fold(
         fold.log.info(f"{fold_dir.name}: resumed after epoch {state.epoch}")
     for epoch in range(state.epoch, cfg.train.epochs):
         row = train_one_epoch(fold, state, epoch)
+        state.epoch = epoch + 1
         if fold.info.is_main and val_samples and _validates(cfg, epoch):
             metrics = validate(fold, state.eval_model, val_samples)
             row.update({f"val_{k}": v for k, v in metrics.items()})
@@ -144,7 +145,6 @@ def train_fold(
             if value is not None and is_better(fold.best_metric, value, state.best):
                 state.best, state.best_epoch = value, epoch + 1
                 save_weights(fold, state, "best.pt", metric=value)
-        state.epoch = epoch + 1
         state.history.append(row)
         if fold.info.is_main:
             if not val_samples and state.epoch == cfg.train.epochs:  # nothing to select on: the last weights

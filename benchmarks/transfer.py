@@ -3,11 +3,12 @@
 On a COCO file with several species (the shared Animal-Pose sheep and horses), every variant fine-tunes on one
 fold of the target species (`--fold` of `--folds`, grouped by image) and is scored on the held-out images:
 
-  default        configs/default.yaml from scratch, its epochs scaled to the recipe's fine-tune time
-  recipe         the small-real-set recipe from scratch
+  default        configs/default.yaml from scratch, `--default-epochs` (its own 18: its own time)
+  recipe         the small-real-set recipe from scratch (`--recipe-epochs` to give it the same time)
   recipe+source  the recipe, starting from a run on the source species (90% of it)
-  recipe+cattle  the recipe, starting from a run on the embedded synthetic cattle
+  recipe+cattle  the recipe, starting from a run on the embedded synthetic cattle (fold 0 of `make train`'s)
   ...+heavy      the same with heavy occlusion augmentation, to see what it does on real photos
+  ...+bb0.3      the same with the backbone at 0.3 of the learning rate (a fine-tuning setting)
 
 Each variant is a `cattlepose train` run in `--runs` (re-running skips finished ones); the table gives PCK of the
 box at 0.1 and 0.2, OKS AP (pycocotools, the recognised schema's sigmas), and the fine-tune's training minutes.
@@ -55,10 +56,12 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--recipe", type=Path, default=ROOT / "configs" / "real_small_cpu.yaml")
-    ap.add_argument("--default-epochs", type=int, required=True, help="default.yaml epochs in the recipe's time")
+    ap.add_argument("--default-epochs", type=int, default=18, help="epochs of configs/default.yaml")
+    ap.add_argument("--recipe-epochs", type=int, default=None, help="epochs of the recipe (default: its own)")
+    ap.add_argument("--tag", default="", help="suffix of the variants' run names (one per budget)")
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="source run epochs (default: the recipe's)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "transfer")
-    ap.add_argument("--only", default=None, help="comma-separated variants to run")
+    ap.add_argument("--only", default=None, help="comma-separated variants, e.g. default,recipe+horse+bb0.3")
     args = ap.parse_args()
 
     data = [f"data.train={args.data.resolve()}", "data.format=coco", "data.schema=from_data", "data.group_by=image"]
@@ -73,27 +76,27 @@ def main() -> None:
         """The config and overrides of a variant; pretrains (once) what it starts from."""
         if name == "default":
             return default_cfg, [f"train.epochs={args.default_epochs}"]
-        extra = ["augment.level=heavy"] if name.endswith("+heavy") else []
-        if f"+{args.source}" in name:
-            extra.append(f"model.pretrained={train(f'pretrain_{args.source}', args.recipe, args.runs, 0, pre)}")
-        if "+cattle" in name:
-            cattle = train("pretrain_cattle", default_cfg, args.runs, 0, ["train.val_every=1000"])
-            extra.append(f"model.pretrained={cattle}")
+        extra = [f"train.epochs={args.recipe_epochs}"] if args.recipe_epochs else []
+        for part in name.split("+")[1:]:
+            if part == args.source:
+                source = train(f"pretrain_{args.source}", args.recipe, args.runs, 0, pre)
+                extra.append(f"model.pretrained={source}")
+            elif part == "cattle":
+                cattle = train("pretrain_cattle", default_cfg, args.runs, 0, ["train.val_every=1000"])
+                extra.append(f"model.pretrained={cattle}")
+            elif part == "heavy":
+                extra.append("augment.level=heavy")
+            elif part.startswith("bb"):
+                extra.append(f"train.backbone_lr={float(part[2:])}")
         return args.recipe, extra
 
-    names = [
-        "default",
-        "recipe",
-        f"recipe+{args.source}",
-        "recipe+cattle",
-        "recipe+heavy",
-        f"recipe+{args.source}+heavy",
-    ]
+    names = ["default", "recipe", f"recipe+{args.source}", "recipe+cattle", f"recipe+{args.source}+heavy"]
     wanted = args.only.split(",") if args.only else names
     results = {}
     for name in wanted:
         config, extra = variant(name)
-        run = train(name.replace("+", "_"), config, args.runs, args.fold, [*target, *extra, "train.val_every=1000"])
+        run_name = name.replace("+", "_") + (f"_{args.tag}" if args.tag else "")
+        run = train(run_name, config, args.runs, args.fold, [*target, *extra, "train.val_every=1000"])
         results[name] = scores(run, args.fold)
 
     print(f"\n{args.target} fold {args.fold} of {args.folds} (by image), fine-tuned from scratch or from "

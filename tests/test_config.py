@@ -12,10 +12,20 @@ from cattlepose.errors import UserError
 from cattlepose.resources import configs_dir
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "adk2021.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in configs_dir().glob("*.yaml")))
 def test_shipped_configs_load(name):
     cfg = load_config(configs_dir() / name)
     assert isinstance(cfg, Config)
+
+
+def test_a_coco_config_without_its_file_fails_before_anything_runs(tmp_path):
+    from cattlepose.data.source import load_training_data
+    from cattlepose.ui import Log
+
+    cfg = load_config(configs_dir() / "real_small_cpu.yaml", [f"data.synth_dir={tmp_path / 'synth'}"])
+    with pytest.raises(UserError, match=r"data\.train"):
+        load_training_data(cfg, Log(quiet=True))
+    assert not (tmp_path / "synth").exists()
 
 
 def test_overrides_are_parsed_as_yaml_values_and_type_checked():

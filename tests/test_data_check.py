@@ -101,3 +101,19 @@ def test_progress_is_reported_per_image(make_adk):
     seen = []
     check_data(make_adk(n=3), progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_check_names_the_shipped_schema_it_recognised(tmp_path):
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "animalpose_sheep_horse"
+    if not (shared / "annotations.json").is_file():
+        pytest.skip("shared sheep and horse photographs not found")
+    doc = json.loads((shared / "annotations.json").read_text())
+    doc["annotations"] = doc["annotations"][:5]
+    doc["images"] = [i for i in doc["images"] if i["id"] in {a["image_id"] for a in doc["annotations"]}]
+    path = tmp_path / "few.json"
+    path.write_text(json.dumps(doc))
+    report = check_data(path, schema_spec="from_data", images=shared / "images")
+    assert not report.problems
+    assert report.notes and report.notes[0].startswith("keypoints recognised as animalpose20")

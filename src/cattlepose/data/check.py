@@ -24,7 +24,7 @@ from cattlepose.data.formats import read_detailed, resolve_format, resolve_schem
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.errors import UserError
-from cattlepose.schema import KeypointSchema
+from cattlepose.schema import KeypointSchema, recognition_note
 
 MAX_LISTED = 200  # problems shown in the table; the count always covers all of them (plain output lists all)
 # Reader counts that no reader warning already reports (the file-name quirk and skipped annotations are warned
@@ -128,6 +128,9 @@ def check_data(
             samples, stats = read_detailed(fmt, path, schema, images=images, bbox=bbox, on_error=collect)
     notes = [f"{n} {_STAT_NOTES[k]}" for k, n in stats.items() if n and k in _STAT_NOTES]
     notes += [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
+    recognised = recognition_note(schema) if schema is not None else None
+    if recognised:
+        notes.insert(0, recognised)
 
     problems += _decode_all(sorted({s.image for s in samples}), workers, progress)
     notes += _outside_notes(samples)

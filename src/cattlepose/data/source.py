@@ -10,6 +10,7 @@ from pathlib import Path
 from cattlepose.config import Config
 from cattlepose.data.formats import read_samples
 from cattlepose.data.records import Sample
+from cattlepose.errors import UserError
 from cattlepose.io import file_lock
 from cattlepose.schema import KeypointSchema, recognition_note
 from cattlepose.ui import Log
@@ -37,6 +38,12 @@ def ensure_synthetic(cfg: Config, log: Log) -> Path:
 def load_training_data(cfg: Config, log: Log) -> tuple[list[Sample], KeypointSchema]:
     """The training samples and their schema, as `data` configures them."""
     d = cfg.data
+    if d.train is None and d.format != "adk":
+        raise UserError(
+            f"data.format is {d.format} but data.train is null (the synthetic cattle are ADK); give your file: "
+            "-s data.train=FILE",
+            field="data.train",
+        )
     if d.train is None:
         root = ensure_synthetic(cfg, log)
         return read_samples("adk", root / "train", d.schema_, bbox=d.bbox, max_samples=d.max_samples)

@@ -130,6 +130,31 @@ def test_cli_train_resume_skips_finished_fold_and_predict_writes_valid_submissio
     assert metrics["n_samples"] == 6
 
 
+def test_the_advice_for_a_truncated_checkpoint_retrains_the_fold(synth_root, tmp_path):
+    """predict names the damaged fold and a command; that command, run as given, makes the run usable again."""
+    import re
+    import shlex
+    import shutil
+
+    runner = CliRunner()
+    runs = tmp_path / "elsewhere"
+    sets = [a for s in _overrides(synth_root, "train.epochs=1") for a in ("-s", s)]
+    r = runner.invoke(app, ["train", *sets, "--name", "r", "--runs-dir", str(runs), "--folds", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    best = runs / "r" / "fold0" / "best.pt"
+    best.write_bytes(best.read_bytes()[:1000])
+    predict = ["predict", str(runs / "r"), str(synth_root / "test" / "images"), "-o", str(tmp_path / "s.csv")]
+    r = runner.invoke(app, [*predict, "--folds", "0", "-q"], env={"COLUMNS": "400"})
+    assert r.exit_code == 2 and str(best) in r.output, r.output
+    advice = re.search(r"`rm -r (\S+) && cattlepose (train [^`]+)`", r.output)
+    assert advice, r.output
+    shutil.rmtree(advice.group(1))
+    r = runner.invoke(app, [*shlex.split(advice.group(2)), "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*predict, "--folds", "0", "-q"])
+    assert r.exit_code == 0 and (tmp_path / "s.csv").is_file(), r.output
+
+
 # ---------------------------------------------------------------------------------------------- the step loop
 def _fold_setup(synth_root: Path, tmp_path: Path, *extra: str):
     from cattlepose.data.source import load_training_data

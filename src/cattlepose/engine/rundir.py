@@ -87,6 +87,14 @@ class RunDir:
     def fold_dir(self, k: int) -> Path:
         return self.path / f"fold{k}"
 
+    def train_command(self, folds: str, *flags: str) -> str:
+        return " ".join([_train_line(self.path), *flags, *([f"--folds {folds}"] if folds else [])])
+
+    def retrain_hint(self, k: int) -> str:
+        """How to train fold k again from scratch: a finished fold is skipped by --resume, so its folder goes."""
+        redo = self.train_command(str(k), "--resume")
+        return f"`rm -r {self.fold_dir(k)} && {redo}`" if self.done(k) else f"`{redo}`"
+
     def assignment(self, samples: list[Sample]) -> list[int]:
         """Each sample's fold, from folds.csv (checked against the samples)."""
         if not (self.path / "folds.csv").is_file():
@@ -107,8 +115,8 @@ class RunDir:
         """A run-level output (oof.csv, cv.json) that must exist."""
         path = self.path / name
         if not path.is_file():
-            raise UserError(f"no {name}: finish every fold (or run `cattlepose train --name {self.name} "
-                            "--collect`) first", path=self.path)  # fmt: skip
+            raise UserError(f"no {name}: finish every fold (or run `{self.train_command('', '--collect')}`) first",
+                            path=self.path)  # fmt: skip
         return path
 
     # ------------------------------------------------------------------------------------------ models
@@ -119,8 +127,8 @@ class RunDir:
         if missing:
             have = [k for k in range(self.cfg.train.folds) if (self.fold_dir(k) / checkpoint).is_file()]
             raise UserError(
-                f"fold(s) {missing} have no {checkpoint}; train them (`cattlepose train --name {self.name} --folds "
-                f"{','.join(map(str, missing))} --resume`) or predict with the others "
+                f"fold(s) {missing} have no {checkpoint}; train them "
+                f"(`{self.train_command(','.join(map(str, missing)), '--resume')}`) or predict with the others "
                 f"(--folds {','.join(map(str, have))})"
                 if have
                 else f"no fold has a {checkpoint} yet; train the run first",
@@ -136,8 +144,7 @@ class RunDir:
         except Exception as e:  # truncated zip, bad pickle, I/O error: torch raises many types
             raise UserError(
                 f"fold {k}'s checkpoint cannot be read: it is truncated or not a checkpoint ({_first_line(e)}); "
-                f"leave the fold out with --folds, or retrain it: `cattlepose train --name {self.name} --folds {k} "
-                "--resume`",
+                f"leave the fold out with --folds, or retrain it: {self.retrain_hint(k)}",
                 path=path,
             ) from None
         if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
@@ -157,7 +164,7 @@ class RunDir:
         except RuntimeError as e:
             raise UserError(
                 f"its weights do not fit the network of config.yaml ({_first_line(e)}); was config.yaml edited? "
-                f"Retrain the fold: `cattlepose train --name {self.name} --folds {k} --resume`",
+                f"Retrain the fold: {self.retrain_hint(k)}",
                 path=self.fold_dir(k) / checkpoint,
                 field="model",
             ) from None
@@ -184,11 +191,16 @@ class RunDir:
                 )
 
 
+def _train_line(run: Path) -> str:
+    """The `cattlepose train` line that finds this run where it lies."""
+    where = "" if run.parent == Path("runs") else f" --runs-dir {run.parent}"
+    return f"cattlepose train --name {run.name}{where}"
+
+
 def _read_schema(path: Path) -> KeypointSchema:
     if not path.is_file():
         raise UserError(
-            f"the run has no schema.yaml; `cattlepose train --name {path.parent.name} --resume` writes it again "
-            "from the run's config",
+            f"the run has no schema.yaml; `{_train_line(path.parent)} --resume` writes it again from the run's config",
             path=path,
         )
     try:

@@ -24,12 +24,11 @@ from cattlepose.augment import Augmenter, PatchBank
 from cattlepose.config import Config
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
-from cattlepose.data.transforms import apply_affine, box_to_center_scale, get_affine, warp
+from cattlepose.data.transforms import BOX_PADDING, apply_affine, box_to_center_scale, get_affine, warp
 from cattlepose.schema import KeypointSchema
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-BOX_PADDING = 1.25  # around annotation boxes; whole-image crops use 1.0 (the image is already the crop)
 HALF_BODY_PADDING = 1.5
 HALF_BODY_MIN = 3  # labelled keypoints a half needs before it can be cropped alone
 ROTATION_PROB = 0.6  # HRNet's convention: a share of crops stay upright

@@ -14,8 +14,10 @@ import math
 import cv2
 import numpy as np
 
+BOX_PADDING = 1.25  # around annotation boxes; whole-image crops use 1.0 (the image is already the crop)
 
-def box_to_center_scale(box: np.ndarray, aspect: float, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+
+def box_to_center_scale(box: np.ndarray, aspect: float, padding: float = BOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
     """Centre (x, y) and size (w, h) of the crop region for an x, y, w, h box (pixel-edge extent, as COCO and
     ADK store it): grown to the input's aspect ratio (W / H) on its short side, then by `padding`."""
     x, y, w, h = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))

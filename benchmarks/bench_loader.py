@@ -84,6 +84,8 @@ def main() -> None:
         else:
             samples, schema = read_samples(cfg.data.format, args.data, cfg.data.schema_, bbox=cfg.data.bbox)
         ds = KeypointDataset(samples, schema, cfg, train=True, seed=0)
+        if len(ds) < bs:
+            raise SystemExit(f"{len(samples)} images make no batch of {bs}: use --images {bs} or more")
         stages = stage_times(ds)
         sampler = EpochSampler(len(ds), bs, 0, dist.DistInfo())
         n_batches = max(1, sampler.steps - 1)

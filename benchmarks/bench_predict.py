@@ -28,6 +28,7 @@ from cattlepose.schema import load_schema
 
 def make_run(run_dir: Path, cfg, schema, folds: int) -> None:
     run_dir.mkdir(parents=True)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": max(2, folds)})})
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     (run_dir / "schema.yaml").write_text(yaml.safe_dump(schema.to_dict()))
     for k in range(folds):
@@ -53,7 +54,7 @@ def main() -> None:
         tmp = Path(tmp)
         synthesize(tmp / "synth", n_train=1, n_test=args.images, seed=0)
         make_run(tmp / "run", cfg, schema, args.folds)
-        ens = load_ensemble(tmp / "run", device="cpu")
+        ens = load_ensemble(tmp / "run", device="cpu", folds=list(range(args.folds)))
         samples = folder.read(tmp / "synth" / "test" / "images", schema.num_keypoints)
         bs = args.batch or resolve_infer_batch(cfg.infer.batch_size, ens.device)
         h, w = cfg.model.input_size

@@ -1,4 +1,4 @@
-"""The GPU benchmark script, run on the CPU at a tiny size: it must work the first time it meets a card."""
+"""The benchmark scripts, run on the CPU at a tiny size: they must work when someone runs `make bench`."""
 
 from __future__ import annotations
 
@@ -33,3 +33,21 @@ def test_bench_gpu_script_runs_end_to_end_on_cpu(tmp_path):
         assert wanted in names, names
     values = {n: line.split("|")[2].strip() for n, line in zip(names, table[1:], strict=True)}
     assert float(values["training loader alone"].replace(",", "")) > 0
+
+
+CPU_BENCHMARKS = {
+    "bench_predict.py": (["--images", "16", "--rounds", "1"], "pipeline / bare"),
+    "bench_model.py": (["--rounds", "1"], "goals (train"),
+    "bench_loader.py": (["--images", "40", "--steps", "1"], "ratio loader / train"),
+    "bench_synth.py": (["--n-train", "8", "--n-test", "8"], "mean pose"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(CPU_BENCHMARKS))
+def test_make_bench_scripts_run_at_a_tiny_size(script, tmp_path):
+    """`make bench` runs every benchmarks/bench_*.py; each must finish and print its ratio line."""
+    args, wanted = CPU_BENCHMARKS[script]
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert wanted in out.stdout, out.stdout[-3000:]

@@ -397,5 +397,6 @@ def test_report_and_collect_of_damaged_runs_exit_2(run_and_images, tmp_path):
     assert r.exit_code == 2 and "oof.csv" in r.output, r.output
     r = runner.invoke(app, ["train", "--name", "r", "--runs-dir", str(run.parent), "--collect", "-q"], env=WIDE)
     assert r.exit_code == 2 and "have not finished" in r.output, r.output
+    assert f"--runs-dir {run.parent} --resume --folds 0,1" in r.output.replace("\n", ""), r.output
     r = runner.invoke(app, ["report", str(tmp_path / "nowhere")], env=WIDE)
     assert r.exit_code == 2 and "nowhere" in r.output, r.output

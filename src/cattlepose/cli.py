@@ -191,7 +191,9 @@ def train(
         cfg = load_config(config, set or [])
         report = kfold.run_training(cfg, run_dir, parse_fold_list(folds, cfg.train.folds), resume=resume, log=log)
     if report is None:
-        log.info(f"requested folds finished; run `cattlepose train --name {run_name} --collect` once all are done")
+        from cattlepose.engine.rundir import train_line
+
+        log.info(f"requested folds finished; run `{train_line(run_dir)} --collect` once all are done")
         return
     metrics = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse")
     log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], _cv_rows(report, metrics)))

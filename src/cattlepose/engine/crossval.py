@@ -81,6 +81,10 @@ def collect(run_dir: Path, log: Log | None = None) -> dict[str, Any]:
     run = RunDir.open(run_dir)
     unfinished = run.unfinished()
     if unfinished:
-        raise UserError(f"fold(s) {unfinished} have not finished; train them first", path=run.path)
+        raise UserError(
+            f"fold(s) {unfinished} have not finished; train them first: "
+            f"`{run.train_command(','.join(map(str, unfinished)), '--resume')}`",
+            path=run.path,
+        )
     samples, _ = load_training_data(run.cfg, log or Log(quiet=True))
     return cv_report(run, samples, {k: read_fold(run, k) for k in range(run.cfg.train.folds)})

@@ -88,7 +88,7 @@ class RunDir:
         return self.path / f"fold{k}"
 
     def train_command(self, folds: str, *flags: str) -> str:
-        return " ".join([_train_line(self.path), *flags, *([f"--folds {folds}"] if folds else [])])
+        return " ".join([train_line(self.path), *flags, *([f"--folds {folds}"] if folds else [])])
 
     def retrain_hint(self, k: int) -> str:
         """How to train fold k again from scratch: a finished fold is skipped by --resume, so its folder goes."""
@@ -191,7 +191,7 @@ class RunDir:
                 )
 
 
-def _train_line(run: Path) -> str:
+def train_line(run: Path) -> str:
     """The `cattlepose train` line that finds this run where it lies."""
     where = "" if run.parent == Path("runs") else f" --runs-dir {run.parent}"
     return f"cattlepose train --name {run.name}{where}"
@@ -200,7 +200,7 @@ def _train_line(run: Path) -> str:
 def _read_schema(path: Path) -> KeypointSchema:
     if not path.is_file():
         raise UserError(
-            f"the run has no schema.yaml; `{_train_line(path.parent)} --resume` writes it again from the run's config",
+            f"the run has no schema.yaml; `{train_line(path.parent)} --resume` writes it again from the run's config",
             path=path,
         )
     try:

@@ -1,7 +1,8 @@
 """Real photographs, one species to another: from scratch vs pretrained, default config vs the small-set recipe.
 
 On a COCO file with several species (the shared Animal-Pose sheep and horses), every variant fine-tunes on one
-fold of the target species (`--fold` of `--folds`, grouped by image) and is scored on the held-out images:
+fold of the target species (`--fold` of `--folds`, grouped by image; several folds give a mean) and is scored
+on the held-out images:
 
   default        configs/default.yaml from scratch, `--default-epochs` (its own 18: its own time)
   recipe         the small-real-set recipe from scratch (`--recipe-epochs` to give it the same time)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +56,7 @@ def main() -> None:
     ap.add_argument("--source", default="horse")
     ap.add_argument("--target", default="sheep")
     ap.add_argument("--folds", type=int, default=4)
-    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--fold", default="0", help="the held-out fold, or several: 0,1,2,3 (a mean row is added)")
     ap.add_argument("--recipe", type=Path, default=ROOT / "configs" / "real_small_cpu.yaml")
     ap.add_argument("--default-epochs", type=int, default=18, help="epochs of configs/default.yaml")
     ap.add_argument("--recipe-epochs", type=int, default=None, help="epochs of the recipe (default: its own)")
@@ -62,9 +64,18 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="source run epochs (default: the recipe's)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "transfer")
     ap.add_argument("--only", default=None, help="comma-separated variants, e.g. default,recipe+horse+bb0.3")
+    ap.add_argument("-s", "--set", action="append", default=[], help="override for every run, e.g. train.threads=1")
+    ap.add_argument("--plot", type=Path, default=None, help="PNG of the metrics against fine-tuning epochs, over "
+                    "every finished run of the variants in --runs (all budgets, the first fold)")  # fmt: skip
     args = ap.parse_args()
 
-    data = [f"data.train={args.data.resolve()}", "data.format=coco", "data.schema=from_data", "data.group_by=image"]
+    data = [
+        f"data.train={args.data.resolve()}",
+        "data.format=coco",
+        "data.schema=from_data",
+        "data.group_by=image",
+        *args.set,
+    ]
     target = [*data, f"data.category={args.target}", f"train.folds={args.folds}"]
     # pretraining: 9 of 10 folds of the other species; the synthetic cattle: fold 0 of the default's 3
     pre = [*data, f"data.category={args.source}", "train.folds=10", "train.val_every=1000"]
@@ -82,7 +93,7 @@ def main() -> None:
                 source = train(f"pretrain_{args.source}", args.recipe, args.runs, 0, pre)
                 extra.append(f"model.pretrained={source}")
             elif part == "cattle":
-                cattle = train("pretrain_cattle", default_cfg, args.runs, 0, ["train.val_every=1000"])
+                cattle = train("pretrain_cattle", default_cfg, args.runs, 0, [*args.set, "train.val_every=1000"])
                 extra.append(f"model.pretrained={cattle}")
             elif part == "heavy":
                 extra.append("augment.level=heavy")
@@ -92,19 +103,68 @@ def main() -> None:
 
     names = ["default", "recipe", f"recipe+{args.source}", "recipe+cattle", f"recipe+{args.source}+heavy"]
     wanted = args.only.split(",") if args.only else names
-    results = {}
-    for name in wanted:
-        config, extra = variant(name)
-        run_name = name.replace("+", "_") + (f"_{args.tag}" if args.tag else "")
-        run = train(run_name, config, args.runs, args.fold, [*target, *extra, "train.val_every=1000"])
-        results[name] = scores(run, args.fold)
+    folds = [int(f) for f in args.fold.split(",")]
+    results: dict[str, list[dict[str, float]]] = {}
+    for k in folds:
+        # one run per variant and fold: `_fK` marks the fold when there are several
+        tag = "_".join(t for t in (args.tag, f"f{k}" if len(folds) > 1 else "") if t)
+        for name in wanted:
+            config, extra = variant(name)
+            run_name = name.replace("+", "_") + (f"_{tag}" if tag else "")
+            run = train(run_name, config, args.runs, k, [*target, *extra, "train.val_every=1000"])
+            results.setdefault(name, []).append(scores(run, k))
 
-    print(f"\n{args.target} fold {args.fold} of {args.folds} (by image), fine-tuned from scratch or from "
+    print(f"\n{args.target}, fold {args.fold} of {args.folds} (by image), fine-tuned from scratch or from "
           f"{args.source} / synthetic cattle; validation after the last epoch")  # fmt: skip
-    print("| variant | epochs | minutes | PCK@0.1 box | PCK@0.2 box | OKS AP |\n|---|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['epochs']:.0f} | {r['minutes']:.1f} | {r.get('pck_bbox@0.1', float('nan')):.3f} | "
-              f"{r.get('pck_bbox@0.2', float('nan')):.3f} | {r.get('oks_ap', float('nan')):.3f} |")  # fmt: skip
+    print("| variant | fold | epochs | minutes | PCK@0.1 box | PCK@0.2 box | OKS AP |\n|---|---|---|---|---|---|---|")
+    keys = ("pck_bbox@0.1", "pck_bbox@0.2", "oks_ap")
+    for name, rows in results.items():
+        for k, r in zip(folds, rows, strict=True):
+            cells = " | ".join(f"{r.get(m, float('nan')):.3f}" for m in keys)
+            print(f"| {name} | {k} | {r['epochs']:.0f} | {r['minutes']:.1f} | {cells} |")
+        if len(rows) > 1:
+            cells = " | ".join(_mean_sd([r.get(m, float("nan")) for r in rows]) for m in keys)
+            print(f"| **{name}** | mean ± sd | | {statistics.mean(r['minutes'] for r in rows):.1f} | {cells} |")
+    if args.plot:
+        plot_budgets(args.plot, args.runs, wanted, folds[0], parts={args.source, "cattle", "heavy"})
+        print(f"wrote {args.plot}")
+
+
+def variant_runs(runs: Path, name: str, fold: int, parts: set[str]) -> list[dict[str, float]]:
+    """The scores of every finished run of one variant, by epochs. A run belongs to a variant when its name is
+    the variant's plus a tag (`recipe_b5`), not plus another part (`recipe_horse_b5` is not `recipe`'s)."""
+    prefix = name.replace("+", "_")
+    found = []
+    for run in sorted(runs.iterdir()):
+        rest = run.name[len(prefix) + 1 :].split("_")[0] if run.name.startswith(prefix + "_") else None
+        mine = run.name == prefix or (rest is not None and rest not in parts and not rest.startswith("bb"))
+        if mine and (run / f"fold{fold}" / "done.json").is_file():
+            found.append(scores(run, fold))
+    return sorted(found, key=lambda r: r["epochs"])
+
+
+def plot_budgets(out: Path, runs: Path, variants: list[str], fold: int, parts: set[str]) -> None:
+    """OKS AP and PCK@0.1 of the box against fine-tuning epochs, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name in variants:
+        points = variant_runs(runs, name, fold, parts)
+        for ax, metric in zip(axes, ("oks_ap", "pck_bbox@0.1"), strict=True):
+            ax.plot([r["epochs"] for r in points], [r[metric] for r in points], "o-", label=name)
+    for ax, title in zip(axes, ("OKS AP", "PCK@0.1 of the box"), strict=True):
+        ax.set(title=title, xlabel="fine-tuning epochs")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 if __name__ == "__main__":

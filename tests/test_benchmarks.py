@@ -51,3 +51,34 @@ def test_make_bench_scripts_run_at_a_tiny_size(script, tmp_path):
                          timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"})  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert wanted in out.stdout, out.stdout[-3000:]
+
+
+def _finished_run(runs: Path, name: str, epochs: int, ap: float) -> None:
+    fold = runs / name / "fold1"
+    fold.mkdir(parents=True)
+    rows = ["epoch,seconds,val_pck_bbox@0.1,val_oks_ap"]
+    rows += [f"{e},10.0,," for e in range(1, epochs)] + [f"{epochs},10.0,{ap + 0.3},{ap}"]
+    (fold / "history.csv").write_text("\n".join(rows) + "\n")
+    (fold / "done.json").write_text("{}")
+
+
+def test_transfer_groups_each_budget_under_its_variant_and_plots_them(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import transfer
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    runs = tmp_path / "runs"
+    for name, epochs, ap in [("recipe_b5", 27, 0.43), ("recipe_b1", 9, 0.32), ("recipe_horse_b5", 27, 0.50),
+                             ("recipe_horse_b1", 9, 0.46), ("recipe_cattle_b5", 27, 0.44),
+                             ("recipe_horse_bb0.3_b5", 27, 0.48), ("default_b1", 9, 0.2)]:  # fmt: skip
+        _finished_run(runs, name, epochs, ap)
+    (runs / "recipe_b15" / "fold1").mkdir(parents=True)  # unfinished: no done.json
+    parts = {"horse", "cattle", "heavy"}
+    recipe = transfer.variant_runs(runs, "recipe", 1, parts)
+    assert [(r["epochs"], r["oks_ap"]) for r in recipe] == [(9, 0.32), (27, 0.43)]
+    assert [r["oks_ap"] for r in transfer.variant_runs(runs, "recipe+horse", 1, parts)] == [0.46, 0.5]
+    assert recipe[1]["minutes"] == pytest.approx(27 * 10 / 60) and recipe[1]["pck_bbox@0.1"] == pytest.approx(0.73)
+    png = tmp_path / "curve.png"
+    transfer.plot_budgets(png, runs, ["default", "recipe", "recipe+horse"], 1, parts)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--source", default="horse")
     ap.add_argument("--target", default="sheep")
     ap.add_argument("--folds", type=int, default=4)
-    ap.add_argument("--fold", default="0", help="the held-out fold, or several: 0,1,2,3 (a mean row is added)")
+    ap.add_argument("--fold", type=_fold_list, default=[0], help="held-out fold, or several: 0,1,2,3 (adds a mean)")
     ap.add_argument("--recipe", type=Path, default=ROOT / "configs" / "real_small_cpu.yaml")
     ap.add_argument("--default-epochs", type=int, default=18, help="epochs of configs/default.yaml")
     ap.add_argument("--recipe-epochs", type=int, default=None, help="epochs of the recipe (default: its own)")
@@ -103,19 +103,19 @@ def main() -> None:
 
     names = ["default", "recipe", f"recipe+{args.source}", "recipe+cattle", f"recipe+{args.source}+heavy"]
     wanted = args.only.split(",") if args.only else names
-    folds = [int(f) for f in args.fold.split(",")]
+    folds = args.fold
+    plans = {name: variant(name) for name in wanted}
     results: dict[str, list[dict[str, float]]] = {}
     for k in folds:
         # one run per variant and fold: `_fK` marks the fold when there are several
         tag = "_".join(t for t in (args.tag, f"f{k}" if len(folds) > 1 else "") if t)
-        for name in wanted:
-            config, extra = variant(name)
+        for name, (config, extra) in plans.items():
             run_name = name.replace("+", "_") + (f"_{tag}" if tag else "")
             run = train(run_name, config, args.runs, k, [*target, *extra, "train.val_every=1000"])
             results.setdefault(name, []).append(scores(run, k))
 
-    print(f"\n{args.target}, fold {args.fold} of {args.folds} (by image), fine-tuned from scratch or from "
-          f"{args.source} / synthetic cattle; validation after the last epoch")  # fmt: skip
+    print(f"\n{args.target}, fold {','.join(map(str, folds))} of {args.folds} (by image), fine-tuned from scratch "
+          f"or from {args.source} / synthetic cattle; validation after the last epoch")  # fmt: skip
     print("| variant | fold | epochs | minutes | PCK@0.1 box | PCK@0.2 box | OKS AP |\n|---|---|---|---|---|---|---|")
     keys = ("pck_bbox@0.1", "pck_bbox@0.2", "oks_ap")
     for name, rows in results.items():
@@ -126,24 +126,36 @@ def main() -> None:
             cells = " | ".join(_mean_sd([r.get(m, float("nan")) for r in rows]) for m in keys)
             print(f"| **{name}** | mean ± sd | | {statistics.mean(r['minutes'] for r in rows):.1f} | {cells} |")
     if args.plot:
-        plot_budgets(args.plot, args.runs, wanted, folds[0], parts={args.source, "cattle", "heavy"})
+        plot_budgets(args.plot, args.runs, wanted, folds[0], args.source)
         print(f"wrote {args.plot}")
 
 
-def variant_runs(runs: Path, name: str, fold: int, parts: set[str]) -> list[dict[str, float]]:
+def _fold_list(text: str) -> list[int]:
+    try:
+        return [int(f) for f in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fold numbers like 1 or 0,1,2,3, got {text!r}") from None
+
+
+def _is_part(token: str, source: str) -> bool:
+    """Whether a word of a run name is a variant's part (what `variant` reads), not a tag."""
+    return token in (source, "cattle", "heavy") or token.startswith("bb")
+
+
+def variant_runs(runs: Path, name: str, fold: int, source: str) -> list[dict[str, float]]:
     """The scores of every finished run of one variant, by epochs. A run belongs to a variant when its name is
     the variant's plus a tag (`recipe_b5`), not plus another part (`recipe_horse_b5` is not `recipe`'s)."""
     prefix = name.replace("+", "_")
     found = []
     for run in sorted(runs.iterdir()):
         rest = run.name[len(prefix) + 1 :].split("_")[0] if run.name.startswith(prefix + "_") else None
-        mine = run.name == prefix or (rest is not None and rest not in parts and not rest.startswith("bb"))
+        mine = run.name == prefix or (rest is not None and not _is_part(rest, source))
         if mine and (run / f"fold{fold}" / "done.json").is_file():
             found.append(scores(run, fold))
     return sorted(found, key=lambda r: r["epochs"])
 
 
-def plot_budgets(out: Path, runs: Path, variants: list[str], fold: int, parts: set[str]) -> None:
+def plot_budgets(out: Path, runs: Path, variants: list[str], fold: int, source: str) -> None:
     """OKS AP and PCK@0.1 of the box against fine-tuning epochs, one line per variant."""
     import matplotlib
 
@@ -152,7 +164,7 @@ def plot_budgets(out: Path, runs: Path, variants: list[str], fold: int, parts: s
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for name in variants:
-        points = variant_runs(runs, name, fold, parts)
+        points = variant_runs(runs, name, fold, source)
         for ax, metric in zip(axes, ("oks_ap", "pck_bbox@0.1"), strict=True):
             ax.plot([r["epochs"] for r in points], [r[metric] for r in points], "o-", label=name)
     for ax, title in zip(axes, ("OKS AP", "PCK@0.1 of the box"), strict=True):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from cattlepose.config import load_config
+from cattlepose.core.config import load_config
 
 
 def _sync(device: torch.device) -> None:
@@ -36,10 +36,10 @@ def _sync(device: torch.device) -> None:
 
 def network_step(cfg, device: torch.device, psa: str, compiled: bool, steps: int) -> tuple[float, float]:
     """(images/s, seconds to the first timed step) of the training step alone."""
-    from cattlepose.codec import HeatmapCodec
     from cattlepose.engine import device as dev
     from cattlepose.engine.optim import EMA, make_optimizer
-    from cattlepose.models import build_model
+    from cattlepose.models.build import build_model
+    from cattlepose.models.codec import HeatmapCodec
 
     mc = cfg.model.model_copy(update={"psa": psa, "pretrained": None})
     model = build_model(mc, 17).to(device, memory_format=torch.channels_last).train()
@@ -77,11 +77,13 @@ def network_step(cfg, device: torch.device, psa: str, compiled: bool, steps: int
 
 def loader_rate(cfg, device: torch.device, root: Path, batches: int) -> tuple[float, int, dict[str, float]]:
     """(images/s of the training loader, its workers, ms per item of each stage in one process)."""
+    from stages import stage_times
+
     from cattlepose.data.dataset import KeypointDataset
     from cattlepose.data.formats import read_samples
     from cattlepose.engine import dist
     from cattlepose.engine.device import resolve_workers
-    from cattlepose.engine.loader import EpochSampler, stage_times, train_loader
+    from cattlepose.engine.loader import EpochSampler, train_loader
 
     samples, schema = read_samples("adk", root / "train", cfg.data.schema_, bbox=cfg.data.bbox)
     ds = KeypointDataset(samples, schema, cfg, train=True, seed=0)
@@ -114,12 +116,12 @@ def predict_rates(cfg, device: torch.device, root: Path, run: Path, folds: int) 
     """(images/s of predict with flip over `folds` models, images/s of the bare networks on the same batches)."""
     import yaml
 
-    from cattlepose.config import dump_config
+    from cattlepose.core.config import dump_config
+    from cattlepose.core.schema import load_schema
     from cattlepose.data.formats import folder
     from cattlepose.engine.infer import load_ensemble, predict_samples
-    from cattlepose.engine.rundir import RunDir
-    from cattlepose.models import build_model
-    from cattlepose.schema import load_schema
+    from cattlepose.models.build import build_model
+    from cattlepose.runs.rundir import RunDir
 
     schema = load_schema(cfg.data.schema_)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": max(2, folds)})})

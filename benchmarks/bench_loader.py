@@ -19,16 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from stages import stage_times
 
-from cattlepose.codec import HeatmapCodec
-from cattlepose.config import load_config
+from cattlepose.core.config import load_config
 from cattlepose.data.dataset import KeypointDataset, decode_all
 from cattlepose.data.formats import read_samples
 from cattlepose.data.synthetic import synthesize
 from cattlepose.engine import dist
 from cattlepose.engine.device import resolve_workers
-from cattlepose.engine.loader import DeviceBatch, EpochSampler, stage_times, train_loader
-from cattlepose.models import build_model
+from cattlepose.engine.loader import DeviceBatch, EpochSampler, train_loader
+from cattlepose.models.build import build_model
+from cattlepose.models.codec import HeatmapCodec
 
 CPU = torch.device("cpu")
 

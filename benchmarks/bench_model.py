@@ -20,9 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cattlepose.config import load_config
-from cattlepose.models import build_model, count_macs
-from cattlepose.models.fold_bn import fold_batchnorm
+from cattlepose.core.config import load_config
+from cattlepose.models.batchnorm import fuse_batchnorm
+from cattlepose.models.build import build_model
+from cattlepose.models.info import count_macs
 
 VARIANTS = ("none", "parallel", "sequential")
 
@@ -69,7 +70,7 @@ def main() -> None:
         macs[v] = count_macs(m.eval(), x[:1].contiguous())[0]
         # what `cattlepose predict` runs: eval mode with batch norm folded into the convolutions
         folded[v] = copy.deepcopy(m)
-        fold_batchnorm(folded[v])
+        fuse_batchnorm(folded[v])
         folded[v] = folded[v].to(memory_format=fmt)
         models[v] = m.to(memory_format=fmt).train()
         opts[v] = torch.optim.AdamW(m.parameters(), lr=1e-4)

@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from cattlepose.config import dump_config, load_config
+from cattlepose.core.config import dump_config, load_config
+from cattlepose.core.schema import load_schema
 from cattlepose.data.formats import folder
 from cattlepose.data.synthetic import synthesize
 from cattlepose.engine.device import resolve_infer_batch
 from cattlepose.engine.infer import load_ensemble, predict_samples
-from cattlepose.models import build_model
-from cattlepose.schema import load_schema
+from cattlepose.models.build import build_model
 
 
 def make_run(run_dir: Path, cfg, schema, folds: int) -> None:

@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--occlusion", type=float, default=1.0)
     args = ap.parse_args()
 
-    from cattlepose.metrics import evaluate  # imported late: the generation numbers do not depend on it
+    from cattlepose.metrics.keypoints import evaluate  # imported late: the generation numbers do not depend on it
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "synth"

@@ -12,10 +12,10 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from cattlepose.codec import HeatmapCodec
 from cattlepose.data.formats import read_samples
 from cattlepose.engine.infer import load_ensemble, predict_samples
-from cattlepose.metrics import evaluate
+from cattlepose.metrics.keypoints import evaluate
+from cattlepose.models.codec import HeatmapCodec
 
 METRICS = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap")
 

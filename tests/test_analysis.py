@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cattlepose import analysis
+from cattlepose.core.schema import schema_from_dict
 from cattlepose.data.records import Sample
-from cattlepose.schema import schema_from_dict
+from cattlepose.report import analysis
 
 # A 4-keypoint toy animal: a torso pair 10 px apart and one left/right pair.
 SCHEMA = schema_from_dict(
@@ -33,7 +33,7 @@ def _sample(i: int, vis: tuple[int, int, int, int] = (2, 2, 2, 2), occluded_frac
 def test_perfect_predictions_have_zero_error_no_swaps_and_pck_one():
     samples = [_sample(i) for i in range(3)]
     pred = np.stack([s.keypoints.copy() for s in samples])
-    ne = analysis.normalised_errors(pred, samples, SCHEMA)
+    ne = analysis.normalised_errors(pred, samples, SCHEMA, "torso")
     assert np.nanmax(ne) == 0 and analysis.pck(ne, 0.1) == 1.0
     assert [r.rate for r in analysis.swap_rates(pred, samples, SCHEMA)] == [0.0]
 
@@ -74,7 +74,7 @@ def test_visibility_split_on_known_offsets():
     pred = np.stack([s.keypoints.copy() for s in samples])
     pred[:, 2, 0] += 3  # left leg off by 3 px in both samples (occluded in 0, visible in 1)
     pred[1, 3, 0] += 5  # right leg of sample 1 off by 5 px (occluded): fails both
-    split = analysis.visibility_split(analysis.normalised_errors(pred, samples, SCHEMA), samples, [0.35, 0.1])
+    split = analysis.visibility_split(analysis.normalised_errors(pred, samples, SCHEMA, "torso"), samples, [0.35, 0.1])
     assert split["visible"]["count"] == 5 and split["occluded"]["count"] == 3
     assert split["visible"]["pck@0.35"] == 1.0
     assert split["visible"]["pck@0.1"] == pytest.approx(4 / 5)
@@ -86,7 +86,7 @@ def test_binned_pck_by_occluded_fraction_and_unlabelled_keypoints():
     samples = [_sample(0, occluded_fraction=0.0), _sample(1, occluded_fraction=0.5), _sample(2, vis=(2, 2, 1, 0))]
     pred = np.stack([s.keypoints.copy() for s in samples])
     pred[1, :, 0] += 5  # every keypoint of the heavily occluded image fails PCK@0.35
-    ne = analysis.normalised_errors(pred, samples, SCHEMA)
+    ne = analysis.normalised_errors(pred, samples, SCHEMA, "torso")
     assert np.isnan(ne[2, 3])  # unlabelled keypoints carry no error
     occ = np.array([analysis.occluded_fraction(s) for s in samples])
     assert occ.tolist() == [0.0, 0.5, pytest.approx(1 / 3)]
@@ -94,3 +94,18 @@ def test_binned_pck_by_occluded_fraction_and_unlabelled_keypoints():
     assert [r["images"] for r in rows] == [1, 1, 1]
     assert [r["pck"] for r in rows] == [1.0, 1.0, 0.0]
     assert analysis.worst_images(ne, 1).tolist() == [1]
+
+
+@pytest.mark.parametrize("kind, alpha", [("torso", 0.35), ("bbox", 0.1)])
+def test_the_report_pck_is_the_metrics_pck_when_an_animal_has_no_torso(kind, alpha):
+    """An animal without both torso ends is left out of torso PCK by `evaluate`; the report must not measure it
+    by another length (it once fell back to the crop's long side)."""
+    from cattlepose.metrics.keypoints import evaluate
+
+    samples = [_sample(i) for i in range(3)] + [_sample(3, vis=(0, 2, 2, 2))]
+    pred = np.stack([s.keypoints.copy() for s in samples])
+    pred[:, 2, 0] += 3.0  # 0.3 torso, 0.15 of the box side
+    pred[3, 3, 0] += 1.0
+    ne = analysis.normalised_errors(pred, samples, SCHEMA, kind)
+    scores = evaluate({s.key: p for s, p in zip(samples, pred, strict=True)}, samples, SCHEMA, (0.35,), (0.1,))
+    assert analysis.pck(ne, alpha) == pytest.approx(scores["overall"][f"pck_{kind}@{alpha:g}"], abs=1e-12)

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cattlepose.augment import Augmenter, PatchBank, covered, cut_patch
-from cattlepose.config import AugmentConfig
+from cattlepose.core.config import AugmentConfig
+from cattlepose.data.augment import Augmenter, PatchBank, covered, cut_patch
 from cattlepose.data.records import Sample
 
 OCCLUDERS = ("coarse_dropout", "erasing", "fences", "posts", "polygons", "animal_patches", "keypoint_drop")

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cattlepose.cli import app
+from cattlepose.core.errors import UserError
 from cattlepose.data.formats import read_samples
-from cattlepose.errors import UserError
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}  # rich tables wrap long paths at 80 columns
@@ -262,9 +262,9 @@ def run_and_images(tmp_path) -> tuple[Path, Path]:
     import torch
     import yaml
 
-    from cattlepose.config import dump_config, load_config
-    from cattlepose.models import build_model
-    from cattlepose.schema import load_schema
+    from cattlepose.core.config import dump_config, load_config
+    from cattlepose.core.schema import load_schema
+    from cattlepose.models.build import build_model
     from conftest import draw_animal, random_keypoints
 
     cfg, schema = load_config(None, RUN_SETS), load_schema("adk17")

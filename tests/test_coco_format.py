@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import load_schema, schema_from_dict
 from cattlepose.data.formats import coco, read_samples
-from cattlepose.errors import UserError
-from cattlepose.schema import load_schema, schema_from_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no OKS sigmas:UserWarning")
 

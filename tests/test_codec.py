@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cattlepose.codec import HeatmapCodec, gaussian_blur_maps
-from cattlepose.config import load_config
-from cattlepose.errors import UserError
-from cattlepose.schema import load_schema
+from cattlepose.core.config import load_config
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import load_schema
+from cattlepose.models.codec import HeatmapCodec, gaussian_blur_maps
 
 SCHEMA = load_schema("adk17")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cattlepose.config import Config, dump_config, load_config
-from cattlepose.errors import UserError
-from cattlepose.resources import configs_dir
+from cattlepose.core.config import Config, dump_config, load_config
+from cattlepose.core.errors import UserError
+from cattlepose.core.resources import configs_dir
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in configs_dir().glob("*.yaml")))
@@ -19,8 +19,8 @@ def test_shipped_configs_load(name):
 
 
 def test_a_coco_config_without_its_file_fails_before_anything_runs(tmp_path):
+    from cattlepose.core.ui import Log
     from cattlepose.data.source import load_training_data
-    from cattlepose.ui import Log
 
     cfg = load_config(configs_dir() / "real_small_cpu.yaml", [f"data.synth_dir={tmp_path / 'synth'}"])
     with pytest.raises(UserError, match=r"data\.train"):

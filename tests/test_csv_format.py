@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cattlepose.data.formats import adk, read_samples
-from cattlepose.data.formats import csv as csv_format
-from cattlepose.errors import UserError
-from cattlepose.schema import load_schema, schema_from_dict
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import load_schema, schema_from_dict
+from cattlepose.data.formats import adk, read_samples, wide_csv
 
 SCHEMA = load_schema("adk17")
 
@@ -21,16 +20,16 @@ def test_round_trip_is_exact_with_fractions_unlabelled_and_no_box(make_adk, tmp_
     original[1].bbox = None
     original[2].bbox = np.array([1.5, 2.25, 40.125, 30.0])
     out = tmp_path / "labels.csv"
-    csv_format.write(original, out, SCHEMA)
-    back = csv_format.read(out, SCHEMA, images=root / "images")
+    wide_csv.write(original, out, SCHEMA)
+    back = wide_csv.read(out, SCHEMA, images=root / "images")
     same_samples(original, back, meta=False)
 
 
 def test_images_are_found_beside_the_csv(make_adk):
     root = make_adk(n=2)
     original = adk.read(root, 17)
-    csv_format.write(original, root / "labels.csv", SCHEMA)  # root/images holds the files
-    back = csv_format.read(root / "labels.csv", SCHEMA)
+    wide_csv.write(original, root / "labels.csv", SCHEMA)  # root/images holds the files
+    back = wide_csv.read(root / "labels.csv", SCHEMA)
     assert [s.image for s in back] == [s.image for s in original]
 
 
@@ -42,7 +41,7 @@ def test_minimal_columns_default_to_visible_and_header_sizes(make_adk):
     cells[1:3] = ["", ""]  # the first keypoint unlabelled
     path = root / "min.csv"
     path.write_text(",".join(cols) + "\n" + ",".join(cells) + "\n")
-    (back,) = csv_format.read(path, SCHEMA)
+    (back,) = wide_csv.read(path, SCHEMA)
     assert back.bbox is None and (back.width, back.height) == (96, 64)
     assert back.keypoints[0].tolist() == [0, 0, 0]
     assert (back.keypoints[1:, 2] == 2).all()
@@ -51,7 +50,7 @@ def test_minimal_columns_default_to_visible_and_header_sizes(make_adk):
 
 def test_from_data_schema_and_dispatcher(make_adk):
     root = make_adk(n=2)
-    csv_format.write(adk.read(root, 17), root / "labels.csv", SCHEMA)
+    wide_csv.write(adk.read(root, 17), root / "labels.csv", SCHEMA)
     samples, schema = read_samples("csv", root / "labels.csv", "from_data")
     assert schema.keypoints == SCHEMA.keypoints and len(samples) == 2
 
@@ -59,7 +58,7 @@ def test_from_data_schema_and_dispatcher(make_adk):
 def _written(make_adk):
     root = make_adk(n=2)
     path = root / "labels.csv"
-    csv_format.write(adk.read(root, 17), path, SCHEMA)
+    wide_csv.write(adk.read(root, 17), path, SCHEMA)
     return path
 
 
@@ -88,7 +87,7 @@ def test_a_bad_cell_names_file_row_and_column(make_adk, column, value, message):
     path = _written(make_adk)
     _set_cell(path, 3, column, value)
     with pytest.raises(UserError) as e:
-        csv_format.read(path, SCHEMA)
+        wide_csv.read(path, SCHEMA)
     assert message in e.value.message
     assert e.value.path == str(path)
     assert e.value.field.startswith("row 3") and column in e.value.field
@@ -102,7 +101,7 @@ def test_header_problems_name_the_header(make_adk, tmp_path):
     (tmp_path / "no_image.csv").write_text(text.replace("image,", "file,", 1))
     for name, message in [("no_hip", "missing column(s) hip_x"), ("stray", "'tail_x'"), ("no_image", "'image'")]:
         with pytest.raises(UserError) as e:
-            csv_format.read(tmp_path / f"{name}.csv", SCHEMA, images=path.parent / "images")
+            wide_csv.read(tmp_path / f"{name}.csv", SCHEMA, images=path.parent / "images")
         assert message in e.value.message and e.value.field == "header", name
 
 
@@ -111,27 +110,27 @@ def test_ragged_rows_duplicates_and_empty_files(make_adk, tmp_path):
     lines = path.read_text().splitlines()
     (tmp_path / "short.csv").write_text("\n".join([lines[0], lines[1].rsplit(",", 1)[0]]) + "\n")
     with pytest.raises(UserError) as e:
-        csv_format.read(tmp_path / "short.csv", SCHEMA, images=path.parent / "images")
+        wide_csv.read(tmp_path / "short.csv", SCHEMA, images=path.parent / "images")
     assert e.value.field == "row 2"
     (tmp_path / "dup.csv").write_text("\n".join([lines[0], lines[1], lines[1]]) + "\n")
     with pytest.raises(UserError, match="duplicate"):
-        csv_format.read(tmp_path / "dup.csv", SCHEMA, images=path.parent / "images")
+        wide_csv.read(tmp_path / "dup.csv", SCHEMA, images=path.parent / "images")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(UserError, match="empty"):
-        csv_format.read(tmp_path / "empty.csv", SCHEMA)
+        wide_csv.read(tmp_path / "empty.csv", SCHEMA)
 
 
 def test_writer_refuses_nan_and_two_animals_of_one_image(make_adk, tmp_path):
     samples = adk.read(make_adk(n=2), 17)
     samples[1].keypoints[3, 1] = np.inf
     with pytest.raises(UserError, match="NaN or infinite"):
-        csv_format.write(samples, tmp_path / "x.csv", SCHEMA)
+        wide_csv.write(samples, tmp_path / "x.csv", SCHEMA)
     assert not (tmp_path / "x.csv").exists()
     samples[1].keypoints[3, 1] = 5
     samples[1].image = samples[0].image.with_name(samples[0].image.name)
     samples[1].image_id = "other"
     with pytest.raises(UserError, match="one animal per image"):
-        csv_format.write(samples, tmp_path / "x.csv", SCHEMA)
+        wide_csv.write(samples, tmp_path / "x.csv", SCHEMA)
 
 
 def test_other_schemas_use_their_own_names(tmp_path):
@@ -140,5 +139,5 @@ def test_other_schemas_use_their_own_names(tmp_path):
     schema = schema_from_dict({"name": "tiny", "keypoints": ["left_eye", "right_eye"]})
     Image.new("RGB", (20, 10)).save(tmp_path / "a.png")
     (tmp_path / "t.csv").write_text("image,left_eye_x,left_eye_y,right_eye_x,right_eye_y,score\na.png,1,2,3.5,4,0.9\n")
-    (s,) = csv_format.read(tmp_path / "t.csv", schema)
+    (s,) = wide_csv.read(tmp_path / "t.csv", schema)
     assert s.keypoints.tolist() == [[1, 2, 2], [3.5, 4, 2]] and (s.width, s.height) == (20, 10)

@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cattlepose.codec import HeatmapCodec
-from cattlepose.config import Config, load_config
+from cattlepose.core.config import Config, load_config
+from cattlepose.core.schema import load_schema
 from cattlepose.data.dataset import KeypointDataset, crop_for_inference, network_input
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.data.transforms import apply_affine, invert_affine
 from cattlepose.engine.loader import DeviceBatch
-from cattlepose.schema import load_schema
+from cattlepose.models.codec import HeatmapCodec
 
 SCHEMA = load_schema("adk17")
 K = SCHEMA.num_keypoints
@@ -259,7 +259,7 @@ def test_image_cache_gives_the_same_items(tmp_path):
 
 
 def test_preview_writes_a_grid(tmp_path):
-    from cattlepose.data.preview import preview_augmentations
+    from cattlepose.report.preview import preview_augmentations
 
     samples = _dot_samples(tmp_path, n=3)
     out = tmp_path / "grid.png"

@@ -56,7 +56,7 @@ def test_compiled_function_computes_the_same(monkeypatch):
 
 
 def test_cuda_when_asked_but_absent_is_a_user_error(monkeypatch):
-    from cattlepose.errors import UserError
+    from cattlepose.core.errors import UserError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert dev.resolve_device("auto") == CPU

@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cattlepose.core.errors import UserError
 from cattlepose.data.folds import assign_folds, parse_fold_list, read_folds, write_folds
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
 
 
 def _samples(groups: list[str]) -> list[Sample]:
@@ -28,6 +28,33 @@ def test_groups_never_straddle_folds_and_folds_are_balanced():
     assert sizes.min() > 0
     # greedy largest-first: no fold exceeds the mean by more than the largest group
     assert sizes.max() - sizes.mean() <= max(groups.count(g) for g in set(groups))
+
+
+def _reference_folds(samples: list[Sample], n_folds: int, seed: int) -> list[int]:
+    """The hand-written assignment cattlepose had before it used scikit-learn: shuffle the groups with the seed,
+    then give each, largest first (a stable sort keeps the shuffle among equal sizes), to the lightest fold."""
+    from collections import Counter
+
+    groups = [s.group for s in samples]
+    sizes = Counter(groups)
+    names = sorted(sizes)
+    order = np.random.default_rng(seed).permutation(len(names))
+    load, fold_of = [0] * n_folds, {}
+    for g in sorted((names[i] for i in order), key=lambda g: -sizes[g]):
+        k = int(np.argmin(load))
+        fold_of[g], load[k] = k, load[k] + sizes[g]
+    return [fold_of[g] for g in groups]
+
+
+@pytest.mark.parametrize("trial", range(12))
+def test_group_kfold_gives_the_folds_of_the_hand_written_version(trial):
+    """Same folds.csv as before the switch to GroupKFold, ties among equal groups included."""
+    rng = np.random.default_rng(trial)
+    n_groups = int(rng.integers(3, 30))
+    samples = _samples([f"farm{int(g)}" for g in rng.integers(0, n_groups, size=int(rng.integers(20, 200)))])
+    n_folds = int(rng.integers(2, min(6, len({s.group for s in samples})) + 1))
+    seed = int(rng.integers(0, 1000))
+    assert assign_folds(samples, n_folds, "farm_name", seed) == _reference_folds(samples, n_folds, seed)
 
 
 def test_same_seed_same_folds_different_seed_differs():

@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import load_schema
 from cattlepose.data.formats import adk, detect_format, read_samples, resolve_schema, write_samples
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.schema import load_schema
 
 QUIRK_STEM = "livestock_cow_keypoints_009001"
 pytestmark = pytest.mark.filterwarnings("ignore:.*no OKS sigmas:UserWarning")
@@ -128,7 +128,7 @@ def test_adk_writer_checks_everything_before_writing(make_adk, tmp_path):
 @pytest.mark.parametrize("fmt", ["adk", "coco", "csv"])
 def test_dispatcher_round_trip(fmt, make_adk, tmp_path, same_samples):
     if fmt == "csv":
-        pytest.importorskip("cattlepose.data.formats.csv")
+        pytest.importorskip("cattlepose.data.formats.wide_csv")
     original, schema = read_samples("adk", make_adk(n=4), "adk17")
     target = {"adk": tmp_path / "out", "coco": tmp_path / "out.json", "csv": tmp_path / "out.csv"}[fmt]
     write_samples(fmt, original, target, schema)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cattlepose.core.errors import UserError
 from cattlepose.data.formats import adk
 from cattlepose.data.images import _decode_jpeg, image_size, load_image
-from cattlepose.errors import UserError
 
 RED = (255, 0, 0)
 

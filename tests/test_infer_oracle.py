@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from cattlepose.codec import HeatmapCodec
-from cattlepose.config import load_config
+from cattlepose.core.config import load_config
+from cattlepose.core.schema import load_schema
 from cattlepose.data.dataset import crop_for_inference
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.data.transforms import apply_affine
 from cattlepose.engine.infer import Ensemble, predict_samples
-from cattlepose.schema import load_schema
+from cattlepose.models.codec import HeatmapCodec
 
 SCHEMA = load_schema("adk17")
 

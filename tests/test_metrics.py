@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import load_schema, schema_from_dict
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.metrics import evaluate
-from cattlepose.schema import load_schema, schema_from_dict
+from cattlepose.metrics.keypoints import evaluate
 
 SCHEMA = load_schema("adk17")
 K = SCHEMA.num_keypoints

@@ -9,16 +9,14 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from cattlepose.config import Config, ModelConfig
-from cattlepose.errors import UserError
-from cattlepose.models import (
-    BACKBONES,
-    PolarizedSelfAttention,
-    build_model,
-    load_pretrained,
-    model_info,
-    psa_parameter_names,
-)
+from cattlepose.core.backbones import BACKBONES
+from cattlepose.core.config import Config, ModelConfig
+from cattlepose.core.errors import UserError
+from cattlepose.models.build import build_model
+from cattlepose.models.hrnet import psa_parameter_names
+from cattlepose.models.info import model_info
+from cattlepose.models.pretrained import load_pretrained
+from cattlepose.models.psa import PolarizedSelfAttention
 
 LAYOUTS = ("none", "parallel", "sequential")
 K = 5

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from cattlepose.config import load_config
+from cattlepose.core.config import load_config
 from cattlepose.engine.optim import EMA, effective_lr, make_optimizer, make_scheduler
-from cattlepose.models import PoseHRNet
+from cattlepose.models.hrnet import PoseHRNet
 
 CPU = torch.device("cpu")
 

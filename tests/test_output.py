@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cattlepose.cli import app
-from cattlepose.schema import load_schema
-from cattlepose.ui import PLAIN_WIDTH, Log, make_console
+from cattlepose.core.schema import load_schema
+from cattlepose.core.ui import PLAIN_WIDTH, Log, make_console
 
 runner = CliRunner()
 LONG = "a_rather_long_folder_name_that_makes_every_path_in_this_test_longer_than_one_hundred_characters"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from cattlepose.config import load_config
+from cattlepose.core.config import load_config
 from cattlepose.engine.kfold import run_training
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "occlusion_failures.ipynb"
@@ -30,7 +31,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def test_report_writes_page_and_every_figure(tiny_run):
-    from cattlepose.report import build_report
+    from cattlepose.report.page import build_report
 
     page = build_report(tiny_run, n_worst=3)
     text = page.read_text()
@@ -39,6 +40,18 @@ def test_report_writes_page_and_every_figure(tiny_run):
         assert (page.parent / name).stat().st_size > 1000, name
         assert name in text
     assert "occluded" in text and "swap" in text
+
+
+def test_report_headline_pck_is_cv_json_s(tiny_run):
+    """One PCK definition: the report's out-of-fold PCK@0.35 is cv.json's pck_torso@0.35 for the same run."""
+    from cattlepose.report.page import compute_tables, load_run_analysis
+
+    ra = load_run_analysis(tiny_run)
+    cv = json.loads((tiny_run / "cv.json").read_text())
+    assert ra.pck_name == "pck_torso@0.35"
+    assert compute_tables(ra)["overall_pck"] == pytest.approx(cv["overall"]["pck_torso@0.35"], abs=1e-12)
+    visible = compute_tables(ra)["visibility"]["visible"]["pck@0.35"]
+    assert visible == pytest.approx(cv["by_visibility"]["visible"]["pck_torso@0.35"], abs=1e-12)
 
 
 def test_notebook_runs_top_to_bottom(tiny_run, tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cattlepose.errors import UserError
-from cattlepose.schema import (
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import (
     DEFAULT_SIGMA,
     builtin_schemas,
     infer_pairs,

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cattlepose.errors import UserError
-from cattlepose.schema import load_schema
-from cattlepose.submission import (
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import load_schema
+from cattlepose.data.formats.submission import (
     csv_header,
     read_predictions,
-    validate_submission,
     write_adk_json,
     write_coco_results,
     write_csv,
 )
+from cattlepose.data.formats.validate import validate_submission
 
 SCHEMA = load_schema("adk17")
 K = SCHEMA.num_keypoints

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from cattlepose.core.schema import load_schema
 from cattlepose.data.formats import read_samples
 from cattlepose.data.synth import parts
 from cattlepose.data.synth.render import ADK17, render, render_animal, sample_scene
 from cattlepose.data.synth.scene import FARMS
 from cattlepose.data.synthetic import render_preview, synthesize
-from cattlepose.schema import load_schema
 
 SEEDS = range(40)
 LEFT = [i for i, n in enumerate(ADK17) if "_left_" in n]

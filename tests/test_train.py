@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from cattlepose.cli import app
-from cattlepose.config import load_config
+from cattlepose.core.config import load_config
 from cattlepose.engine.kfold import run_training
 from conftest import csv_rows, history_numbers, kill_after_rows, synth_set
 
@@ -157,9 +157,9 @@ def test_the_advice_for_a_truncated_checkpoint_retrains_the_fold(synth_root, tmp
 
 # ---------------------------------------------------------------------------------------------- the step loop
 def _fold_setup(synth_root: Path, tmp_path: Path, *extra: str):
+    from cattlepose.core.ui import Log
     from cattlepose.data.source import load_training_data
     from cattlepose.engine.fit import setup_fold
-    from cattlepose.ui import Log
 
     cfg = load_config(None, _overrides(synth_root, "train.ema=null", *extra))
     samples, schema = load_training_data(cfg, Log(quiet=True))
@@ -182,8 +182,8 @@ def test_losses_are_read_every_few_steps_not_every_step(synth_root, tmp_path, mo
 
 
 def test_a_non_finite_loss_stops_the_run_and_names_the_step(synth_root, tmp_path, monkeypatch):
-    from cattlepose.codec import HeatmapCodec
     from cattlepose.engine import fit
+    from cattlepose.models.codec import HeatmapCodec
 
     calls = []
     real = HeatmapCodec.loss
@@ -218,18 +218,18 @@ def test_compiled_training_matches_eager(synth_root, tmp_path, monkeypatch):
 
 
 def test_best_metric_auto_and_impossible_metrics_fail_before_training(synth_root, tmp_path):
-    from cattlepose.engine.fit import resolve_best_metric
-    from cattlepose.errors import UserError
-    from cattlepose.schema import load_schema
+    from cattlepose.core.errors import UserError
+    from cattlepose.core.schema import load_schema
+    from cattlepose.metrics.names import selection_metric
 
     cfg = load_config(None, _overrides(synth_root))
     adk17 = load_schema("adk17")
-    assert resolve_best_metric(cfg, adk17) == "pck_torso@0.35"
+    assert selection_metric(cfg, adk17) == "pck_torso@0.35"
     no_torso = dataclasses.replace(adk17, pck_pair=None)
-    assert resolve_best_metric(cfg, no_torso) == "oks_ap"
+    assert selection_metric(cfg, no_torso) == "oks_ap"
     bad = load_config(None, _overrides(synth_root, "train.best_metric=pck_torso@0.35", "eval.pck_torso=[0.1]"))
     with pytest.raises(UserError, match="not a validation metric"):
-        resolve_best_metric(bad, adk17)
+        selection_metric(bad, adk17)
     run_dir = tmp_path / "runs" / "bad"
     with pytest.raises(UserError, match=r"train\.best_metric"):
         run_training(bad, run_dir)

@@ -11,10 +11,11 @@ import timm
 import torch
 import yaml
 
-from cattlepose.errors import UserError
-from cattlepose.models.pose_hrnet import PoseHRNet, psa_parameter_names
-from cattlepose.models.pretrained import checkpoint_of_run, load_pretrained
-from cattlepose.schema import load_schema
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import load_schema
+from cattlepose.models.hrnet import PoseHRNet, psa_parameter_names
+from cattlepose.models.pretrained import load_pretrained
+from cattlepose.runs.rundir import RunDir
 
 BACKBONE = "hrnet_w18_small"
 AP20 = load_schema("animalpose20")
@@ -167,12 +168,13 @@ def write_run(tmp_path: Path, metric: str | None, scores: list[float | None], cv
         ("pck_bbox@0.1", [None, None, None], None, 0),  # nothing to choose by: fold 0
         ("pck_bbox@0.1", [0.5, None, 0.6], None, 0),  # one fold without a score: fold 0
         ("oks_ap", [None, 0.2, None], {"folds": {"0": {"oks_ap": 0.3}, "1": {"oks_ap": 0.2}, "2": {"oks_ap": 0.4}}}, 2),
-        (None, [0.5, 0.7, 0.6], None, 0),  # no selection metric in the config: direction unknown
+        (None, [0.5, 0.7, 0.6], None, 1),  # no selection metric in the config: auto, as the folds resolved it
     ],
 )
 def test_run_directory_loads_its_best_fold(tmp_path: Path, metric, scores, cv, chosen) -> None:
     run, models = write_run(tmp_path, metric, scores, cv)
-    file, why = checkpoint_of_run(run)
+    k, why = RunDir.open(run).best_fold()
+    file = run / f"fold{k}" / "best.pt"
     assert file == run / f"fold{chosen}" / "best.pt" and why.startswith(f"fold {chosen}, ")
     target = model(len(TARGET), seed=99)
     log = _Log()
@@ -191,6 +193,8 @@ def test_a_fold_directory_and_an_unfinished_run(tmp_path: Path) -> None:
     assert torch.equal(target.head.weight, models[1].head.weight) and len(report["head_mapped"]) == 20
     empty = tmp_path / "empty_run"
     (empty / "fold0").mkdir(parents=True)
+    for name in ("config.yaml", "schema.yaml"):
+        (empty / name).write_text((run / name).read_text())
     with pytest.raises(UserError, match=r"no fold\{k\}/best.pt") as e:
         load_pretrained(target, empty)
     assert e.value.field == "model.pretrained" and e.value.path == str(empty)

@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cattlepose.errors import UserError
-from cattlepose.ui import Log, make_console, plain, print_error
+from cattlepose.core.errors import UserError
+from cattlepose.core.ui import Log, make_console, plain, print_error
 
 app = typer.Typer(
     name="cattlepose",
@@ -125,9 +125,9 @@ def info_model(
 ) -> None:
     """Parameters, MACs and the PSA share of both. Speeds to compare come from `make bench`, which measures
     variants side by side in one process; a single process's figure moves with the machine's load."""
-    from cattlepose.config import load_config
-    from cattlepose.models import model_info
-    from cattlepose.schema import load_schema
+    from cattlepose.core.config import load_config
+    from cattlepose.core.schema import load_schema
+    from cattlepose.models.info import model_info
 
     cfg = load_config(config, set or [])
     k = load_schema(cfg.data.schema_).num_keypoints if cfg.data.schema_ != "from_data" else 17
@@ -149,9 +149,9 @@ def preview_aug(
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("augmentations.png"),
 ) -> None:
     """A grid of augmented training crops with their target keypoints."""
-    from cattlepose.config import load_config
-    from cattlepose.data.preview import preview_augmentations
+    from cattlepose.core.config import load_config
     from cattlepose.data.source import load_training_data
+    from cattlepose.report.preview import preview_augmentations
 
     cfg = load_config(config, set or [])
     log = Log()
@@ -176,23 +176,22 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """K-fold training: folds.csv, fold{k}/{best,last}.pt and history.csv, oof.csv, cv.json."""
-    from cattlepose.config import load_config
+    from cattlepose.core.config import load_config
     from cattlepose.data.folds import parse_fold_list
     from cattlepose.engine import crossval, kfold
+    from cattlepose.runs.rundir import CONFIG, train_line
 
     run_name = name or (config.stem if config else "default")
     run_dir = runs_dir / run_name
     log = Log(quiet)
-    if config is None and (run_dir / "config.yaml").is_file() and (resume or collect):
-        config = run_dir / "config.yaml"  # resuming needs no -c: the run remembers its config
+    if config is None and (run_dir / CONFIG).is_file() and (resume or collect):
+        config = run_dir / CONFIG  # resuming needs no -c: the run remembers its config
     if collect:
         report = crossval.collect(run_dir, log=log)
     else:
         cfg = load_config(config, set or [])
         report = kfold.run_training(cfg, run_dir, parse_fold_list(folds, cfg.train.folds), resume=resume, log=log)
     if report is None:
-        from cattlepose.engine.rundir import train_line
-
         log.info(f"requested folds finished; run `{train_line(run_dir)} --collect` once all are done")
         return
     metrics = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse")
@@ -260,8 +259,8 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth: PCK (torso, box), OKS AP, pixel errors; per keypoint, by
     visibility and by category."""
+    from cattlepose.core.files import write_json
     from cattlepose.engine.evaluate import run_evaluate
-    from cattlepose.io import write_json
 
     result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema, images=images)
     console = make_console()
@@ -290,7 +289,7 @@ def validate(
 ) -> None:
     """Check a submission against its template; list every problem (exit 2 if any)."""
     from cattlepose.data.formats.folder import image_sizes
-    from cattlepose.submission import validate_submission
+    from cattlepose.data.formats.validate import validate_submission
 
     problems = validate_submission(submission, template, image_sizes(images) if images else None)
     if problems:
@@ -310,7 +309,7 @@ def report(
     quiet: QuietOpt = False,
 ) -> None:
     """Failure analysis of the out-of-fold predictions: RUN_DIR/report/index.html with figures."""
-    from cattlepose.report import build_report
+    from cattlepose.report.page import build_report
 
     page = build_report(run_dir, n_worst=worst, log=Log(quiet))
     Log(quiet).info(f"wrote {page}")

@@ -20,11 +20,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import KeypointSchema, recognition_note
 from cattlepose.data.formats import read_detailed, resolve_format, resolve_schema
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.schema import KeypointSchema, recognition_note
 
 MAX_LISTED = 200  # problems shown in the table; the count always covers all of them (plain output lists all)
 # Reader counts that no reader warning already reports (the file-name quirk and skipped annotations are warned

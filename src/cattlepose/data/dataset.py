@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cattlepose.augment import Augmenter, PatchBank
-from cattlepose.config import Config
+from cattlepose.core.config import Config
+from cattlepose.core.schema import KeypointSchema
+from cattlepose.data.augment import Augmenter, PatchBank
 from cattlepose.data.images import load_image
-from cattlepose.data.records import Sample
+from cattlepose.data.records import Sample, animal_region
 from cattlepose.data.transforms import BOX_PADDING, apply_affine, box_to_center_scale, get_affine, warp
-from cattlepose.schema import KeypointSchema
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -69,13 +69,6 @@ def network_input(
     return out
 
 
-def to_image(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Inverse of `network_input` for one crop: (3, H, W) normalised -> (H, W, 3) uint8 RGB (for previews)."""
-    x = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
-    x = x.transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
-
-
 def decode_all(samples: list[Sample]) -> dict[Path, np.ndarray]:
     """Every image of `samples`, decoded once (the optional in-memory cache of small training sets)."""
     return {s.image: load_image(s.image) for s in {s.image: s for s in samples}.values()}
@@ -84,11 +77,11 @@ def decode_all(samples: list[Sample]) -> dict[Path, np.ndarray]:
 def crop_region(
     box: np.ndarray | None, image_wh: tuple[int, int], input_size: tuple[int, int], padding: float = BOX_PADDING
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and size of the crop: the box with `padding`, or the whole image with none."""
+    """Centre and size of the crop: the animal's region (`animal_region`) at the input's aspect ratio, grown by
+    `padding` around a box; a whole image is already the crop and is not grown."""
     h_in, w_in = input_size
-    if box is None:
-        return box_to_center_scale(np.array([0.0, 0.0, *image_wh]), w_in / h_in, 1.0)
-    return box_to_center_scale(box, w_in / h_in, padding)
+    region = animal_region(box, *image_wh)
+    return box_to_center_scale(region, w_in / h_in, padding if box is not None else 1.0)
 
 
 def crop_for_inference(

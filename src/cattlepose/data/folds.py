@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import GroupKFold
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import atomic_open
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.io import atomic_open
 
 
 def group_of(sample: Sample, group_by: str | None) -> str:
@@ -24,30 +24,28 @@ def group_of(sample: Sample, group_by: str | None) -> str:
 
 
 def assign_folds(samples: Sequence[Sample], n_folds: int, group_by: str | None, seed: int) -> list[int]:
-    """Shuffle groups with the seed, then give each (largest first) to the fold with the fewest samples.
+    """Balanced group k-fold: each group (largest first) goes to the fold with the fewest samples so far, which
+    is what scikit-learn's GroupKFold does. Its order among groups of equal size follows the group labels, so the
+    groups are labelled by a seeded shuffle first: a different `seed` gives different folds.
 
     With fewer groups than folds this is impossible, and the error says which setting to change.
     """
     groups = [group_of(s, group_by) for s in samples]
-    sizes = Counter(groups)
-    if len(sizes) < n_folds:
+    names = sorted(set(groups))
+    if len(names) < n_folds:
         raise UserError(
-            f"{len(sizes)} distinct '{group_by}' group(s) cannot fill {n_folds} folds; lower train.folds or set "
+            f"{len(names)} distinct '{group_by}' group(s) cannot fill {n_folds} folds; lower train.folds or set "
             "data.group_by to image or null",
             field="data.group_by",
         )
-    rng = np.random.default_rng(seed)
-    names = sorted(sizes)
-    order = rng.permutation(len(names))
-    # stable sort by size keeps the seeded shuffle among equal sizes
-    ranked = sorted((names[i] for i in order), key=lambda g: -sizes[g])
-    load = [0] * n_folds
-    fold_of: dict[str, int] = {}
-    for g in ranked:
-        k = int(np.argmin(load))
-        fold_of[g] = k
-        load[k] += sizes[g]
-    return [fold_of[g] for g in groups]
+    order = np.random.default_rng(seed).permutation(len(names))
+    # GroupKFold takes ties largest label first: the shuffle's first group gets the largest label
+    label = {names[i]: len(names) - rank for rank, i in enumerate(order)}
+    labels = np.array([label[g] for g in groups])
+    fold = np.empty(len(samples), dtype=int)
+    for k, (_, test) in enumerate(GroupKFold(n_splits=n_folds).split(labels, groups=labels)):
+        fold[test] = k
+    return fold.tolist()
 
 
 def write_folds(path: Path, samples: Sequence[Sample], folds: Sequence[int], group_by: str | None) -> None:

@@ -44,10 +44,21 @@ class Sample:
     def num_keypoints(self) -> int:
         return int(self.keypoints.shape[0])
 
-    def crop_box(self) -> np.ndarray:
-        """The box to crop: the annotation box, or the whole image when there is none."""
-        if self.bbox is not None:
-            return self.bbox.copy()
-        if self.width is None or self.height is None:
+    def crop_box(self, image_wh: tuple[int, int] | None = None) -> np.ndarray:
+        """The region to crop (`animal_region`); `image_wh`: the decoded image's size, when at hand."""
+        w, h = image_wh or (self.width, self.height)
+        region = animal_region(self.bbox, w, h)
+        if region is None:
             raise ValueError(f"{self.image}: no box and no image size")
-        return np.array([0.0, 0.0, float(self.width), float(self.height)])
+        return region
+
+
+def animal_region(bbox: np.ndarray | None, width: float | None, height: float | None) -> np.ndarray | None:
+    """Where an animal is: its box (x, y, w, h), or the whole image when it has none (a crop of one animal, as
+    ADK2021's images are); None when neither a box nor the image size is known. Cropping, the box normaliser
+    of PCK and the OKS area all take the region from here."""
+    if bbox is not None:
+        return np.asarray(bbox, dtype=np.float64).copy()
+    if width and height:
+        return np.array([0.0, 0.0, float(width), float(height)])
+    return None

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cattlepose.config import Config
+from cattlepose.core.config import Config
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import file_lock
+from cattlepose.core.schema import KeypointSchema, recognition_note
+from cattlepose.core.ui import Log
 from cattlepose.data.formats import read_samples
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.io import file_lock
-from cattlepose.schema import KeypointSchema, recognition_note
-from cattlepose.ui import Log
 
 
 def ensure_synthetic(cfg: Config, log: Log) -> Path:

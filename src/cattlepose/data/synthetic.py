@@ -26,13 +26,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import atomic_open, write_text
+from cattlepose.core.schema import KeypointSchema, load_schema
 from cattlepose.data.formats import adk
 from cattlepose.data.records import Sample
 from cattlepose.data.synth import parts
 from cattlepose.data.synth.render import Rendered, render, sample_scene
-from cattlepose.errors import UserError
-from cattlepose.io import atomic_open, write_text
-from cattlepose.schema import KeypointSchema, load_schema
 
 SPLITS = {"train": 1, "test": 2}
 _OWN_FILE = re.compile(r"^synth_(train|test)_\d{6}\.(jpg|json)$")

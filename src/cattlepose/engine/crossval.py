@@ -12,37 +12,34 @@ from typing import Any
 import numpy as np
 import torch
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.ui import Log
 from cattlepose.data.records import Sample
-from cattlepose.engine.infer import Ensemble, predict_samples
-from cattlepose.engine.rundir import RunDir
-from cattlepose.errors import UserError
-from cattlepose.io import write_json
-from cattlepose.metrics import evaluate
-from cattlepose.submission import read_scored_csv, write_scored_csv
-from cattlepose.ui import Log
+from cattlepose.engine.infer import Ensemble, load_fold_model, predict_samples
+from cattlepose.metrics.keypoints import evaluate
+from cattlepose.models.codec import HeatmapCodec
+from cattlepose.runs.rundir import RunDir
 
-Predictions = dict[str, np.ndarray]  # sample key -> (K, 3) x, y, score in original pixels
+OofPredictions = dict[str, np.ndarray]  # sample key -> (K, 3) x, y, score in original pixels
 
 
-def predict_fold(run: RunDir, k: int, samples: list[Sample], device: torch.device, log: Log) -> Predictions:
+def predict_fold(run: RunDir, k: int, samples: list[Sample], device: torch.device, log: Log) -> OofPredictions:
     """Fold k's best model on its held-out samples, saved exactly to fold{k}/oof.csv and returned."""
-    from cattlepose.codec import HeatmapCodec
-
-    model = run.load_model(k, device)
+    model = load_fold_model(run, k, device)
     ens = Ensemble([model], HeatmapCodec.from_config(run.cfg), run.schema, run.cfg, device, [k])
     preds = predict_samples(ens, samples, workers=0, log=log).as_dict()
-    write_scored_csv(run.fold_dir(k) / "oof.csv", preds, {s.key: s.image.name for s in samples}, run.schema, exact=True)
+    run.write_oof(preds, {s.key: s.image.name for s in samples}, k)
     return preds
 
 
-def read_fold(run: RunDir, k: int) -> Predictions:
-    path = run.fold_dir(k) / "oof.csv"
+def read_fold(run: RunDir, k: int) -> OofPredictions:
+    path = run.oof_path(k)
     if not path.is_file():
         raise UserError(f"fold {k} is marked done but has no oof.csv; retrain it with --folds {k}", path=path)
-    return read_scored_csv(path, run.schema)
+    return run.read_oof(k)
 
 
-def cv_report(run: RunDir, samples: list[Sample], folds: dict[int, Predictions]) -> dict[str, Any]:
+def cv_report(run: RunDir, samples: list[Sample], folds: dict[int, OofPredictions]) -> dict[str, Any]:
     """Metrics per fold, their spread, and over all out-of-fold predictions; writes cv.json and oof.csv."""
     cfg, schema = run.cfg, run.schema
     assignment = run.assignment(samples)
@@ -57,9 +54,8 @@ def cv_report(run: RunDir, samples: list[Sample], folds: dict[int, Predictions])
         raise UserError(f"{len(missing)} sample(s) have no out-of-fold prediction, e.g. {missing[:3]}", path=run.path)
     overall = evaluate(oof, samples, schema, **kw)
     report = {"run": str(run.path), "folds": per_fold, "fold_spread": _spread(per_fold), **overall}
-    write_json(run.path / "cv.json", report)
-    write_scored_csv(run.path / "oof.csv", {s.key: oof[s.key] for s in samples},
-                     {s.key: s.image.name for s in samples}, schema)  # fmt: skip
+    run.write_cv(report)
+    run.write_oof({s.key: oof[s.key] for s in samples}, {s.key: s.image.name for s in samples})
     return report
 
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from cattlepose.errors import UserError
+from cattlepose.core.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from cattlepose.config import load_config
+from cattlepose.core.config import load_config
+from cattlepose.core.errors import UserError
 from cattlepose.data.formats import detect_format, read_samples
+from cattlepose.data.formats.submission import detect_prediction_format, read_predictions
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.metrics import evaluate
-from cattlepose.submission import detect_prediction_format, read_predictions
+from cattlepose.metrics.keypoints import evaluate
 
 
 def run_evaluate(

@@ -9,7 +9,6 @@ The step never waits for the device: losses stay there and are read every `LOSS_
 from __future__ import annotations
 
 import csv
-import math
 import random
 import time
 from collections.abc import Callable
@@ -21,8 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from cattlepose.codec import HeatmapCodec
-from cattlepose.config import Config, config_to_dict
+from cattlepose.core.config import Config, config_to_dict
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import atomic_open, atomic_path
+from cattlepose.core.schema import KeypointSchema
+from cattlepose.core.ui import Log
 from cattlepose.data.dataset import KeypointDataset, decode_all
 from cattlepose.data.records import Sample
 from cattlepose.engine import device as dev
@@ -30,11 +32,10 @@ from cattlepose.engine import dist
 from cattlepose.engine.infer import Ensemble, predict_samples
 from cattlepose.engine.loader import DeviceBatch, EpochSampler, train_loader
 from cattlepose.engine.optim import EMA, make_optimizer, make_scheduler
-from cattlepose.errors import UserError
-from cattlepose.io import atomic_open, atomic_path
-from cattlepose.metrics import LOWER_IS_BETTER, evaluate, selection_metric
-from cattlepose.schema import KeypointSchema
-from cattlepose.ui import Log
+from cattlepose.metrics.keypoints import evaluate
+from cattlepose.metrics.names import is_better, selection_metric
+from cattlepose.models.codec import HeatmapCodec
+from cattlepose.runs.rundir import BEST, HISTORY, LAST
 
 TIMING_COLUMNS = ("seconds", "images_per_s")  # the only history columns that differ between identical runs
 LOSS_READ_EVERY = 20  # steps between reads of the device-side losses (progress text, non-finite check)
@@ -131,7 +132,7 @@ def train_fold(
     info: dist.DistInfo | None = None,
 ) -> FoldResult:
     fold, state = setup_fold(cfg, schema, train_samples, fold_dir, device, log or Log(quiet=True), info)
-    last = fold_dir / "last.pt"
+    last = fold_dir / LAST
     if resume and last.is_file():
         state.load_state_dict(torch.load(last, map_location="cpu", weights_only=True))
         fold.log.info(f"{fold_dir.name}: resumed after epoch {state.epoch}")
@@ -144,13 +145,13 @@ def train_fold(
             value = metrics.get(fold.best_metric)
             if value is not None and is_better(fold.best_metric, value, state.best):
                 state.best, state.best_epoch = value, epoch + 1
-                save_weights(fold, state, "best.pt", metric=value)
+                save_weights(fold, state, BEST, metric=value)
         state.history.append(row)
         if fold.info.is_main:
             if not val_samples and state.epoch == cfg.train.epochs:  # nothing to select on: the last weights
-                save_weights(fold, state, "best.pt")
-            save_checkpoint(fold_dir / "last.pt", {**state.state_dict(), **fold.meta})
-            write_history(fold_dir / "history.csv", state.history)
+                save_weights(fold, state, BEST)
+            save_checkpoint(fold_dir / LAST, {**state.state_dict(), **fold.meta})
+            write_history(fold_dir / HISTORY, state.history)
             fold.log.info(f"{fold_dir.name} epoch {state.epoch}: {_summary(row)}")
         dist.barrier(fold.info)
     return FoldResult(fold_dir, state.best, state.best_epoch, state.history)
@@ -166,7 +167,7 @@ def setup_fold(
     info: dist.DistInfo | None = None,
 ) -> tuple[Fold, TrainState]:
     """Data, model, optimiser, schedule, EMA and the (compiled) forward + loss of one fold, before any step."""
-    from cattlepose.models import build_model
+    from cattlepose.models.build import build_model
 
     info = info or dist.DistInfo()
     tc = cfg.train
@@ -207,7 +208,7 @@ def setup_fold(
 
     if dev.use_compile(tc.compile, device):
         forward_loss = dev.compile_fn(forward_loss, device, static=not info.enabled)
-    best_metric = resolve_best_metric(cfg, schema)
+    best_metric = selection_metric(cfg, schema)
     return Fold(cfg, schema, fold_dir, device, info, log, codec, sampler, loader, forward_loss, best_metric), state
 
 
@@ -290,11 +291,6 @@ def _summary(row: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- settings
-def resolve_best_metric(cfg: Config, schema: KeypointSchema) -> str:
-    """`train.best_metric` with `auto` resolved for this schema (`metrics.selection_metric`)."""
-    return selection_metric(cfg.train.best_metric, schema, cfg.eval.pck_torso, cfg.eval.pck_bbox)
-
-
 def _image_cache(cfg: Config, samples: list[Sample], log: Log) -> dict[Path, np.ndarray] | None:
     setting = cfg.train.cache_images
     unique = {s.image: s for s in samples}.values()
@@ -307,13 +303,6 @@ def _image_cache(cfg: Config, samples: list[Sample], log: Log) -> dict[Path, np.
 
 
 # ---------------------------------------------------------------------------------------------- files
-def is_better(metric: str, value: float, best: float | None) -> bool:
-    if best is None or not math.isfinite(best):
-        return math.isfinite(value)
-    lower = any(metric.startswith(p) for p in LOWER_IS_BETTER)
-    return value < best if lower else value > best
-
-
 def save_weights(fold: Fold, state: TrainState, name: str, **extra: Any) -> None:
     """The evaluation weights alone (what `predict` loads), with the run's config and schema."""
     weights = {"model": state.eval_model.state_dict(), "epoch": state.epoch, **extra, **fold.meta}

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,19 +19,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cattlepose.codec import HeatmapCodec
-from cattlepose.config import Config
+from cattlepose.core.config import Config
+from cattlepose.core.errors import UserError, first_line
+from cattlepose.core.schema import KeypointSchema
+from cattlepose.core.ui import Log
 from cattlepose.data.dataset import BOX_PADDING, crop_for_inference, network_input
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.data.transforms import invert_affine
 from cattlepose.engine import device as dev
-from cattlepose.errors import UserError
-from cattlepose.schema import KeypointSchema
-from cattlepose.ui import Log
-
-if TYPE_CHECKING:
-    from cattlepose.engine.rundir import RunDir
+from cattlepose.models.batchnorm import fuse_batchnorm
+from cattlepose.models.build import build_model
+from cattlepose.models.codec import HeatmapCodec
+from cattlepose.runs.rundir import BEST, RunDir
 
 
 @dataclass
@@ -62,23 +61,35 @@ class Predictions:
 
 def load_ensemble(run: RunDir | str | Path, folds: list[int] | None = None, device: str = "auto") -> Ensemble:
     """Every fold model of a run (or the listed folds), ready for inference."""
-    from cattlepose.engine.rundir import RunDir
-
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     chosen = run.model_folds(folds)
     target = dev.resolve_device(device if device != "auto" else run.cfg.train.device)
-    models = [run.load_model(k, target) for k in chosen]
+    models = [load_fold_model(run, k, target) for k in chosen]
     return Ensemble(models, HeatmapCodec.from_config(run.cfg), run.schema, run.cfg, target, chosen)
 
 
-def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
-    """Eval mode, batch norm folded into the convolutions (same outputs, fewer passes), device and layout;
-    compiled where `train.compile` says so (on CUDA by default)."""
-    from cattlepose.models.fold_bn import fold_batchnorm
+def load_fold_model(run: RunDir, k: int, device: torch.device, checkpoint: str = BEST) -> nn.Module:
+    """A fold's weights in a network built from the run's config, ready for inference."""
+    state = run.load_checkpoint(k, checkpoint)
+    model = build_model(run.cfg.model.model_copy(update={"pretrained": None}), run.schema.num_keypoints)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(
+            f"its weights do not fit the network of config.yaml ({first_line(e)}); was config.yaml edited? "
+            f"Retrain the fold: {run.retrain_hint(k)}",
+            path=run.checkpoint(k, checkpoint),
+            field="model",
+        ) from None
+    return prepare_for_inference(model, run.cfg, device)
 
+
+def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """Eval mode, batch norm fused into the convolutions (same outputs, fewer passes), device and layout;
+    compiled where `train.compile` says so (on CUDA by default)."""
     dev.flush_denormals(device)
     model = model.eval()
-    fold_batchnorm(model)
+    fuse_batchnorm(model)
     model = model.to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -90,7 +101,7 @@ def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -
 class CropDataset(Dataset):
     """Decodes images in loader workers and crops them; a broken image comes back as an error, not a crash,
     so a predict run can name every broken file before it writes anything. Crops stay (H, W, 3) uint8:
-    `input_batch` normalises a whole batch at once, a quarter of the bytes to move and no per-image pass."""
+    `network_input` normalises a whole batch at once, a quarter of the bytes to move and no per-image pass."""
 
     def __init__(self, samples: list[Sample], input_size: tuple[int, int], padding: float = BOX_PADDING):
         self.samples = samples
@@ -121,7 +132,7 @@ class CropDataset(Dataset):
 def inline_batches(ds: CropDataset, batch_size: int) -> Iterator[dict]:
     """The DataLoader's batches without a DataLoader, decoded in this process (what predict does with no worker
     processes): each crop is written straight into one reused (B, H, W, 3) buffer, so there is no per-image
-    tensor and no collate copy (2% of predict time on 2 cores). A yielded image batch is valid until the next."""
+    tensor and no collate copy. A yielded image batch is valid until the next."""
     crops = np.empty((batch_size, *ds.input_size, 3), np.uint8)
     for start in range(0, len(ds), batch_size):
         index = np.arange(start, min(start + batch_size, len(ds)))

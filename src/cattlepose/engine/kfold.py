@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cattlepose.config import Config
+from cattlepose.core.config import Config
+from cattlepose.core.ui import Log
 from cattlepose.data.source import load_training_data
 from cattlepose.engine import crossval, dist
 from cattlepose.engine.device import resolve_device
-from cattlepose.engine.fit import resolve_best_metric, train_fold
-from cattlepose.engine.rundir import RunDir
-from cattlepose.ui import Log
+from cattlepose.engine.fit import train_fold
+from cattlepose.metrics.names import selection_metric
+from cattlepose.runs.rundir import RunDir
 
 
 def run_training(
@@ -40,7 +41,7 @@ def run_training(
         log = Log(quiet=True)
     try:
         samples, schema = load_training_data(cfg, log)
-        resolve_best_metric(cfg, schema)  # a setting the data cannot satisfy fails now, not after an epoch
+        selection_metric(cfg, schema)  # a setting the data cannot satisfy fails now, not after an epoch
         wanted = list(range(cfg.train.folds)) if folds is None else folds
         if info.is_main:
             run, assignment = RunDir.prepare(run_dir, cfg, schema, samples, wanted, resume)
@@ -52,7 +53,7 @@ def run_training(
             f"run {run_dir}: {len(samples)} samples, {cfg.train.folds} folds by {cfg.data.group_by or 'sample'}, "
             f"training fold(s) {wanted} on {device}" + (f" x{info.world_size} processes" if info.enabled else "")
         )
-        predicted: dict[int, crossval.Predictions] = {}
+        predicted: dict[int, crossval.OofPredictions] = {}
         for k in wanted:
             if run.done(k):
                 log.info(f"fold {k} is finished; skipped")

@@ -7,7 +7,6 @@ uint8 crops and keypoints; normalisation and heatmap targets are computed on the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,12 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cattlepose.augment import covered
-from cattlepose.codec import HeatmapCodec
 from cattlepose.data.dataset import KeypointDataset, network_input
-from cattlepose.data.images import load_image
-from cattlepose.data.transforms import warp
 from cattlepose.engine import dist
+from cattlepose.models.codec import HeatmapCodec
 
 
 class EpochSampler(Sampler):
@@ -104,27 +100,3 @@ class DeviceBatch:
             kps = torch.cat([kps[..., :2], kps[..., 2:] * ~hidden[..., None]], dim=-1)
         heatmaps, weights = codec.encode_batch(kps)
         return cls(network_input(batch["image"], device, channels_last), heatmaps, weights)
-
-
-def stage_times(dataset: KeypointDataset, items: int = 64) -> dict[str, float]:
-    """Milliseconds per item of each stage of a training item, in this process: decode, crop (the affine warp),
-    augment (occluders and photometric), and the whole item as the loader gets it."""
-    stages = dict.fromkeys(("decode", "crop", "augment", "item"), 0.0)
-    n = min(items, len(dataset))
-    h, w = dataset.input_size
-    for i in range(n):
-        s = dataset.samples[i]
-        t0 = time.perf_counter()
-        image = load_image(s.image)
-        t1 = time.perf_counter()
-        crop = warp(image, dataset.eval_affine(s, image), (w, h))
-        t2 = time.perf_counter()
-        if dataset.augmenter is not None:
-            _, occluded = dataset.augmenter.augment(crop, s.keypoints, np.random.default_rng(i))
-            covered(occluded, s.keypoints)
-        t3 = time.perf_counter()
-        dataset[i]
-        t4 = time.perf_counter()
-        for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-            stages[key] += dt * 1000 / n
-    return stages

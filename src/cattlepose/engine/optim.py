@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cattlepose.config import Config
+from cattlepose.core.config import Config
 
 
 def effective_lr(cfg: Config) -> float:
@@ -28,7 +28,9 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch
     """AdamW; parameter groups by (backbone or head) x (decayed or not). On CUDA the fused kernel: one launch
     per step instead of a few per tensor."""
     tc = cfg.train
-    split_backbone = tc.backbone_lr != 1.0  # otherwise two groups, as checkpoints of earlier versions hold
+    # two groups (decayed or not) unless the backbone learns slower: a resumed run's optimiser state has the same
+    # groups as the run that wrote it
+    split_backbone = tc.backbone_lr != 1.0
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -60,8 +62,10 @@ def make_scheduler(
 
 
 class EMA:
-    """Exponential moving average of a model's weights and buffers, with timm's warm-up (the decay grows as
-    (1 + n) / (10 + n)) so short runs are not dominated by the random initialisation."""
+    """Exponential moving average of a model's weights and buffers. The decay is min(decay, (1 + n) / (10 + n))
+    after n updates (TensorFlow's ExponentialMovingAverage with `num_updates`), so short runs are not dominated
+    by the random initialisation. Not timm's ModelEmaV3: its warm-up is another curve, and every run's numbers
+    (and bit-identical resume of runs already trained) depend on this one."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.module = copy.deepcopy(model).eval()

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.ui import Log
 from cattlepose.data.folds import parse_fold_list
 from cattlepose.data.formats import coco, folder
+from cattlepose.data.formats.submission import check_format, write_predictions
 from cattlepose.data.records import Sample
 from cattlepose.engine.infer import load_ensemble, predict_samples
-from cattlepose.engine.rundir import RunDir
-from cattlepose.errors import UserError
-from cattlepose.submission import FORMATS, write_predictions
-from cattlepose.ui import Log
+from cattlepose.runs.rundir import RunDir
 
 
 def prediction_inputs(input: Path, images: Path | None, num_keypoints: int) -> list[Sample]:
@@ -47,8 +47,7 @@ def run_predict(
     log: Log | None = None,
 ) -> dict[str, Any]:
     log = log or Log(quiet=True)
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}", field="--format")
+    check_format(fmt)
     run = RunDir.open(run_dir)
     samples = prediction_inputs(input, images, run.schema.num_keypoints)
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds else None

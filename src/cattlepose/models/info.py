@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cattlepose.config import Config
+from cattlepose.core.config import Config
 from cattlepose.models.psa import PolarizedSelfAttention
 
 
@@ -99,7 +99,7 @@ def measure_forward(
 
 def model_info(cfg: Config, num_keypoints: int, measure: bool = True) -> dict[str, Any]:
     """A flat table row: backbone, PSA layout, sizes, MACs and (if `measure`) forward images/s on this machine."""
-    from cattlepose.models import build_model
+    from cattlepose.models.build import build_model
 
     mc = cfg.model
     model = build_model(mc.model_copy(update={"pretrained": None}), num_keypoints).eval()
@@ -135,8 +135,7 @@ def model_info(cfg: Config, num_keypoints: int, measure: bool = True) -> dict[st
         info["channels_last"] = mc.channels_last
         info[f"forward images/s (batch {batch})"] = ips
         info["forward GMAC/s"] = ips * macs / 1e9
-        # CPU time this process got per thread while timing: near 1 (or above, with PSA's own kernel threads)
-        # when it had its cores to itself; well below 1 means other processes took them and the speed above
-        # is theirs to explain, not the model's
+        # CPU time this process got per thread while timing: near 1 when it had its cores to itself; well below 1
+        # means other processes took them and the speed above is theirs to explain, not the model's
         info["CPU share while timing"] = cpu_share
     return info

@@ -7,13 +7,13 @@ Source files come in several shapes; all reduce to a flat name -> tensor mapping
 * timm training checkpoints: the mapping under ``state_dict_ema`` or ``state_dict``;
 * cattlepose checkpoints (engine/fit.py): the mapping under ``model``, names already ``backbone.``/``head.``,
   beside the ``schema`` and ``config`` the weights were trained with;
-* a cattlepose run directory: the ``best.pt`` of its best fold (by ``done.json``), else of fold 0;
+* a cattlepose run directory: the ``best.pt`` of its best fold (`RunDir.best_fold`), or a fold directory;
 * anything saved from DDP: a ``module.`` prefix.
 
 A source name matches the model's name as it is or with ``backbone.`` in front. The backbone must be the
 model's: another HRNet width is a UserError, not a partial load. PSA tensors load where name and shape agree
 (another PSA layout, or none, leaves the rest as initialised, reported as missing). Head channels map by
-keypoint name (`cattlepose.schema.match_keypoint_names`) when the source names its keypoints and the caller
+keypoint name (`cattlepose.core.schema.match_keypoint_names`) when the source names its keypoints and the caller
 passes the model's; the others keep their fresh initialisation. Without names, a head of the same shape
 loads as it is and one of another shape is skipped. Loading copies into the existing tensors, so the
 model's memory format and device are kept.
@@ -21,26 +21,21 @@ model's memory format and device are kept.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import torch
-import yaml
 from torch import nn
 
-from cattlepose.errors import UserError
-from cattlepose.models.pose_hrnet import BACKBONES
-from cattlepose.schema import match_keypoint_names
+from cattlepose.core.backbones import BACKBONES
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import match_keypoint_names
+from cattlepose.runs.rundir import BEST, RunDir
 
 _NESTED_KEYS = ("model", "state_dict_ema", "model_ema", "state_dict")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 _HEAD = ("head.weight", "head.bias")
-# engine/fit.py's selection direction; models/ may not import the engine, so the list is repeated here
-_LOWER_IS_BETTER = ("rmse", "median_error", "mean_error", "loss")
 # the first stage-2 convolution: its output channels are the HRNet width (BACKBONES' channel count)
 _WIDTH_KEY = "stage2.0.branches.0.0.conv1.weight"
 
@@ -248,91 +243,24 @@ def _log_report(
 
 
 def _resolve_source(path: Path) -> tuple[Path, dict[str, Any], str]:
-    """The weights file to read, what its run directory says about it (keypoint names, backbone), and how to
-    name it in the log. A file is itself; a run directory gives the best.pt of its best fold."""
+    """The weights file to read, what its run says about it (keypoint names, backbone, PSA layout), and how to
+    name it in the log. A file is itself; a run directory gives the best.pt of its best fold; a fold directory
+    its own best.pt."""
     if not path.is_dir():
         return path, {}, str(path)
-    if (path / "best.pt").is_file():  # a fold directory
-        run_dir, file, why = path.parent, path / "best.pt", ""
-    else:
-        run_dir = path
-        file, why = checkpoint_of_run(path)
-    meta: dict[str, Any] = {}
-    schema = _read_yaml(run_dir / "schema.yaml")
-    if isinstance(schema, Mapping) and _names(schema.get("keypoints")):
-        meta["keypoints"] = _names(schema.get("keypoints"))
-    config = _read_yaml(run_dir / "config.yaml")
-    model_cfg = config.get("model") if isinstance(config, Mapping) else None
-    if isinstance(model_cfg, Mapping):
-        meta.update({k: model_cfg[k] for k in ("backbone", "psa") if isinstance(model_cfg.get(k), str)})
+    fold_dir = (path / BEST).is_file()
+    try:
+        run = RunDir.open(path.parent if fold_dir else path)
+        file, why = (path / BEST, "") if fold_dir else _best_checkpoint(run)
+    except UserError as e:
+        raise UserError(e.message, path=e.path, field="model.pretrained") from None
+    meta = {"keypoints": list(run.schema.keypoints), "backbone": run.cfg.model.backbone, "psa": run.cfg.model.psa}
     return file, meta, f"{file}{f' ({why})' if why else ''}"
 
 
-def checkpoint_of_run(run_dir: str | Path) -> tuple[Path, str]:
-    """`fold{k}/best.pt` of the run's best fold by the selection metric in each fold's done.json (falling back
-    to cv.json's per-fold numbers), or of fold 0 when that cannot be told; and a note saying which and why."""
-    run_dir = Path(run_dir)
-    folds = sorted(
-        int(m.group(1))
-        for d in run_dir.iterdir()
-        if (m := re.fullmatch(r"fold(\d+)", d.name)) and (d / "best.pt").is_file()
-    )
-    if not folds:
-        raise UserError(
-            "no fold{k}/best.pt in this run directory: train it first, or name a checkpoint file",
-            path=run_dir,
-            field="model.pretrained",
-        )
-    config = _read_yaml(run_dir / "config.yaml")
-    train = config.get("train") if isinstance(config, Mapping) else None
-    metric = train.get("best_metric") if isinstance(train, Mapping) else None
-    scores = _fold_scores(run_dir, folds, metric)
-    if len(folds) > 1 and isinstance(metric, str) and scores is not None:
-        lower = metric.startswith(_LOWER_IS_BETTER)
-        best = min(folds, key=lambda k: scores[k] if lower else -scores[k])
-        return run_dir / f"fold{best}" / "best.pt", f"fold {best}, the best {metric} of {len(folds)} folds"
-    first = 0 if 0 in folds else folds[0]
-    why = "the only fold" if len(folds) == 1 else "no per-fold score to choose by"
-    return run_dir / f"fold{first}" / "best.pt", f"fold {first}, {why}"
-
-
-def _fold_scores(run_dir: Path, folds: list[int], metric: Any) -> dict[int, float] | None:
-    """Each fold's selection score, from done.json, else cv.json; None unless every fold has a finite one."""
-    scores: dict[int, float] = {}
-    for k in folds:
-        done = _read_json(run_dir / f"fold{k}" / "done.json")
-        value = done.get("best_metric") if isinstance(done, Mapping) else None
-        if _finite(value):
-            scores[k] = float(value)
-    if len(scores) < len(folds) and isinstance(metric, str):
-        cv = _read_json(run_dir / "cv.json")
-        per_fold = cv.get("folds") if isinstance(cv, Mapping) else None
-        if isinstance(per_fold, Mapping):
-            for k in folds:
-                entry = per_fold.get(str(k))
-                value = entry.get(metric) if isinstance(entry, Mapping) else None
-                if k not in scores and _finite(value):
-                    scores[k] = float(value)
-    return scores if len(scores) == len(folds) else None
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _read_yaml(path: Path) -> Any:
-    """Parsed YAML, or None when the file is absent or unreadable: run metadata only refines what is loaded."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+def _best_checkpoint(run: RunDir) -> tuple[Path, str]:
+    k, why = run.best_fold()
+    return run.checkpoint(k), why
 
 
 def _names(raw: Any) -> list[str] | None:

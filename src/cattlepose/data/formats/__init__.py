@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import KeypointSchema, load_schema, match_keypoint_names, schema_from_coco_category
 from cattlepose.data.formats import adk, coco
 from cattlepose.data.formats.common import ErrorSink, subsample
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.schema import KeypointSchema, load_schema, match_keypoint_names, schema_from_coco_category
 
-FORMATS = ("adk", "coco", "csv")
+DATA_FORMATS = ("adk", "coco", "csv")
 FROM_DATA = "from_data"
 
 
@@ -79,10 +79,10 @@ def read_detailed(
         return adk.read_detailed(path, schema.num_keypoints, images, bbox, on_error=on_error)  # type: ignore[arg-type]
     if fmt == "coco":
         return coco.read_detailed(path, schema, images, bbox, category, on_error=on_error)  # type: ignore[arg-type]
-    from cattlepose.data.formats import csv as csv_format
+    from cattlepose.data.formats import wide_csv
 
     try:
-        samples = csv_format.read(path, schema, images=images)
+        samples = wide_csv.read(path, schema, images=images)
     except UserError as e:
         if on_error is None:
             raise
@@ -102,9 +102,9 @@ def write_samples(fmt: str, samples: Sequence[Sample], path: str | Path, schema:
     elif fmt == "coco":
         coco.write(samples, path, schema)
     else:
-        from cattlepose.data.formats import csv as csv_format
+        from cattlepose.data.formats import wide_csv
 
-        csv_format.write(samples, path, schema)
+        wide_csv.write(samples, path, schema)
 
 
 def resolve_schema(fmt: str, path: str | Path, spec: str | Path) -> KeypointSchema:
@@ -126,8 +126,8 @@ def resolve_format(fmt: str | None, path: str | Path | None) -> str:
         if path is None:
             raise UserError("a format is needed here: adk, coco or csv", field="format")
         return detect_format(path)
-    if fmt not in FORMATS:
-        raise UserError(f"unknown data format '{fmt}'; use one of {', '.join(FORMATS)}", field="data.format")
+    if fmt not in DATA_FORMATS:
+        raise UserError(f"unknown data format '{fmt}'; use one of {', '.join(DATA_FORMATS)}", field="data.format")
     return fmt
 
 

@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import write_json
+from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.formats.common import (
     ErrorSink,
     box_fits,
@@ -33,9 +36,6 @@ from cattlepose.data.formats.common import (
 )
 from cattlepose.data.images import image_size
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.io import write_json
-from cattlepose.schema import KeypointSchema
 
 BoxMode = Literal["auto", "annotation", "image"]
 CATEGORY_NAMES = {1: "cattle", 2: "nuptial", 3: "calf"}

@@ -20,6 +20,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import write_json
+from cattlepose.core.schema import KeypointSchema, match_keypoint_names
 from cattlepose.data.formats.common import (
     ErrorSink,
     check_box,
@@ -31,9 +34,6 @@ from cattlepose.data.formats.common import (
 )
 from cattlepose.data.images import image_size
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.io import write_json
-from cattlepose.schema import KeypointSchema, match_keypoint_names
 
 BoxMode = Literal["auto", "annotation", "image"]
 # Image-entry keys that describe the file itself; every other key of an image entry travels in Sample.meta.

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from cattlepose.core.errors import UserError
 from cattlepose.data.images import IMAGE_SUFFIXES
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
 
 ErrorSink = Callable[[UserError], None]
 

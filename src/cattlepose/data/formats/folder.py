@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cattlepose.core.errors import UserError
 from cattlepose.data.images import image_size, list_images
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
 
 
 def read(folder: str | Path, num_keypoints: int) -> list[Sample]:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cattlepose.core.schema import load_schema
 from cattlepose.data.synth import occluders, parts
 from cattlepose.data.synth.anatomy import Anatomy, sample_anatomy, sample_category
 from cattlepose.data.synth.geometry import chaikin, ellipse, fill, leaf, stroke
 from cattlepose.data.synth.occluders import Shape
 from cattlepose.data.synth.pose import Pose, joints, near_side, project, sample_pose, side_to_anatomy
 from cattlepose.data.synth.scene import FARMS, Farm, background, camera, lighting
-from cattlepose.schema import load_schema
 
 ADK17 = load_schema("adk17").keypoints  # the order every rendered keypoint array follows
 CENTRE = ("fore_head", "neck", "fore_spine", "rear_spine", "hip")

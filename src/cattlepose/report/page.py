@@ -1,13 +1,12 @@
 """`cattlepose report RUN_DIR`: the failure analysis of a run's out-of-fold predictions, as PNGs + index.html.
 
 `load_run_analysis` gathers everything once (samples aligned with their out-of-fold predictions, folds,
-histories); `build_report` computes the numbers (analysis.py), draws the figures (viz.py) and writes the page.
+histories); `build_report` computes the numbers (analysis.py), draws the figures (figures.py) and writes the page.
 The notebook calls the same two functions.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,20 +15,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from cattlepose import analysis, viz
-from cattlepose.config import Config
+from cattlepose.core.config import Config
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import write_text
+from cattlepose.core.schema import KeypointSchema
+from cattlepose.core.ui import Log
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.data.source import load_training_data
-from cattlepose.engine.infer import CropDataset, Ensemble, ensemble_probs
-from cattlepose.engine.rundir import RunDir
-from cattlepose.errors import UserError
-from cattlepose.io import write_text
-from cattlepose.schema import KeypointSchema
-from cattlepose.submission import read_scored_csv
-from cattlepose.ui import Log
+from cattlepose.engine.infer import CropDataset, Ensemble, ensemble_probs, load_fold_model
+from cattlepose.metrics.keypoints import pck_normaliser
+from cattlepose.metrics.names import pck_key, selection_metric
+from cattlepose.models.codec import HeatmapCodec
+from cattlepose.report import analysis, figures
+from cattlepose.runs.rundir import OOF, RunDir
 
-SWAP_MIN_SEPARATION = 0.1  # swap rates count animals whose left/right pair lies >= 0.1 normaliser apart
+SWAP_MIN_SEPARATION = 0.1  # swap rates count animals whose left/right pair lies >= 0.1 PCK normaliser apart
 
 
 @dataclass
@@ -41,8 +42,14 @@ class RunAnalysis:
     pred: np.ndarray  # (N, K, 3) out-of-fold x, y, score in original pixels
     folds: np.ndarray  # (N,) fold of each sample
     histories: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    kind: str = "torso"  # the PCK the report is about: torso where the schema names a torso pair, else box
     alpha: float = 0.35
     best_metric: str = "pck_torso@0.35"  # what picked each fold's best epoch
+
+    @property
+    def pck_name(self) -> str:
+        """The cv.json key of the report's headline PCK."""
+        return pck_key(self.kind, self.alpha)
 
     @property
     def err_px(self) -> np.ndarray:
@@ -50,7 +57,7 @@ class RunAnalysis:
 
     @property
     def norm_err(self) -> np.ndarray:
-        return analysis.normalised_errors(self.pred, self.samples, self.schema)
+        return analysis.normalised_errors(self.pred, self.samples, self.schema, self.kind)
 
     def wrong(self) -> np.ndarray:
         """(N, K) keypoints outside the PCK radius."""
@@ -63,20 +70,16 @@ def load_run_analysis(run_dir: str | Path, log: Log | None = None) -> RunAnalysi
     log = log or Log(quiet=True)
     run = RunDir.open(run_dir)
     cfg, schema = run.cfg, run.schema
-    oof_path = run.require("oof.csv")
+    oof_path = run.require(OOF)
     samples, _ = load_training_data(cfg, log)
-    oof = read_scored_csv(oof_path, schema)
+    oof = run.read_oof()
     fold_of = dict(zip((s.key for s in samples), run.assignment(samples), strict=True))
     kept = [s for s in samples if s.key in oof]
     if not kept:
         raise UserError("oof.csv matches none of the run's training samples", path=oof_path)
-    histories = {}
-    for k in range(cfg.train.folds):
-        h = run_dir / f"fold{k}" / "history.csv"
-        if h.is_file():
-            with open(h, newline="", encoding="utf-8") as f:
-                histories[k] = list(csv.DictReader(f))
-    alpha = cfg.eval.pck_torso[0] if cfg.eval.pck_torso else 0.35
+    histories = {k: h for k in range(cfg.train.folds) if (h := run.history(k)) is not None}
+    torso = schema.pck_pair is not None and bool(cfg.eval.pck_torso)
+    kind, alpha = ("torso", cfg.eval.pck_torso[0]) if torso else ("bbox", cfg.eval.pck_bbox[0])
     return RunAnalysis(
         run_dir=run_dir,
         cfg=cfg,
@@ -85,8 +88,9 @@ def load_run_analysis(run_dir: str | Path, log: Log | None = None) -> RunAnalysi
         pred=np.stack([oof[s.key] for s in kept]),
         folds=np.array([fold_of.get(s.key, -1) for s in kept]),
         histories=histories,
+        kind=kind,
         alpha=alpha,
-        best_metric=run.best_metric,
+        best_metric=selection_metric(cfg, schema),
     )
 
 
@@ -104,14 +108,12 @@ def per_keypoint_visibility(ra: RunAnalysis) -> dict[str, dict[str, float]]:
 
 def worst_joint_heatmaps(ra: RunAnalysis, index: int, joints: list[int]) -> dict[str, np.ndarray]:
     """Heatmaps (flip-averaged probabilities) of the sample's own fold model for the listed joints."""
-    from cattlepose.codec import HeatmapCodec
-
     fold = int(ra.folds[index])
     run = RunDir(ra.run_dir, ra.cfg, ra.schema)
-    if fold < 0 or not (run.fold_dir(fold) / "best.pt").is_file():
+    if fold < 0 or not run.checkpoint(fold).is_file():
         return {}
     device = torch.device("cpu")
-    model = run.load_model(fold, device)
+    model = load_fold_model(run, fold, device)
     ens = Ensemble([model], HeatmapCodec.from_config(ra.cfg), ra.schema, ra.cfg, device, [fold])
     item = CropDataset([ra.samples[index]], ra.cfg.model.input_size)[0]
     probs = ensemble_probs(ens, item["image"][None], flip=ra.cfg.infer.flip)[0][0].numpy()
@@ -127,8 +129,8 @@ def gallery(ra: RunAnalysis, out_dir: Path, n: int = 12, heatmaps: int = 3) -> l
         order = np.argsort(-np.nan_to_num(ne[i], nan=-1.0))[:heatmaps]
         maps = worst_joint_heatmaps(ra, int(i), [int(k) for k in order])
         title = f"{s.image.name}  fold {ra.folds[i]}  mean err {np.nanmean(ne[i]):.2f} torso"
-        fig = viz.failure_card(load_image(s.image), s.keypoints, ra.pred[i], wrong[i], ra.schema, title, maps)
-        paths.append(viz.save(fig, out_dir / f"worst_{rank:02d}.png"))
+        fig = figures.failure_card(load_image(s.image), s.keypoints, ra.pred[i], wrong[i], ra.schema, title, maps)
+        paths.append(figures.save(fig, out_dir / f"worst_{rank:02d}.png"))
     return paths
 
 
@@ -149,7 +151,7 @@ def compute_tables(ra: RunAnalysis) -> dict[str, Any]:
             ra.pred,
             ra.samples,
             ra.schema,
-            min_separation=SWAP_MIN_SEPARATION * analysis.normalisers(ra.samples, ra.schema),
+            min_separation=SWAP_MIN_SEPARATION * pck_normaliser(ra.samples, ra.schema, ra.kind),
         ),
         "sizes": sizes,
     }
@@ -163,21 +165,21 @@ def build_report(run_dir: str | Path, n_worst: int = 12, log: Log | None = None)
     t = compute_tables(ra)
     metric = ra.best_metric
     figs = {
-        "learning_curves.png": viz.learning_curves(ra.histories, metric),
-        "per_keypoint.png": viz.per_keypoint_bars(t["per_keypoint"], ra.alpha),
-        "visibility.png": viz.visibility_bars(t["visibility"], t["per_keypoint_visibility"], ra.alpha),
-        "occluded_fraction.png": viz.binned_bars(
+        "learning_curves.png": figures.learning_curves(ra.histories, metric),
+        "per_keypoint.png": figures.per_keypoint_bars(t["per_keypoint"], ra.alpha),
+        "visibility.png": figures.visibility_bars(t["visibility"], t["per_keypoint_visibility"], ra.alpha),
+        "occluded_fraction.png": figures.binned_bars(
             t["by_occluded_fraction"], "share of the image's keypoints occluded", f"PCK@{ra.alpha:g} by occlusion"
         ),
-        "error_vs_size.png": viz.error_vs_size(t["sizes"], ra.norm_err),
-        "swap_rates.png": viz.swap_bars(t["swap_rates"]),
+        "error_vs_size.png": figures.error_vs_size(t["sizes"], ra.norm_err),
+        "swap_rates.png": figures.swap_bars(t["swap_rates"]),
     }
     if t["by_crop_size"]:
-        figs["pck_by_size.png"] = viz.binned_bars(
+        figs["pck_by_size.png"] = figures.binned_bars(
             t["by_crop_size"], "crop size (px)", f"PCK@{ra.alpha:g} by crop size", fmt="{:.0f}"
         )
     for name, fig in figs.items():
-        viz.save(fig, out / name)
+        figures.save(fig, out / name)
     with log.task("gallery", total=None):
         cards = gallery(ra, out, n=n_worst)
     page = out / "index.html"
@@ -194,7 +196,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _html(ra: RunAnalysis, t: dict[str, Any], figures: list[str], cards: list[str]) -> str:
+def _html(ra: RunAnalysis, t: dict[str, Any], figure_files: list[str], cards: list[str]) -> str:
     a = ra.alpha
     vis = t["visibility"]
     kp_rows = [
@@ -205,7 +207,8 @@ def _html(ra: RunAnalysis, t: dict[str, Any], figures: list[str], cards: list[st
     worst = sorted(kp_rows, key=lambda r: np.nan_to_num(r[3], nan=2.0))[:3]
     swaps = sorted(t["swap_rates"], key=lambda r: -np.nan_to_num(r.rate))
     findings = [
-        f"Out-of-fold PCK@{a:g}: {t['overall_pck']:.3f} over {len(ra.samples)} images.",
+        f"Out-of-fold PCK@{a:g} ({'torso' if ra.kind == 'torso' else 'box'}, cv.json {ra.pck_name}): "
+        f"{t['overall_pck']:.3f} over {len(ra.samples)} images.",
         f"Visible keypoints {vis['visible'][f'pck@{a:g}']:.3f} (n={vis['visible']['count']}) vs occluded "
         f"{vis['occluded'][f'pck@{a:g}']:.3f} (n={vis['occluded']['count']}).",
         "Hardest keypoints when occluded: " + ", ".join(f"{r[0]} ({r[3]:.2f})" for r in worst) + ".",
@@ -231,7 +234,7 @@ def _html(ra: RunAnalysis, t: dict[str, Any], figures: list[str], cards: list[st
             [[f"{r['lo']:.2f}–{r['hi']:.2f}", r["images"], r["pck"]] for r in t["by_occluded_fraction"]],
         ),
     ]
-    parts += [f"<h2>{html.escape(f[:-4].replace('_', ' '))}</h2><img src='{f}'>" for f in figures]
+    parts += [f"<h2>{html.escape(f[:-4].replace('_', ' '))}</h2><img src='{f}'>" for f in figure_files]
     parts.append("<h2>Worst out-of-fold images</h2><p>Ground truth: visible ●, occluded ○; prediction: blue dot, "
                  "wrong (outside the PCK radius) ×; then the heatmaps of the worst joints.</p>")  # fmt: skip
     parts += [f"<img src='{c}'>" for c in cards]

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cattlepose.errors import UserError
+from cattlepose.core.errors import UserError
 
 if TYPE_CHECKING:
-    from cattlepose.config import Config
+    from cattlepose.core.config import Config
 
 _LOG_FLOOR = 1e-10  # relative to each map's maximum: keeps log() finite far from the peak
 
@@ -123,19 +123,24 @@ class HeatmapCodec:
         (h, w), (hh, wh) = self.input_size, self.heatmap_size
         return np.array([(wh - 1) / max(w - 1, 1), (hh - 1) / max(h - 1, 1)])
 
-    def to_heatmap(self, xy: np.ndarray) -> np.ndarray:
-        """Input pixels -> heatmap pixels, (..., 2)."""
-        xy = np.asarray(xy, dtype=np.float64)
+    def to_heatmap(self, xy: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Input pixels -> heatmap pixels, (..., 2); numpy (as float64) or a tensor (in its dtype, on its device)."""
+        xy = xy if isinstance(xy, torch.Tensor) else np.asarray(xy, dtype=np.float64)
         if self.kind == "udp":
-            return xy * self._ratio()
+            return xy * self._scale_like(xy)
         return (xy + 0.5) / self.stride - 0.5
 
-    def to_input(self, uv: np.ndarray) -> np.ndarray:
-        """Heatmap pixels -> input pixels, (..., 2)."""
-        uv = np.asarray(uv, dtype=np.float64)
+    def to_input(self, uv: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Heatmap pixels -> input pixels, (..., 2): the inverse of `to_heatmap`."""
+        uv = uv if isinstance(uv, torch.Tensor) else np.asarray(uv, dtype=np.float64)
         if self.kind == "udp":
-            return uv / self._ratio()
+            return uv / self._scale_like(uv)
         return (uv + 0.5) * self.stride - 0.5
+
+    def _scale_like(self, like: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        if isinstance(like, torch.Tensor):
+            return torch.tensor(self._ratio(), dtype=like.dtype, device=like.device)
+        return self._ratio()
 
     # ------------------------------------------------------------------------------------------ encode
     def encode_batch(self, kps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,12 +154,7 @@ class HeatmapCodec:
         """
         kps = kps.float()
         hh, wh = self.heatmap_size
-        if self.kind == "udp":
-            ratio = torch.tensor(self._ratio(), dtype=torch.float32, device=kps.device)
-            uv = kps[..., :2] * ratio
-        else:
-            uv = (kps[..., :2] + 0.5) / self.stride - 0.5
-        u, v = uv.unbind(-1)
+        u, v = self.to_heatmap(kps[..., :2]).unbind(-1)
         finite = torch.isfinite(u) & torch.isfinite(v)
         inside = finite & (u >= -0.5) & (u <= wh - 0.5) & (v >= -0.5) & (v <= hh - 0.5)
         weights = ((kps[..., 2] > 0) & inside).float()

@@ -27,41 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.schema import KeypointSchema
+from cattlepose.core.errors import UserError
+from cattlepose.core.schema import KeypointSchema
+from cattlepose.data.records import Sample, animal_region
+from cattlepose.metrics.names import OKS_KEYS, metric_names, pck_key
 
 VISIBILITY_SPLITS = {"visible": 2, "occluded": 1}
-OKS_KEYS = ("oks_ap", "oks_ap50", "oks_ap75", "oks_ar")
-LOWER_IS_BETTER = ("rmse", "median_error", "mean_error", "loss")
-
-
-def pck_key(kind: str, a: float) -> str:
-    """`pck_torso@0.35`, `pck_bbox@0.1`: the metric's name for threshold `a`."""
-    return f"pck_{kind}@{a:g}"
-
-
-def metric_names(schema: KeypointSchema, pck_torso: Sequence[float], pck_bbox: Sequence[float]) -> list[str]:
-    """The keys of `evaluate(...)["overall"]`, in order: PCK (torso only where the schema names a torso pair),
-    OKS, pixel errors. Known before any prediction exists, so a run can check its settings at start."""
-    torso = [pck_key("torso", a) for a in pck_torso] if schema.pck_pair is not None else []
-    return [*torso, *(pck_key("bbox", a) for a in pck_bbox), *OKS_KEYS, "rmse", "median_error", "mean_error"]
-
-
-def selection_metric(wanted: str, schema: KeypointSchema, pck_torso: Sequence[float], pck_bbox: Sequence[float]) -> str:
-    """The metric that picks a run's best epoch (`train.best_metric`), with `auto` resolved: PCK@0.35 of the
-    torso where the schema names a torso pair, OKS AP otherwise. One this schema and these thresholds cannot
-    produce is a UserError, raised before any training step."""
-    names = metric_names(schema, pck_torso, pck_bbox)
-    if wanted == "auto":
-        return "pck_torso@0.35" if "pck_torso@0.35" in names else "oks_ap"
-    if wanted not in names:
-        why = " (the schema names no torso pair: set pck_normalizer in it)" if wanted.startswith("pck_torso") else ""
-        raise UserError(
-            f"'{wanted}' is not a validation metric of this run{why}; choose auto or one of {', '.join(names)}",
-            field="train.best_metric",
-        )
-    return wanted
 
 
 def evaluate(
@@ -177,31 +148,37 @@ def torso_normaliser(gt: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
 
 
 def box_normaliser(samples: Sequence[Sample], gt: np.ndarray) -> np.ndarray:
-    """(N,) max(w, h) of the box, else of the image, else of the labelled keypoints' extent; NaN when zero."""
-    out = np.full(len(samples), np.nan)
-    for i, s in enumerate(samples):
-        w, h = _extent(s, gt[i])
-        if max(w, h) > 0:
-            out[i] = max(w, h)
-    return out
+    """(N,) the long side of each animal's region (`_region`); NaN when it is zero."""
+    sides = np.array([max(_region(s, gt[i])[2:]) for i, s in enumerate(samples)], dtype=np.float64)
+    return np.where(sides > 0, sides, np.nan)
+
+
+def pck_normaliser(samples: Sequence[Sample], schema: KeypointSchema, kind: str) -> np.ndarray:
+    """(N,) the length PCK of `kind` ("torso" or "bbox") divides errors by; NaN where an animal has none (it is
+    then left out of that PCK). The one definition every PCK of the project uses."""
+    gt = np.stack([s.keypoints for s in samples]) if samples else np.zeros((0, schema.num_keypoints, 3))
+    if kind == "bbox":
+        return box_normaliser(samples, gt)
+    if kind == "torso" and schema.pck_pair is not None:
+        return torso_normaliser(gt, schema.pck_pair)
+    raise ValueError(f"no {kind} normaliser for schema {schema.name}")
 
 
 def object_area(s: Sample, gt: np.ndarray) -> float:
-    """OKS scale s²: box area, else image area (whole-image crop), else the labelled keypoints' extent area."""
-    w, h = _extent(s, gt)
-    return float(w * h)
+    """OKS scale s²: the area of the animal's region (`_region`)."""
+    region = _region(s, gt)
+    return float(region[2] * region[3])
 
 
-def _extent(s: Sample, gt: np.ndarray) -> tuple[float, float]:
-    if s.bbox is not None:
-        return float(s.bbox[2]), float(s.bbox[3])
-    if s.width and s.height:
-        return float(s.width), float(s.height)
+def _region(s: Sample, gt: np.ndarray) -> np.ndarray:
+    """The animal's region (`records.animal_region`: its box or the whole image), or, where neither is known,
+    the extent of its labelled keypoints (an in-memory sample without an image size)."""
+    region = animal_region(s.bbox, s.width, s.height)
+    if region is not None:
+        return region
     xy = gt[gt[:, 2] > 0, :2]
-    if len(xy) == 0:
-        return 0.0, 0.0
-    w, h = xy.max(axis=0) - xy.min(axis=0)
-    return float(w), float(h)
+    w, h = (xy.max(axis=0) - xy.min(axis=0)) if len(xy) else (0.0, 0.0)
+    return np.array([0.0, 0.0, float(w), float(h)])
 
 
 def _summary(dist: np.ndarray, mask: np.ndarray, pck: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
@@ -236,11 +213,7 @@ def oks_metrics(
     for i, s in enumerate(samples):
         image_id = i + 1
         area = object_area(s, gt[i])
-        if s.bbox is not None:
-            box = [float(v) for v in s.bbox]
-        else:
-            w, h = _extent(s, gt[i])
-            box = [0.0, 0.0, w, h]
+        box = [float(v) for v in _region(s, gt[i])]
         images.append({"id": image_id, "width": s.width or 0, "height": s.height or 0})
         anns.append(
             {

@@ -14,13 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cattlepose.codec import HeatmapCodec
-from cattlepose.config import Config
+from cattlepose.core.config import Config
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import atomic_open
+from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.dataset import KeypointDataset
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.io import atomic_open
-from cattlepose.schema import KeypointSchema
+from cattlepose.models.codec import HeatmapCodec
 
 UPSCALE = 2  # crops are 128-256 px; twice that keeps the markers legible
 _LEFT, _RIGHT, _MID = (60, 140, 255), (255, 70, 60), (80, 220, 80)

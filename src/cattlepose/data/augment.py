@@ -29,7 +29,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from cattlepose.config import AugmentConfig
+from cattlepose.core.config import AugmentConfig
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cattlepose.backbones import BACKBONES
-from cattlepose.errors import UserError
+from cattlepose.core.backbones import BACKBONES, PsaLayout
+from cattlepose.core.errors import UserError
 
 
 class _Section(BaseModel):
@@ -41,7 +41,7 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     backbone: str = "hrnet_w18_small"  # one of backbones.BACKBONES
-    psa: Literal["none", "parallel", "sequential"] = "parallel"
+    psa: PsaLayout = "parallel"
     # null | timm | PATH: a .pth / .safetensors file, a cattlepose checkpoint or run directory (any schema: the
     # backbone loads, head channels map by keypoint name)
     pretrained: str | None = None

@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from cattlepose.analysis import SwapRate
-from cattlepose.io import atomic_path
-from cattlepose.schema import KeypointSchema
+from cattlepose.core.files import atomic_path
+from cattlepose.core.schema import KeypointSchema
+from cattlepose.report.analysis import SwapRate
 
 VISIBLE, OCCLUDED, WRONG = "#2ca02c", "#ff7f0e", "#d62728"
 

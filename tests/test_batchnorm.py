@@ -1,4 +1,4 @@
-"""Folding eval-mode batch norm into the convolutions must not change what the model computes."""
+"""Fusing eval-mode batch norm into the convolutions must not change what the model computes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from cattlepose.config import ModelConfig
-from cattlepose.models import build_model
-from cattlepose.models.fold_bn import fold_batchnorm
+from cattlepose.core.config import ModelConfig
+from cattlepose.models.batchnorm import fuse_batchnorm
+from cattlepose.models.build import build_model
 
 
 def _randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
@@ -31,7 +31,7 @@ def test_folded_model_computes_the_same_logits(psa):
     with torch.inference_mode():
         before = model(x)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    folded = fold_batchnorm(model)
+    folded = fuse_batchnorm(model)
     with torch.inference_mode():
         after = model(x)
         after_cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
@@ -45,4 +45,17 @@ def test_folded_model_computes_the_same_logits(psa):
 def test_folding_refuses_a_model_in_training_mode():
     model = build_model(ModelConfig(psa="none", input_size=(64, 64)), 17).train()
     with pytest.raises(ValueError, match="eval mode"):
-        fold_batchnorm(model)
+        fuse_batchnorm(model)
+
+
+def test_fusion_is_the_batch_norm_arithmetic():
+    """torch's fuse_conv_bn_weights gives the textbook fold: w * g / sqrt(var + eps), (b - mean) * ... + beta."""
+    gen = torch.Generator().manual_seed(1)
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4)).eval()
+    _randomise_bn(seq, gen)
+    bn = seq[1]
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    want_w = seq[0].weight.detach() * scale.view(-1, 1, 1, 1)
+    want_b = bn.bias.detach() - bn.running_mean * scale
+    assert fuse_batchnorm(seq) == 1 and isinstance(seq[1], nn.Identity)
+    assert torch.allclose(seq[0].weight, want_w, atol=1e-7) and torch.allclose(seq[0].bias, want_b, atol=1e-7)

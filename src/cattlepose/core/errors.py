@@ -22,3 +22,9 @@ class UserError(Exception):
             where.append(f"field '{self.field}'")
         prefix = ": ".join([", ".join(where)]) + ": " if where else ""
         return f"{prefix}{self.message}"
+
+
+def first_line(e: BaseException) -> str:
+    """The first sentence of an exception's message, for a one-paragraph error (torch's run to a paragraph)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.split(". ")[0].rstrip(".")

@@ -1,4 +1,4 @@
-"""Submission writers (wide CSV, ADK JSON, COCO results), their reader, and the CSV validator.
+"""Submission files: the writers (wide CSV, ADK JSON, COCO results) and their reader; `validate.py` checks them.
 
 - CSV: `image, <kp>_x, <kp>_y, ...` in schema order, or, given a sample-submission template, exactly its
   columns and its row order. The template's first column names the image; the others must be `<kp>_x` /
@@ -21,14 +21,21 @@ from typing import Any
 
 import numpy as np
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import atomic_open, write_json
+from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.formats.common import load_json
-from cattlepose.data.formats.csv import format_number, parse_number, read_rows
+from cattlepose.data.formats.wide_csv import format_coord, parse_number, read_rows
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.io import atomic_open, write_json
-from cattlepose.schema import KeypointSchema
 
-FORMATS = ("csv", "adk-json", "coco")
+SUBMISSION_FORMATS = ("csv", "adk-json", "coco")
+
+
+def check_format(fmt: str, field: str = "--format") -> str:
+    """`fmt` when it is one of SUBMISSION_FORMATS, else a UserError listing them."""
+    if fmt not in SUBMISSION_FORMATS:
+        raise UserError(f"unknown format '{fmt}'; use one of {', '.join(SUBMISSION_FORMATS)}", field=field)
+    return fmt
 
 
 def write_predictions(
@@ -40,11 +47,9 @@ def write_predictions(
     template: Path | None = None,
     latency: float = 0.0,
 ) -> None:
-    """Predictions (Sample.key -> (K, 3) x, y, score) in one of FORMATS. CSV and ADK JSON hold one animal per
+    """Predictions (Sample.key -> (K, 3) x, y, score) in one of SUBMISSION_FORMATS. CSV and ADK JSON hold one animal per
     image (rows by file name); COCO results keep every animal under its image id."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}", field="--format")
-    if fmt == "coco":
+    if check_format(fmt) == "coco":
         image_ids = {s.key: _coco_image_id(s, i) for i, s in enumerate(samples)}
         write_coco_results(path, preds, image_ids, scores={k: float(v[:, 2].mean()) for k, v in preds.items()})
         return
@@ -81,14 +86,14 @@ def write_csv(
     Every template image needs a prediction (a UserError lists the missing ones); predictions for images the
     template does not list are left out with a warning.
     """
-    arrays = {k: _check_pred(k, v, schema.num_keypoints) for k, v in preds.items()}
+    arrays = {k: check_prediction(k, v, schema.num_keypoints) for k, v in preds.items()}
     if template is None:
         head = csv_header(schema)
         rows = [[name] + [format_coord(c) for c in arr[:, :2].reshape(-1)] for name, arr in arrays.items()]
     else:
         head, ids = _read_template(template, schema)
-        lookup = _name_lookup(arrays)
-        missing = [i for i in ids if _find(lookup, i) is None]
+        lookup = name_lookup(arrays)
+        missing = [i for i in ids if find_name(lookup, i) is None]
         if missing:
             raise UserError(
                 f"no prediction for {len(missing)} template image(s): {', '.join(missing[:5])}"
@@ -96,7 +101,7 @@ def write_csv(
                 path=template,
                 field=head[0],
             )
-        used = {_find(lookup, i) for i in ids}
+        used = {find_name(lookup, i) for i in ids}
         extra = [k for k in arrays if k not in used]
         if extra:
             warnings.warn(
@@ -107,47 +112,12 @@ def write_csv(
         index = {c: schema.keypoints.index(c[:-2]) for c in head[1:]}
         rows = []
         for i in ids:
-            arr = arrays[_find(lookup, i)]  # type: ignore[index]
+            arr = arrays[find_name(lookup, i)]  # type: ignore[index]
             rows.append([i] + [format_coord(arr[index[c], 0 if c.endswith("_x") else 1]) for c in head[1:]])
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(head)
         w.writerows(rows)
-
-
-def write_scored_csv(
-    path: str | Path, preds: Mapping[str, np.ndarray], images: Mapping[str, str], schema: KeypointSchema,
-    exact: bool = False,
-) -> None:  # fmt: skip
-    """Predictions with keypoint scores, one row per animal: `key, image, <kp>_x, <kp>_y, <kp>_score, ...`
-    (out-of-fold predictions). `exact`: numbers that read back bit for bit (files handed between processes)
-    instead of 1/1000 px."""
-    fmt = format_number if exact else format_coord
-    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "image"] + [f"{n}_{c}" for n in schema.keypoints for c in ("x", "y", "score")])
-        for key, arr in preds.items():
-            w.writerow([key, images[key]] + [fmt(v) for v in _check_pred(key, arr, schema.num_keypoints).reshape(-1)])
-
-
-def read_scored_csv(path: str | Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
-    """`write_scored_csv`'s file back: key -> (K, 3) x, y, score."""
-    head, body = read_rows(path)
-    expected = 2 + 3 * schema.num_keypoints
-    if len(head) != expected or head[:2] != ["key", "image"]:
-        raise UserError(f"expected key, image and x, y, score of {schema.num_keypoints} keypoints", path=path)
-    out = {}
-    for row, cells in body:
-        if len(cells) != expected:
-            raise UserError(f"{len(cells)} cells, expected {expected}", path=path, field=f"row {row}")
-        values = [parse_number(c, path, row, head[i + 2]) for i, c in enumerate(cells[2:])]
-        out[cells[0]] = np.asarray(values, dtype=np.float64).reshape(schema.num_keypoints, 3)
-    return out
-
-
-def format_coord(v: float) -> str:
-    """Coordinates to 1/1000 px: far below any metric's resolution, and it keeps the file readable."""
-    return format_number(round(float(v), 3))
 
 
 def write_adk_json(
@@ -163,7 +133,7 @@ def write_adk_json(
         raise UserError(f"latency {latency!r} must be a finite number of seconds >= 0", field="latency")
     anns = []
     for i, (key, raw) in enumerate(preds.items(), start=1):
-        arr = _check_pred(key, raw, schema.num_keypoints)
+        arr = check_prediction(key, raw, schema.num_keypoints)
         if key not in image_paths:
             raise UserError(f"no image path for prediction '{key}'", field="image_paths")
         joints = [[_plain_num(x), _plain_num(y)] for x, y in arr[:, :2]]
@@ -182,7 +152,7 @@ def write_coco_results(
     detection score is `scores[key]`, else the mean keypoint score."""
     out = []
     for key, raw in preds_by_key.items():
-        arr = _check_pred(key, raw, None)
+        arr = check_prediction(key, raw, None)
         if key not in image_ids:
             raise UserError(f"no COCO image id for prediction '{key}'", field="image_ids")
         kps = arr if arr.shape[1] == 3 else np.concatenate([arr, np.ones((len(arr), 1))], axis=1)
@@ -200,7 +170,8 @@ def write_coco_results(
     write_json(path, out, indent=None)
 
 
-def _check_pred(key: str, raw: Any, k: int | None) -> np.ndarray:
+def check_prediction(key: str, raw: Any, k: int | None) -> np.ndarray:
+    """One animal's prediction as a (K, 2|3) float array, its shape and finiteness checked."""
     arr = np.asarray(raw, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] not in (2, 3) or (k is not None and arr.shape[0] != k):
         want = f"({k}, 2) or ({k}, 3)" if k is not None else "(K, 2) or (K, 3)"
@@ -234,7 +205,7 @@ def _read_template(template: Path, schema: KeypointSchema) -> tuple[list[str], l
     return head, ids
 
 
-def _name_lookup(keys: Mapping[str, Any] | Sequence[str]) -> dict[str, str]:
+def name_lookup(keys: Mapping[str, Any] | Sequence[str]) -> dict[str, str]:
     """Every spelling of an image key (as given, base name, stem) -> the key; first key wins a clash."""
     out: dict[str, str] = {}
     for key in keys:
@@ -244,7 +215,7 @@ def _name_lookup(keys: Mapping[str, Any] | Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _find(lookup: Mapping[str, str], name: str) -> str | None:
+def find_name(lookup: Mapping[str, str], name: str) -> str | None:
     p = Path(name.replace("\\", "/"))
     for alias in (name, p.name, p.stem):
         if alias in lookup:
@@ -269,14 +240,8 @@ def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None =
     path = Path(path)
     if not path.is_file():
         raise UserError("prediction file not found", path=path)
-    fmt = fmt or detect_prediction_format(path)
-    if fmt == "csv":
-        return _read_csv(path, schema)
-    if fmt == "adk-json":
-        return _read_adk_json(path, schema)
-    if fmt == "coco":
-        return _read_coco(path, schema)
-    raise UserError(f"unknown prediction format '{fmt}'; use one of {', '.join(FORMATS)}", field="format")
+    readers = {"csv": _read_csv, "adk-json": _read_adk_json, "coco": _read_coco}
+    return readers[check_format(fmt or detect_prediction_format(path), field="format")](path, schema)
 
 
 def _read_csv(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
@@ -357,127 +322,3 @@ def _array(raw: Any, path: Path, field: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise UserError("holds NaN or infinite values", path=path, field=field)
     return arr if arr.ndim == 2 else arr.reshape(-1, 1)
-
-
-# ---------------------------------------------------------------------------------------------- validator
-def validate_submission(
-    path: str | Path,
-    template: Path | None,
-    image_sizes: Mapping[str, tuple[int, int]] | None,
-) -> list[str]:
-    """Every problem of a submission CSV, one human-readable line each (empty list = valid).
-
-    Checked: missing, extra and reordered columns; rows missing, repeated, out of order; images the template
-    (or, given `image_sizes` (file name -> (width, height)), the image folder) does not know; empty,
-    non-numeric, NaN or infinite cells; coordinates off the image. Rows count as in a spreadsheet (header = 1).
-    """
-    path = Path(path)
-    try:
-        head, body = read_rows(path)
-    except UserError as e:
-        return [str(e)]
-    problems: list[str] = []
-    t_head: list[str] | None = None
-    t_ids: list[str] = []
-    if template is not None:
-        try:
-            t_head, t_body = read_rows(template)
-        except UserError as e:
-            return [f"template: {e}"]
-        t_ids = list(dict.fromkeys(cells[0].strip() if cells else "" for _, cells in t_body))
-        problems += _column_problems(head, t_head)
-    sizes = _name_lookup(image_sizes) if image_sizes is not None else None
-    problems += _row_problems(head, body, t_ids if template is not None else None, sizes)
-    problems += _cell_problems(head, body, sizes, image_sizes)
-    return problems
-
-
-def _row_problems(
-    head: list[str], body: list[tuple[int, list[str]]], t_ids: list[str] | None, sizes: Mapping[str, str] | None
-) -> list[str]:
-    """Rows ragged, repeated, unknown (to the template or the image folder), missing, or out of order."""
-    problems: list[str] = []
-    id_col = head[0] if head else "image"
-    ids: list[tuple[int, str]] = []
-    seen: dict[str, int] = {}
-    template_set = set(t_ids or [])
-    for row, cells in body:
-        if len(cells) != len(head):
-            problems.append(f"row {row}: has {len(cells)} cells, the header has {len(head)}")
-        name = cells[0].strip() if cells else ""
-        if not name:
-            problems.append(f"row {row}, column '{id_col}': no image name")
-            continue
-        if name in seen:
-            problems.append(f"row {row}: extra row, image '{name}' already appears in row {seen[name]}")
-            continue
-        seen[name] = row
-        if t_ids is not None and name not in template_set:
-            problems.append(f"row {row}: unknown image '{name}' (not in the template)")
-        elif sizes is not None and _find(sizes, name) is None:
-            problems.append(f"row {row}: unknown image '{name}' (not in the image folder)")
-        ids.append((row, name))
-    if t_ids is None:
-        return problems
-    problems += [f"missing row for image '{name}' (in the template)" for name in t_ids if name and name not in seen]
-    order = [name for _, name in ids if name in template_set]
-    expected = [i for i in t_ids if i in seen]
-    if order != expected:
-        k = next(j for j, (a, b) in enumerate(zip(order, expected, strict=True)) if a != b)
-        problems.append(
-            f"row {seen[order[k]]}: rows are out of order: image '{order[k]}' where the template has "
-            f"'{expected[k]}' (rows must follow the template's order)"
-        )
-    return problems
-
-
-def _cell_problems(
-    head: list[str],
-    body: list[tuple[int, list[str]]],
-    sizes: Mapping[str, str] | None,
-    image_sizes: Mapping[str, tuple[int, int]] | None,
-) -> list[str]:
-    """Cells empty, not numbers, not finite, or coordinates off the image."""
-    problems: list[str] = []
-    col = {c: i for i, c in enumerate(head)}
-    for row, cells in body:
-        name = cells[0].strip() if cells else ""
-        key = _find(sizes, name) if sizes is not None and name else None
-        size = image_sizes[key] if key is not None and image_sizes is not None else None
-        for c in head[1:]:
-            if col[c] >= len(cells):
-                continue  # reported as a short row
-            text = cells[col[c]].strip()
-            try:
-                value = float(text)
-            except ValueError:
-                what = "empty cell" if not text else f"'{text}' is not a number"
-                problems.append(f"row {row}, column '{c}': {what}")
-                continue
-            if not math.isfinite(value):
-                problems.append(f"row {row}, column '{c}': {text} is not a finite number")
-            elif size is not None and c.endswith(("_x", "_y")):
-                limit = size[0] if c.endswith("_x") else size[1]
-                if not 0 <= value <= limit:
-                    axis = "width" if c.endswith("_x") else "height"
-                    problems.append(f"row {row}, column '{c}': {text} is off the image ({axis} {limit}) of '{name}'")
-    return problems
-
-
-def _column_problems(head: list[str], t_head: list[str]) -> list[str]:
-    problems = []
-    missing = [c for c in t_head if c not in head]
-    extra = [c for c in head if c not in t_head]
-    dup = sorted({c for c in head if head.count(c) > 1})
-    if missing:
-        problems.append(f"header: missing column(s) {', '.join(missing)}")
-    if extra:
-        problems.append(f"header: extra column(s) {', '.join(extra)} (not in the template)")
-    if dup:
-        problems.append(f"header: duplicate column(s) {', '.join(dup)}")
-    common = [c for c in head if c in t_head]
-    if not dup and common != [c for c in t_head if c in head]:
-        problems.append("header: columns are in a different order than the template's")
-    elif head and t_head and head[0] != t_head[0] and not missing:
-        problems.append(f"header: the first column must be '{t_head[0]}'")
-    return problems

@@ -3,27 +3,37 @@
     runs/NAME/config.yaml  schema.yaml  folds.csv  oof.csv  cv.json
               fold{k}/best.pt  last.pt  history.csv  oof.csv  done.json
 
-Training prepares it (under a file lock, so fold-parallel processes agree), predict, collect and report open
-it. Every damaged or mismatched part is a UserError that names the file and says what to do.
+Training prepares it (under a file lock, so fold-parallel processes agree); predict, collect, report and a
+transfer from the run (`model.pretrained: RUN`) open it. Every damaged or mismatched part is a UserError that
+names the file and says what to do. Nothing else in the package knows these file names.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
-from torch import nn
 
-from cattlepose.config import Config, config_to_dict, dump_config, load_config
+from cattlepose.core.config import Config, config_to_dict, dump_config, load_config
+from cattlepose.core.errors import UserError, first_line
+from cattlepose.core.files import atomic_open, file_lock, write_json, write_text
+from cattlepose.core.schema import KeypointSchema, schema_from_dict
 from cattlepose.data.folds import assign_folds, read_folds, write_folds
+from cattlepose.data.formats.submission import check_prediction
+from cattlepose.data.formats.wide_csv import format_coord, format_number, parse_number, read_rows
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.io import file_lock, write_json, write_text
-from cattlepose.metrics import selection_metric
-from cattlepose.schema import KeypointSchema, schema_from_dict
+from cattlepose.metrics.names import lower_is_better, selection_metric
+
+CONFIG, SCHEMA, FOLDS, CV, OOF = "config.yaml", "schema.yaml", "folds.csv", "cv.json", "oof.csv"
+BEST, LAST, HISTORY, DONE = "best.pt", "last.pt", "history.csv", "done.json"  # in each fold{k}/
 
 
 @dataclass
@@ -39,9 +49,9 @@ class RunDir:
         path = Path(path)
         if not path.is_dir():
             raise UserError("run directory not found; train one with `cattlepose train --name NAME`", path=path)
-        if not (path / "config.yaml").is_file():
+        if not (path / CONFIG).is_file():
             raise UserError("not a run directory (no config.yaml); train one with `cattlepose train`", path=path)
-        return cls(path, load_config(path / "config.yaml"), _read_schema(path / "schema.yaml"))
+        return cls(path, load_config(path / CONFIG), _read_schema(path / SCHEMA))
 
     @classmethod
     def prepare(
@@ -50,7 +60,7 @@ class RunDir:
         """Create the run (config.yaml, schema.yaml, folds.csv) or check that an existing one was started with
         this config; refuses to restart a started fold without `resume`. Returns the run and each sample's fold."""
         with file_lock(path / ".lock"):
-            saved = path / "config.yaml"
+            saved = path / CONFIG
             if saved.is_file():
                 diff = _first_difference(config_to_dict(cfg), config_to_dict(load_config(saved)))
                 if diff:
@@ -58,15 +68,15 @@ class RunDir:
                     raise UserError(why, path=saved)
             else:
                 write_text(saved, dump_config(cfg))
-            if not (path / "schema.yaml").is_file():
-                write_text(path / "schema.yaml", yaml.safe_dump(schema.to_dict(), sort_keys=False))
+            if not (path / SCHEMA).is_file():
+                write_text(path / SCHEMA, yaml.safe_dump(schema.to_dict(), sort_keys=False))
             run = cls(path, cfg, schema)
             for k in folds:
-                if (run.fold_dir(k) / "last.pt").is_file() and not resume:
+                if (run.fold_dir(k) / LAST).is_file() and not resume:
                     raise UserError(
                         f"fold {k} has already started; pass --resume to continue it, or use a new --name", path=path
                     )
-            folds_csv = path / "folds.csv"
+            folds_csv = path / FOLDS
             if folds_csv.is_file():
                 return run, read_folds(folds_csv, samples)
             assignment = assign_folds(samples, cfg.train.folds, cfg.data.group_by, cfg.train.seed)
@@ -77,12 +87,6 @@ class RunDir:
     @property
     def name(self) -> str:
         return self.path.name
-
-    @property
-    def best_metric(self) -> str:
-        """The metric that picked each fold's best epoch (`train.best_metric`, `auto` resolved)."""
-        c = self.cfg
-        return selection_metric(c.train.best_metric, self.schema, c.eval.pck_torso, c.eval.pck_bbox)
 
     def fold_dir(self, k: int) -> Path:
         return self.path / f"fold{k}"
@@ -97,16 +101,16 @@ class RunDir:
 
     def assignment(self, samples: list[Sample]) -> list[int]:
         """Each sample's fold, from folds.csv (checked against the samples)."""
-        if not (self.path / "folds.csv").is_file():
+        if not (self.path / FOLDS).is_file():
             raise UserError("no folds.csv: the run never started training; train it first", path=self.path)
-        return read_folds(self.path / "folds.csv", samples)
+        return read_folds(self.path / FOLDS, samples)
 
     def done(self, k: int) -> bool:
-        return (self.fold_dir(k) / "done.json").is_file()
+        return (self.fold_dir(k) / DONE).is_file()
 
     def mark_done(self, k: int, best_metric: float | None, best_epoch: int | None, finished: float) -> None:
         info = {"best_metric": best_metric, "best_epoch": best_epoch, "finished": finished}
-        write_json(self.fold_dir(k) / "done.json", info)
+        write_json(self.fold_dir(k) / DONE, info)
 
     def unfinished(self) -> list[int]:
         return [k for k in range(self.cfg.train.folds) if not self.done(k)]
@@ -120,30 +124,30 @@ class RunDir:
         return path
 
     # ------------------------------------------------------------------------------------------ models
-    def model_folds(self, folds: list[int] | None = None, checkpoint: str = "best.pt") -> list[int]:
+    def model_folds(self, folds: list[int] | None = None, checkpoint: str = BEST) -> list[int]:
         """The folds to predict with (all of the run's by default); each must have its checkpoint."""
         chosen = list(range(self.cfg.train.folds)) if folds is None else folds
-        missing = [k for k in chosen if not (self.fold_dir(k) / checkpoint).is_file()]
+        missing = [k for k in chosen if not self.checkpoint(k, checkpoint).is_file()]
         if missing:
-            have = [k for k in range(self.cfg.train.folds) if (self.fold_dir(k) / checkpoint).is_file()]
+            have = [k for k in range(self.cfg.train.folds) if self.checkpoint(k, checkpoint).is_file()]
             raise UserError(
                 f"fold(s) {missing} have no {checkpoint}; train them "
                 f"(`{self.train_command(','.join(map(str, missing)), '--resume')}`) or predict with the others "
                 f"(--folds {','.join(map(str, have))})"
                 if have
                 else f"no fold has a {checkpoint} yet; train the run first",
-                path=self.fold_dir(missing[0]) / checkpoint,
+                path=self.checkpoint(missing[0], checkpoint),
             )
         return chosen
 
-    def load_checkpoint(self, k: int, checkpoint: str = "best.pt") -> dict[str, Any]:
+    def load_checkpoint(self, k: int, checkpoint: str = BEST) -> dict[str, Any]:
         """A fold's checkpoint, checked: readable, and trained with this run's keypoints and network."""
-        path = self.fold_dir(k) / checkpoint
+        path = self.checkpoint(k, checkpoint)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated zip, bad pickle, I/O error: torch raises many types
             raise UserError(
-                f"fold {k}'s checkpoint cannot be read: it is truncated or not a checkpoint ({_first_line(e)}); "
+                f"fold {k}'s checkpoint cannot be read: it is truncated or not a checkpoint ({first_line(e)}); "
                 f"leave the fold out with --folds, or retrain it: {self.retrain_hint(k)}",
                 path=path,
             ) from None
@@ -152,23 +156,83 @@ class RunDir:
         self._check_matches(state, path)
         return state
 
-    def load_model(self, k: int, device: torch.device, checkpoint: str = "best.pt") -> nn.Module:
-        """A fold's weights in a network built from the run's config, ready for inference."""
-        from cattlepose.engine.infer import prepare_for_inference
-        from cattlepose.models import build_model
+    def history(self, k: int) -> list[dict[str, str]] | None:
+        """A fold's history.csv rows (None when the fold has not written one)."""
+        path = self.fold_dir(k) / HISTORY
+        if not path.is_file():
+            return None
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
 
-        state = self.load_checkpoint(k, checkpoint)
-        model = build_model(self.cfg.model.model_copy(update={"pretrained": None}), self.schema.num_keypoints)
+    def best_fold(self) -> tuple[int, str]:
+        """The fold whose best.pt stands for the run (a transfer source): the best by the selection metric in
+        each fold's done.json (else cv.json's per-fold numbers), or fold 0 when that cannot be told; and a note
+        saying which and why."""
+        folds = [k for k in range(self.cfg.train.folds) if self.checkpoint(k).is_file()]
+        if not folds:
+            raise UserError("no fold{k}/best.pt in this run directory: train it first, or name a checkpoint file",
+                            path=self.path)  # fmt: skip
         try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise UserError(
-                f"its weights do not fit the network of config.yaml ({_first_line(e)}); was config.yaml edited? "
-                f"Retrain the fold: {self.retrain_hint(k)}",
-                path=self.fold_dir(k) / checkpoint,
-                field="model",
-            ) from None
-        return prepare_for_inference(model, self.cfg, device)
+            metric: str | None = selection_metric(self.cfg, self.schema)
+        except UserError:
+            metric = None
+        scores = self._fold_scores(folds, metric) if metric else None
+        if len(folds) > 1 and metric and scores is not None:
+            best = (min if lower_is_better(metric) else max)(folds, key=lambda k: scores[k])
+            return best, f"fold {best}, the best {metric} of {len(folds)} folds"
+        first = 0 if 0 in folds else folds[0]
+        return first, f"fold {first}, {'the only fold' if len(folds) == 1 else 'no per-fold score to choose by'}"
+
+    def _fold_scores(self, folds: list[int], metric: str) -> dict[int, float] | None:
+        """Each fold's selection score from done.json, else cv.json; None unless every fold has a finite one."""
+        per_fold = (_read_json(self.path / CV) or {}).get("folds")
+        scores: dict[int, float] = {}
+        for k in folds:
+            value = (_read_json(self.fold_dir(k) / DONE) or {}).get("best_metric")
+            if not _finite(value) and isinstance(per_fold, dict):
+                value = (per_fold.get(str(k)) or {}).get(metric)
+            if _finite(value):
+                scores[k] = float(value)
+        return scores if len(scores) == len(folds) else None
+
+    def checkpoint(self, k: int, name: str = BEST) -> Path:
+        return self.fold_dir(k) / name
+
+    def write_cv(self, report: dict[str, Any]) -> None:
+        write_json(self.path / CV, report)
+
+    # ------------------------------------------------------------------------------------------ out of fold
+    def oof_path(self, k: int | None = None) -> Path:
+        """fold{k}/oof.csv (a fold's held-out predictions), or the run's oof.csv (all of them) for None."""
+        return (self.path if k is None else self.fold_dir(k)) / OOF
+
+    def write_oof(self, preds: Mapping[str, np.ndarray], images: Mapping[str, str], k: int | None = None) -> None:
+        """Predictions with keypoint scores, one row per animal: `key, image, <kp>_x, <kp>_y, <kp>_score, ...`.
+        A fold's file holds numbers that read back bit for bit (the hand-over to a later `--collect`); the
+        run's, coordinates to 1/1000 px."""
+        fmt = format_number if k is not None else format_coord
+        k_points = self.schema.num_keypoints
+        with atomic_open(self.oof_path(k), "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["key", "image"] + [f"{n}_{c}" for n in self.schema.keypoints for c in ("x", "y", "score")])
+            for key, arr in preds.items():
+                w.writerow([key, images[key]] + [fmt(v) for v in check_prediction(key, arr, k_points).reshape(-1)])
+
+    def read_oof(self, k: int | None = None) -> dict[str, np.ndarray]:
+        """`write_oof`'s file back: key -> (K, 3) x, y, score."""
+        path = self.oof_path(k)
+        head, body = read_rows(path)
+        k_points = self.schema.num_keypoints
+        expected = 2 + 3 * k_points
+        if len(head) != expected or head[:2] != ["key", "image"]:
+            raise UserError(f"expected key, image and x, y, score of {k_points} keypoints", path=path)
+        out = {}
+        for row, cells in body:
+            if len(cells) != expected:
+                raise UserError(f"{len(cells)} cells, expected {expected}", path=path, field=f"row {row}")
+            values = [parse_number(c, path, row, head[i + 2]) for i, c in enumerate(cells[2:])]
+            out[cells[0]] = np.asarray(values, dtype=np.float64).reshape(k_points, 3)
+        return out
 
     def _check_matches(self, state: dict[str, Any], path: Path) -> None:
         names = (state.get("schema") or {}).get("keypoints")
@@ -206,7 +270,7 @@ def _read_schema(path: Path) -> KeypointSchema:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read the run's schema ({_first_line(e)})", path=path) from None
+        raise UserError(f"cannot read the run's schema ({first_line(e)})", path=path) from None
     return schema_from_dict(raw, path)
 
 
@@ -220,10 +284,18 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     return None if a == b else f"{prefix[:-1]} ({b!r} in the run, {a!r} now)"
 
 
-def _first_line(e: BaseException) -> str:
-    """The first sentence of an exception's message (torch's run to a paragraph)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text.split(". ")[0].rstrip(".")
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A small metadata file of the run (done.json, cv.json) as a mapping, or None when it is absent or damaged:
+    these only refine which fold is chosen."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _diff(a: list[str], b: tuple[str, ...]) -> str:

@@ -17,18 +17,13 @@ Weights are loaded by ``cattlepose.models.pretrained``; the timm key names survi
 
 from __future__ import annotations
 
-from typing import Literal
-
 import timm
 import torch
 from timm.models.resnet import BasicBlock
 from torch import nn
 
-from cattlepose.backbones import BACKBONES
+from cattlepose.core.backbones import BACKBONES, PSA_LAYOUTS, PsaLayout
 from cattlepose.models.psa import PolarizedSelfAttention
-
-PSA_LAYOUTS = ("none", "parallel", "sequential")
-PsaMode = Literal["none", "parallel", "sequential"]
 
 
 def create_backbone(name: str) -> nn.Module:
@@ -49,7 +44,7 @@ def prune_unused_fuse(backbone: nn.Module) -> int:
     return removed
 
 
-def insert_psa(backbone: nn.Module, layout: PsaMode) -> list[str]:
+def insert_psa(backbone: nn.Module, layout: PsaLayout) -> list[str]:
     """Put PSA into the `aa` slot of every BasicBlock of stages 2-4; returns the names of the blocks changed."""
     if layout == "none":
         return []
@@ -67,7 +62,7 @@ def insert_psa(backbone: nn.Module, layout: PsaMode) -> list[str]:
 class PoseHRNet(nn.Module):
     """(N, 3, H, W) ImageNet-normalised images -> (N, K, H/4, W/4) heatmap logits."""
 
-    def __init__(self, backbone: str, num_keypoints: int, psa: PsaMode = "parallel"):
+    def __init__(self, backbone: str, num_keypoints: int, psa: PsaLayout = "parallel"):
         super().__init__()
         if psa not in PSA_LAYOUTS:
             raise ValueError(f"psa must be one of {PSA_LAYOUTS}, not {psa!r}")

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from cattlepose.core.errors import UserError
+from cattlepose.core.files import atomic_open
+from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.formats.common import check_box, image_root, resolve_inside, validate_samples
 from cattlepose.data.images import image_size
 from cattlepose.data.records import Sample
-from cattlepose.errors import UserError
-from cattlepose.io import atomic_open
-from cattlepose.schema import KeypointSchema
 
 IMAGE_COLUMN = "image"
 SIZE_COLUMNS = ("width", "height")
@@ -211,3 +211,8 @@ def format_number(v: float) -> str:
     """Integers without a decimal point, other values in the shortest text that reads back exactly."""
     f = float(v)
     return str(int(f)) if f.is_integer() else repr(f)
+
+
+def format_coord(v: float) -> str:
+    """Coordinates to 1/1000 px: far below any metric's resolution, and it keeps the file readable."""
+    return format_number(round(float(v), 3))

@@ -1,4 +1,4 @@
-"""Failure analysis numbers: where and how predictions go wrong. Pure numpy; figures live in viz.py.
+"""Failure analysis numbers: where and how predictions go wrong. Pure numpy; figures live in figures.py.
 
 Every function takes predictions as an (N, K, 2+) array aligned with a list of Samples, so the report and the
 notebook compute the same numbers from the same out-of-fold file.
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.records import Sample
-from cattlepose.schema import KeypointSchema
+from cattlepose.metrics.keypoints import pck_normaliser
 
 
 def stack_truth(samples: Sequence[Sample]) -> np.ndarray:
@@ -27,27 +28,15 @@ def errors_px(pred: np.ndarray, samples: Sequence[Sample]) -> np.ndarray:
     return np.where(gt[..., 2] > 0, err, np.nan)
 
 
-def normalisers(samples: Sequence[Sample], schema: KeypointSchema) -> np.ndarray:
-    """(N,) torso length when the schema has a torso pair and both ends are labelled, else the crop's long side."""
-    out = np.empty(len(samples))
-    for i, s in enumerate(samples):
-        if schema.pck_pair is not None:
-            a, b = s.keypoints[list(schema.pck_pair)]
-            if a[2] > 0 and b[2] > 0 and np.linalg.norm(a[:2] - b[:2]) > 0:
-                out[i] = np.linalg.norm(a[:2] - b[:2])
-                continue
-        out[i] = crop_size(s)
-    return out
-
-
 def crop_size(s: Sample) -> float:
     box = s.crop_box()
     return float(max(box[2], box[3]))
 
 
-def normalised_errors(pred: np.ndarray, samples: Sequence[Sample], schema: KeypointSchema) -> np.ndarray:
-    """(N, K) error divided by the PCK normaliser: PCK@a is the fraction of these <= a."""
-    return errors_px(pred, samples) / normalisers(samples, schema)[:, None]
+def normalised_errors(pred: np.ndarray, samples: Sequence[Sample], schema: KeypointSchema, kind: str) -> np.ndarray:
+    """(N, K) error divided by the PCK normaliser of `kind` (`metrics.keypoints.pck_normaliser`): PCK@a is the
+    fraction of these <= a, and NaN marks keypoints that PCK leaves out (unlabelled, or no normaliser)."""
+    return errors_px(pred, samples) / pck_normaliser(samples, schema, kind)[:, None]
 
 
 def pck(norm_err: np.ndarray, alpha: float, mask: np.ndarray | None = None) -> float:

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from cattlepose.errors import UserError
-from cattlepose.resources import configs_dir
+from cattlepose.core.errors import UserError
+from cattlepose.core.resources import configs_dir
 
 DEFAULT_SIGMA = 0.079  # COCO's shoulder sigma: a middling value for joints nobody has measured
 
@@ -67,7 +67,7 @@ class KeypointSchema:
             "pck_normalizer": None if self.pck_pair is None else [n[i] for i in self.pck_pair],
         }
         if self.recognised_as is not None:
-            # only then, so the schema.yaml of an unrecognised or named schema reads as before
+            # only for a recognised schema: a named or unrecognised one has nothing to map
             out["recognised_as"] = self.recognised_as
             out["name_map"] = dict(self.name_map)
         return out

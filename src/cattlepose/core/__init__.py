@@ -1,0 +1,1 @@
+"""The base layer: errors, safe files, console output, the config, keypoint schemas, the backbone table."""

@@ -1,0 +1,1 @@
+"""Failure analysis of a run: the numbers, the figures and the HTML page; augmentation previews."""

@@ -1,0 +1,1 @@
+"""The run folder: its layout, and the one reader and writer of its files."""

@@ -10,6 +10,10 @@ on the held-out images:
   recipe+cattle  the recipe, starting from a run on the embedded synthetic cattle (fold 0 of `make train`'s)
   ...+heavy      the same with heavy occlusion augmentation, to see what it does on real photos
   ...+bb0.3      the same with the backbone at 0.3 of the learning rate (a fine-tuning setting)
+  ...+lite0      EfficientNet-Lite0 (lite1, lite2) from its ImageNet weights instead of HRNet from scratch
+  ...+species    starting from a run on every other species of --data and --extra-data (90% of them), itself
+                 started as the variant's network is (ImageNet for a lite): ImageNet -> other species -> target
+  ...+nopsa, +s160  no PSA, a 160x160 input (any multiple of 32)
 
 Each variant is a `cattlepose train` run in `--runs` (re-running skips finished ones); the table gives PCK of the
 box at 0.1 and 0.2, OKS AP (pycocotools, the recognised schema's sigmas), and the fine-tune's training minutes.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import subprocess
 import sys
@@ -54,6 +59,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True, help="COCO keypoints file with both species")
     ap.add_argument("--source", default="horse")
+    ap.add_argument(
+        "--extra-data",
+        type=Path,
+        action="append",
+        default=[],
+        help="more COCO files whose species the +species pretraining adds (e.g. the dogs and cats)",
+    )
     ap.add_argument("--target", default="sheep")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--fold", type=_fold_list, default=[0], help="held-out fold, or several: 0,1,2,3 (adds a mean)")
@@ -79,18 +91,48 @@ def main() -> None:
     target = [*data, f"data.category={args.target}", f"train.folds={args.folds}"]
     # pretraining: 9 of 10 folds of the other species; the synthetic cattle: fold 0 of the default's 3
     pre = [*data, f"data.category={args.source}", "train.folds=10", "train.val_every=1000"]
+    # every species of the data files but the target, read as one set (ImageNet -> other species -> target)
+    files = [args.data.resolve(), *(p.resolve() for p in args.extra_data)]
+    others = sorted({c["name"] for f in files for c in json.loads(f.read_text())["categories"]} - {args.target})
+    species = [*data, f"data.train=[{','.join(map(str, files))}]", f"data.category=[{','.join(others)}]",
+               "train.folds=10", "train.val_every=1000"]  # fmt: skip
     if args.pretrain_epochs:
         pre.append(f"train.epochs={args.pretrain_epochs}")
+        species.append(f"train.epochs={args.pretrain_epochs}")
     default_cfg = ROOT / "configs" / "default.yaml"
+
+    arch_parts = ("lite", "nopsa", "s")  # what describes the network, so a pretraining run shares it
+
+    def network(parts: list[str]) -> list[str]:
+        """Overrides of the network parts of a variant (backbone, PSA, input size)."""
+        out = []
+        for part in parts:
+            if part.startswith("lite"):
+                out += [f"model.backbone=tf_efficientnet_{part}", "model.pretrained=imagenet"]
+            elif part == "nopsa":
+                out.append("model.psa=none")
+            elif part.startswith("s") and part[1:].isdigit():
+                out.append(f"model.input_size=[{part[1:]},{part[1:]}]")
+        return out
 
     def variant(name: str) -> tuple[Path, list[str]]:
         """The config and overrides of a variant; pretrains (once) what it starts from."""
         if name == "default":
             return default_cfg, [f"train.epochs={args.default_epochs}"]
+        parts = name.split("+")[1:]
+        arch = [p for p in parts if p.startswith(arch_parts) and network([p])]
         extra = [f"train.epochs={args.recipe_epochs}"] if args.recipe_epochs else []
-        for part in name.split("+")[1:]:
+        extra += network(arch)
+        # a pretraining run shares the network, not the input size: it runs at the recipe's own size (cheaper on
+        # thousands of animals), and the fine-tune may take a larger input (the network is fully convolutional)
+        arch = [p for p in arch if not (p.startswith("s") and p[1:].isdigit())]
+        tag = "".join(f"_{p}" for p in arch)
+        for part in parts:
             if part == args.source:
-                source = train(f"pretrain_{args.source}", args.recipe, args.runs, 0, pre)
+                source = train(f"pretrain_{args.source}{tag}", args.recipe, args.runs, 0, [*pre, *network(arch)])
+                extra.append(f"model.pretrained={source}")
+            elif part == "species":
+                source = train(f"pretrain_species{tag}", args.recipe, args.runs, 0, [*species, *network(arch)])
                 extra.append(f"model.pretrained={source}")
             elif part == "cattle":
                 cattle = train("pretrain_cattle", default_cfg, args.runs, 0, [*args.set, "train.val_every=1000"])
@@ -139,7 +181,9 @@ def _fold_list(text: str) -> list[int]:
 
 def _is_part(token: str, source: str) -> bool:
     """Whether a word of a run name is a variant's part (what `variant` reads), not a tag."""
-    return token in (source, "cattle", "heavy") or token.startswith("bb")
+    if token in (source, "cattle", "heavy", "species", "nopsa") or token.startswith(("bb", "lite")):
+        return True
+    return token.startswith("s") and token[1:].isdigit()
 
 
 def variant_runs(runs: Path, name: str, fold: int, source: str) -> list[dict[str, float]]:

@@ -36,6 +36,10 @@ def test_bench_gpu_script_runs_end_to_end_on_cpu(tmp_path):
 
 
 CPU_BENCHMARKS = {
+    "bench_backbones.py": (
+        ["--sizes", "64", "--rounds", "1", "--batch", "2", "--variants", "lite0"],
+        "| 64² | lite0 |",
+    ),
     "bench_predict.py": (["--images", "16", "--rounds", "1"], "pipeline / bare"),
     "bench_model.py": (["--rounds", "1"], "goals (train"),
     "bench_loader.py": (["--images", "40", "--steps", "1"], "ratio loader / train"),

@@ -246,3 +246,55 @@ def test_sheep_and_horses_read_with_the_shipped_schema_are_reordered_by_name(she
             assert b.keypoints[schema.index(to_shipped[name])].tolist() == a.keypoints[j].tolist(), name
     # e.g. the data's 3rd keypoint (nose) is animalpose20's 5th
     assert shipped[0].keypoints[4].tolist() == as_data[0].keypoints[2].tolist()
+
+
+def _two_files(make_coco) -> tuple[Path, Path]:
+    """Two COCO files with the same image ids (10, 20) and annotation ids, categories `sheep` and `dog`."""
+    paths = []
+    for name, category in (("farm_a", "sheep"), ("farm_b", "dog")):
+        path = make_coco(name=name, n_images=2, animals=2, k=5, seed=len(paths))
+        doc = json.loads(path.read_text())
+        doc["categories"][0]["name"] = category
+        path.write_text(json.dumps(doc))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_a_list_of_coco_files_reads_as_one_set(make_coco):
+    from cattlepose.data.folds import assign_folds
+    from cattlepose.data.formats import read_sources
+
+    a, b = _two_files(make_coco)
+    one, _ = read_samples("coco", a, "from_data")
+    both, schema = read_sources("coco", [a, b], "from_data")
+    assert schema.num_keypoints == 5 and len(both) == 8 and len({s.key for s in both}) == 8
+    assert [s.meta["source"] for s in both] == ["farm_a"] * 4 + ["farm_b"] * 4
+    assert [s.meta["category"] for s in both] == ["sheep"] * 4 + ["dog"] * 4
+    assert [s.image_id for s in both[:4]] == [f"farm_a/{s.image_id}" for s in one]  # same ids, kept apart
+    pairs = zip(both[:4], one, strict=True)
+    assert all(np.array_equal(s.keypoints, t.keypoints) and s.image == t.image for s, t in pairs)
+    folds = assign_folds(both, 2, "source", seed=0)
+    assert sorted({(s.meta["source"], k) for s, k in zip(both, folds, strict=True)}) in (
+        [("farm_a", 0), ("farm_b", 1)], [("farm_a", 1), ("farm_b", 0)])  # fmt: skip
+    dogs, _ = read_sources("coco", [a, b], "from_data", category="dog")
+    assert len(dogs) == 4 and {s.meta["source"] for s in dogs} == {"farm_b"}
+    listed, _ = read_sources("coco", [a, b], "from_data", category=["dog", "sheep"])
+    assert len(listed) == 8
+    with pytest.raises(UserError, match="no category horse in the data; it holds dog, sheep"):
+        read_sources("coco", [a, b], "from_data", category="horse")
+
+
+def test_a_list_of_files_in_the_config(make_coco, tmp_path):
+    from cattlepose.core.config import load_config
+    from cattlepose.core.ui import Log
+    from cattlepose.data.source import load_training_data
+
+    a, b = _two_files(make_coco)
+    cfg = load_config(None, ["data.format=coco", f"data.train=[{a},{b}]", "data.schema=from_data",
+                             "data.group_by=category"])  # fmt: skip
+    samples, _ = load_training_data(cfg, Log(quiet=True))
+    assert len(samples) == 8
+    with pytest.raises(UserError, match=r"data\.images lists 1 folders for 2 training files"):
+        load_config(None, ["data.format=coco", f"data.train=[{a},{b}]", f"data.images=[{tmp_path}]"])
+    with pytest.raises(UserError, match="must be COCO files"):
+        load_config(None, [f"data.train=[{a},{b}]"])  # the default format is adk

@@ -13,10 +13,9 @@ from cattlepose.core.backbones import BACKBONES
 from cattlepose.core.config import Config, ModelConfig
 from cattlepose.core.errors import UserError
 from cattlepose.models.build import build_model
-from cattlepose.models.hrnet import psa_parameter_names
 from cattlepose.models.info import model_info
 from cattlepose.models.pretrained import load_pretrained
-from cattlepose.models.psa import PolarizedSelfAttention
+from cattlepose.models.psa import PolarizedSelfAttention, psa_parameter_names
 
 LAYOUTS = ("none", "parallel", "sequential")
 K = 5
@@ -44,7 +43,14 @@ class _Log:
         self.lines.append(message)
 
 
-SMALL = ["hrnet_w18_small", "hrnet_w18_small_v2", "hrnet_w18"]
+SMALL = [
+    "hrnet_w18_small",
+    "hrnet_w18_small_v2",
+    "hrnet_w18",
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+]
 BIG = [b for b in BACKBONES if b not in SMALL]
 
 

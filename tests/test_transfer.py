@@ -13,8 +13,9 @@ import yaml
 
 from cattlepose.core.errors import UserError
 from cattlepose.core.schema import load_schema
-from cattlepose.models.hrnet import PoseHRNet, psa_parameter_names
+from cattlepose.models.hrnet import PoseHRNet
 from cattlepose.models.pretrained import load_pretrained
+from cattlepose.models.psa import psa_parameter_names
 from cattlepose.runs.rundir import RunDir
 
 BACKBONE = "hrnet_w18_small"

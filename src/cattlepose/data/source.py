@@ -12,7 +12,7 @@ from cattlepose.core.errors import UserError
 from cattlepose.core.files import file_lock
 from cattlepose.core.schema import KeypointSchema, recognition_note
 from cattlepose.core.ui import Log
-from cattlepose.data.formats import read_samples
+from cattlepose.data.formats import read_samples, read_sources
 from cattlepose.data.records import Sample
 
 
@@ -47,10 +47,16 @@ def load_training_data(cfg: Config, log: Log) -> tuple[list[Sample], KeypointSch
     if d.train is None:
         root = ensure_synthetic(cfg, log)
         return read_samples("adk", root / "train", d.schema_, bbox=d.bbox, max_samples=d.max_samples)
-    samples, schema = read_samples(
-        d.format, d.train, d.schema_, images=d.images, bbox=d.bbox, max_samples=d.max_samples, category=d.category
+    samples, schema = read_sources(
+        d.format,
+        d.train_files,
+        d.schema_,
+        images=d.image_folders,
+        bbox=d.bbox,
+        max_samples=d.max_samples,
+        category=d.category,
     )
     note = recognition_note(schema)
     if note:
-        log.info(f"{d.train}: {note}")
+        log.info(f"{d.train_files[0]}: {note}")
     return samples, schema

@@ -28,8 +28,8 @@ from cattlepose.models.psa import PolarizedSelfAttention
 
 def create_backbone(name: str) -> nn.Module:
     """timm HRNet returning only its stride-4 branch, random weights (loading is the caller's business)."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    if name not in BACKBONES or BACKBONES[name].family != "hrnet":
+        raise ValueError(f"{name!r} is not an HRNet backbone of core/backbones.py")
     return timm.create_model(name, pretrained=False, features_only=True, feature_location="", out_indices=(1,))
 
 
@@ -74,19 +74,10 @@ class PoseHRNet(nn.Module):
         self.backbone = create_backbone(backbone)
         prune_unused_fuse(self.backbone)
         self.psa_blocks = insert_psa(self.backbone, psa)
-        self.head = nn.Conv2d(BACKBONES[backbone], num_keypoints, kernel_size=1)
+        self.head = nn.Conv2d(BACKBONES[backbone].width, num_keypoints, kernel_size=1)
         # small logits at init: a near-uniform spatial softmax (CE loss) and near-zero heatmaps (MSE loss)
         nn.init.normal_(self.head.weight, std=1e-3)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x)[0])
-
-
-def psa_parameter_names(model: nn.Module) -> list[str]:
-    """State-dict names of every PSA parameter and buffer of `model` (what a plain HRNet file cannot fill)."""
-    names = []
-    for prefix, module in model.named_modules():
-        if isinstance(module, PolarizedSelfAttention):
-            names += [f"{prefix}.{k}" for k in module.state_dict()]
-    return names

@@ -31,6 +31,8 @@ from torch import nn
 from cattlepose.core.backbones import BACKBONES
 from cattlepose.core.errors import UserError
 from cattlepose.core.schema import match_keypoint_names
+from cattlepose.models.imagenet import imagenet_state_dict
+from cattlepose.models.psa import is_psa_tensor
 from cattlepose.runs.rundir import BEST, RunDir
 
 _NESTED_KEYS = ("model", "state_dict_ema", "model_ema", "state_dict")
@@ -110,7 +112,8 @@ def load_state_into(
     with torch.no_grad():
         for dest, tensor in copies.items():
             target[dest].copy_(tensor)
-    missing = [k for k in target if k not in copies and k not in exclude]
+    # batch norm's counters are bookkeeping: a weights file without them misses nothing
+    missing = [k for k in target if k not in copies and k not in exclude and not k.endswith("num_batches_tracked")]
     return {"loaded": len(copies), "missing": missing, "skipped": skipped, "unused": unused}
 
 
@@ -141,8 +144,8 @@ def load_pretrained(
     log: _Log | None = None,
     keypoints: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Load "timm" (ImageNet weights of the model's backbone from the hub), a weights file, a cattlepose
-    checkpoint or a run directory into `model`.
+    """Load "imagenet" (the ImageNet weights of the model's backbone: models/imagenet.py), "timm" (timm's
+    hub), a weights file, a cattlepose checkpoint or a run directory into `model`.
 
     `keypoints`: the model's keypoint names, in head-channel order. With them, head channels of a source that
     names its keypoints (a cattlepose checkpoint or run) map by name and the rest keep their fresh values;
@@ -154,12 +157,15 @@ def load_pretrained(
     of another shape, and source entries the model has no place for (the ImageNet classifier, the fuse layers
     a stride-4 head drops).
     """
-    if str(path_or_timm) == "timm":
+    if str(path_or_timm) in ("timm", "imagenet"):
         backbone = getattr(model, "backbone_name", None)
         if backbone is None:
-            raise ValueError("pretrained 'timm' needs a PoseHRNet (it names the backbone)")
-        source, where, file = _timm_hub_state_dict(backbone), f"timm hub ({backbone})", None
-        meta: dict[str, Any] = {}
+            raise ValueError(f"pretrained '{path_or_timm}' needs a pose network (it names the backbone)")
+        if str(path_or_timm) == "timm":
+            source, where = _timm_hub_state_dict(backbone), f"timm hub ({backbone})"
+        else:
+            source, where = imagenet_state_dict(backbone), f"ImageNet ({backbone}, {BACKBONES[backbone].imagenet})"
+        file, meta = None, {}
     else:
         file, meta, where = _resolve_source(Path(path_or_timm))
         obj = _read_file(file)
@@ -195,7 +201,7 @@ def load_pretrained(
         report["head_fresh"] = list(keypoints)
     if report["loaded"] == 0:
         raise UserError(
-            "no tensor in this file matches the model; is it an HRNet of the configured backbone?",
+            "no tensor in this file matches the model; is it a network of the configured backbone?",
             path=file,
             field="model.pretrained",
         )
@@ -283,11 +289,12 @@ def _checkpoint_meta(obj: Mapping[str, Any]) -> dict[str, Any]:
 def _check_backbone(
     model: nn.Module, source: Mapping[str, torch.Tensor], meta: Mapping[str, Any], file: Path | None
 ) -> None:
-    """A UserError naming both backbones when the source is another HRNet than the model's, before any copy.
+    """A UserError naming both backbones when the source is another backbone than the model's, before any copy.
 
-    The stem and first stage are the same in every width, so a partial load would look like success; a
-    backbone tensor of another shape, one the file lacks, or branches the model lacks give it away. PSA
-    tensors do not count: another PSA layout is no reason to refuse the backbone.
+    HRNets share their stem and first stage in every width, and EfficientNet-Lites their first blocks, so a
+    partial load would look like success; a backbone tensor of another shape, one the file lacks, or branches
+    the model lacks give it away. PSA tensors do not count: another PSA layout is no reason to refuse the
+    backbone.
     """
     want = getattr(model, "backbone_name", None)
     have = meta.get("backbone")
@@ -297,13 +304,16 @@ def _check_backbone(
     copies, skipped, unused = _plan(target, source, _HEAD)
     if not copies and not skipped:
         return  # nothing of an HRNet in the file; load_pretrained says so
-    bad = [s for s in skipped if ".aa." not in s]  # "name (file shape) -> (model shape)"
+    bad = [s for s in skipped if not is_psa_tensor(s)]  # "name (file shape) -> (model shape)"
     absent = [
         k
         for k in target
-        if k.startswith("backbone.") and ".aa." not in k and k not in copies and not k.endswith("num_batches_tracked")
+        if k.startswith("backbone.")
+        and not is_psa_tensor(k)
+        and k not in copies
+        and not k.endswith("num_batches_tracked")
     ]
-    extra = [n for n in unused if ".branches." in n and ".aa." not in n]
+    extra = [n for n in unused if ".branches." in n and not is_psa_tensor(n)]
     if bad:
         name, shapes = bad[0].split(" ", 1)
         file_shape, model_shape = shapes.split(" -> ")
@@ -323,7 +333,7 @@ def _guess_backbone(source: Mapping[str, torch.Tensor], not_this: str | None) ->
     for name in (_WIDTH_KEY, f"backbone.{_WIDTH_KEY}"):
         if name in source:
             width = int(source[name].shape[0])
-            names = [b for b, c in BACKBONES.items() if c == width and b != not_this]
+            names = [b for b, bb in BACKBONES.items() if bb.family == "hrnet" and bb.width == width and b != not_this]
             return " or ".join(names) if names else None
     return None
 
@@ -344,9 +354,9 @@ def _backbone_error(file: Path | None, have: str | None, want: str, detail: str)
 
 def _summarise(names: list[str], limit: int = 6) -> str:
     """PSA parameters come in hundreds; group them so the log stays short."""
-    psa = [n for n in names if ".aa." in n]
-    rest = [n for n in names if ".aa." not in n]
-    parts = [f"{len(psa)} PSA tensors"] if psa else []
+    grouped = [n for n in names if is_psa_tensor(n)]
+    rest = [n for n in names if not is_psa_tensor(n)]
+    parts = [f"{len(grouped)} PSA tensors"] if grouped else []
     parts += rest[:limit]
     if len(rest) > limit:
         parts.append(f"... {len(rest) - limit} more")

@@ -91,3 +91,21 @@ class PolarizedSelfAttention(nn.Module):
             u = u * g_ch
         g_sp = torch.sigmoid(torch.bmm(u.unsqueeze(1), columns)).squeeze(1)  # (N, HW)
         return g_ch, g_sp
+
+
+# the state-dict entries of a PolarizedSelfAttention, whatever module holds it
+TENSORS = ("ch_wq", "ch_wv", "ch_wz", "ch_ln.weight", "ch_ln.bias", "sp_wq", "sp_wv")
+
+
+def is_psa_tensor(name: str) -> bool:
+    """Whether a state-dict name (of a model or of a weights file) is a PSA tensor."""
+    return name.split(" ", 1)[0].endswith(tuple(f".{t}" for t in TENSORS))
+
+
+def psa_parameter_names(model: nn.Module) -> list[str]:
+    """State-dict names of every PSA parameter and buffer of `model` (what a plain HRNet file cannot fill)."""
+    names = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, PolarizedSelfAttention):
+            names += [f"{prefix}.{k}" for k in module.state_dict()]
+    return names

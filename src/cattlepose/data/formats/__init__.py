@@ -64,6 +64,62 @@ def read_samples(
     return subsample(samples, max_samples), schema
 
 
+def read_sources(
+    fmt: str | None,
+    paths: Sequence[str | Path],
+    schema_spec: str = "adk17",
+    images: Sequence[str | Path | None] | None = None,
+    bbox: str = "auto",
+    max_samples: int | None = None,
+    category: str | int | Sequence[str | int] | None = None,
+) -> tuple[list[Sample], KeypointSchema]:
+    """One or several COCO files read as one data set (public sets to pretrain on: Animal-Pose's sheep and
+    horses with its dogs and cats), each with its own image folder (`images[i]`, None: found beside the file).
+
+    The schema is the first file's (or the named one); the others' keypoints are read into its order by name.
+    With several files each sample keeps, in `meta["source"]`, a label of the file it came from, and image ids
+    are prefixed with it, so ids that two files share stay apart (`group_by: source` or `category` can make
+    them folds). `category`: one category (name or id), or a list of them, kept from whichever files hold them.
+    """
+    paths = [Path(p) for p in paths]
+    several = not isinstance(category, (str, int)) and category is not None
+    if len(paths) == 1 and not several:
+        return read_samples(fmt, paths[0], schema_spec, None if images is None else images[0], bbox, max_samples,
+                            category)  # fmt: skip
+    fmt = resolve_format(fmt, paths[0])
+    if fmt != "coco":
+        raise UserError("several training files or categories need COCO files (data.format: coco)", field="data.train")
+    if images is not None and len(images) != len(paths):
+        raise UserError(f"{len(images)} image folders for {len(paths)} training files", field="data.images")
+    schema = resolve_schema(fmt, paths[0], schema_spec)
+    samples: list[Sample] = []
+    for path, label, root in zip(paths, source_labels(paths), images or [None] * len(paths), strict=True):
+        for s in read_detailed(fmt, path, schema, images=root, bbox=bbox)[0]:
+            if len(paths) > 1:
+                s.image_id, s.group = f"{label}/{s.image_id}", f"{label}/{s.group}"
+                s.meta["source"] = label
+            samples.append(s)
+    if category is not None:
+        wanted = [category] if isinstance(category, (str, int)) else list(category)
+        found = sorted({str(s.meta.get("category")) for s in samples})
+        held = {s.meta.get("category") for s in samples} | {s.meta.get("category_id") for s in samples}
+        missing = [c for c in wanted if c not in held]
+        samples = [s for s in samples if s.meta.get("category") in wanted or s.meta.get("category_id") in wanted]
+        if missing:
+            raise UserError(f"no category {', '.join(map(str, missing))} in the data; it holds {', '.join(found)}",
+                            field="data.category")  # fmt: skip
+    return subsample(samples, max_samples), schema
+
+
+def source_labels(paths: Sequence[Path]) -> list[str]:
+    """A short, distinct label per file: its stem, or its folder's name where stems repeat
+    (`animalpose_dog_cat/annotations.json`), else its position."""
+    for label in ([p.stem for p in paths], [p.parent.name for p in paths]):
+        if len(set(label)) == len(paths) and all(label):
+            return label
+    return [str(i) for i in range(len(paths))]
+
+
 def read_detailed(
     fmt: str,
     path: str | Path,

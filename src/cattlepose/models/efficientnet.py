@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from timm.layers.conv2d_same import Conv2dSame, conv2d_same
 from torch import nn
 
-from cattlepose.core.backbones import BACKBONES, PSA_LAYOUTS, PsaLayout
+from cattlepose.core.backbones import BACKBONES, PsaLayout
+from cattlepose.models.pose import PoseNetwork
 from cattlepose.models.psa import PolarizedSelfAttention
 
 DECODER_WIDTH = 64  # channels of every stride-4 map of the decoder
@@ -115,25 +116,15 @@ class FusionDecoder(nn.Module):
         return self.conv2(self.psa(self.conv1(F.relu(x))))
 
 
-class PoseEfficientNet(nn.Module):
+class PoseEfficientNet(PoseNetwork):
     """(N, 3, H, W) ImageNet-normalised images -> (N, K, H/4, W/4) heatmap logits; H, W multiples of 32."""
 
     def __init__(self, backbone: str, num_keypoints: int, psa: PsaLayout = "parallel", width: int = DECODER_WIDTH):
-        super().__init__()
-        if psa not in PSA_LAYOUTS:
-            raise ValueError(f"psa must be one of {PSA_LAYOUTS}, not {psa!r}")
-        if num_keypoints < 1:
-            raise ValueError("num_keypoints must be positive")
-        self.backbone_name = backbone
-        self.psa = psa
-        self.num_keypoints = num_keypoints
+        super().__init__(backbone, num_keypoints, psa)
         self.adapt = InputAdapter()
         self.backbone = create_encoder(backbone)
         self.decoder = FusionDecoder(self.backbone.feature_info.channels(), width, psa)
-        self.head = nn.Conv2d(width, num_keypoints, kernel_size=1)
-        # small logits at init: a near-uniform spatial softmax (CE loss) and near-zero heatmaps (MSE loss)
-        nn.init.normal_(self.head.weight, std=1e-3)
-        nn.init.zeros_(self.head.bias)
+        self.make_head(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(self.backbone(self.adapt(x))))

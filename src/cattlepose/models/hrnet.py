@@ -22,7 +22,8 @@ import torch
 from timm.models.resnet import BasicBlock
 from torch import nn
 
-from cattlepose.core.backbones import BACKBONES, PSA_LAYOUTS, PsaLayout
+from cattlepose.core.backbones import BACKBONES, PsaLayout
+from cattlepose.models.pose import PoseNetwork
 from cattlepose.models.psa import PolarizedSelfAttention
 
 
@@ -59,25 +60,15 @@ def insert_psa(backbone: nn.Module, layout: PsaLayout) -> list[str]:
     return names
 
 
-class PoseHRNet(nn.Module):
+class PoseHRNet(PoseNetwork):
     """(N, 3, H, W) ImageNet-normalised images -> (N, K, H/4, W/4) heatmap logits."""
 
     def __init__(self, backbone: str, num_keypoints: int, psa: PsaLayout = "parallel"):
-        super().__init__()
-        if psa not in PSA_LAYOUTS:
-            raise ValueError(f"psa must be one of {PSA_LAYOUTS}, not {psa!r}")
-        if num_keypoints < 1:
-            raise ValueError("num_keypoints must be positive")
-        self.backbone_name = backbone
-        self.psa = psa
-        self.num_keypoints = num_keypoints
+        super().__init__(backbone, num_keypoints, psa)
         self.backbone = create_backbone(backbone)
         prune_unused_fuse(self.backbone)
         self.psa_blocks = insert_psa(self.backbone, psa)
-        self.head = nn.Conv2d(BACKBONES[backbone].width, num_keypoints, kernel_size=1)
-        # small logits at init: a near-uniform spatial softmax (CE loss) and near-zero heatmaps (MSE loss)
-        nn.init.normal_(self.head.weight, std=1e-3)
-        nn.init.zeros_(self.head.bias)
+        self.make_head(BACKBONES[backbone].width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -57,3 +58,21 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def unreadable(path: str | Path, what: str = "file") -> str:
+    """Why `path` cannot be opened as a file, in words: a symlink loop, a dangling link, a folder, or absent."""
+    path = Path(path)
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{what} is a symlink loop (a link that points back to itself)"
+        if path.is_symlink():
+            return f"{what} is a broken symlink (its target {os.readlink(path)} does not exist)"
+        if e.errno == errno.EACCES:
+            return f"{what} cannot be read (permission denied)"
+        return f"{what} not found"
+    if path.is_dir():
+        return f"{what} is a folder, not a file"
+    return f"{what} is not a regular file"

@@ -50,7 +50,7 @@ def run_predict(
     check_format(fmt)
     run = RunDir.open(run_dir)
     samples = prediction_inputs(input, images, run.schema.num_keypoints)
-    fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds else None
+    fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     ens = load_ensemble(run, fold_list, device=device)
     preds = predict_samples(ens, samples, flip=flip, batch_size=batch_size, workers=workers, log=log)
     latency = preds.seconds / max(1, len(samples))

@@ -26,6 +26,7 @@ from cattlepose.core.config import Config, config_to_dict, dump_config, load_con
 from cattlepose.core.errors import UserError, first_line
 from cattlepose.core.files import atomic_open, file_lock, write_json, write_text
 from cattlepose.core.schema import KeypointSchema, schema_from_dict
+from cattlepose.core.yamlfile import load_yaml
 from cattlepose.data.folds import assign_folds, read_folds, write_folds
 from cattlepose.data.formats.submission import check_prediction
 from cattlepose.data.formats.wide_csv import format_coord, format_number, parse_number, read_rows
@@ -267,11 +268,7 @@ def _read_schema(path: Path) -> KeypointSchema:
             f"the run has no schema.yaml; `{train_line(path.parent)} --resume` writes it again from the run's config",
             path=path,
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read the run's schema ({first_line(e)})", path=path) from None
-    return schema_from_dict(raw, path)
+    return schema_from_dict(load_yaml(path, "the run's schema"), path)
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:

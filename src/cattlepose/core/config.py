@@ -135,6 +135,13 @@ class CodecConfig(_Section):
     decode: Literal["dark", "argmax"] = "dark"
     blur_kernel: int = Field(5, ge=1)  # DARK's Gaussian blur before the Newton step (odd)
 
+    @field_validator("blur_kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (the blur is centred on a pixel)")
+        return v
+
 
 class AugmentConfig(_Section):
     level: Literal["none", "light", "heavy"] = "heavy"

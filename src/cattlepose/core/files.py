@@ -60,6 +60,24 @@ def file_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def try_lock(path: str | Path) -> Iterator[bool]:
+    """Try to hold an exclusive lock on `path` for the block without waiting; yields whether it was taken. The
+    operating system releases it when the process ends, however it ends: a killed run leaves nothing stuck."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def unreadable(path: str | Path, what: str = "file") -> str:
     """Why `path` cannot be opened as a file, in words: a symlink loop, a dangling link, a folder, or absent."""
     path = Path(path)

@@ -6,6 +6,7 @@ torchrun all processes train each fold together. Whoever finishes the last fold 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,15 @@ def run_training(
                 continue
             train_s = [s for s, f in zip(samples, assignment, strict=True) if f != k]
             held_out = [s for s, f in zip(samples, assignment, strict=True) if f == k]
-            result = train_fold(cfg, schema, train_s, held_out, run.fold_dir(k), device, resume, log, info)
-            if info.is_main:
-                predicted[k] = crossval.predict_fold(run, k, held_out, device, log)
-                run.mark_done(k, result.best_metric, result.best_epoch, time.time())
+            with run.training(k) if info.is_main else contextlib.nullcontext():
+                result = train_fold(cfg, schema, train_s, held_out, run.fold_dir(k), device, resume, log, info)
+                if info.is_main:
+                    predicted[k] = crossval.predict_fold(run, k, held_out, device, log)
+                    run.mark_done(k, result.best_metric, result.best_epoch, time.time())
             dist.barrier(info)
         if info.is_main and not run.unfinished():
-            every = {k: predicted[k] if k in predicted else crossval.read_fold(run, k) for k in range(cfg.train.folds)}
+            every = {k: predicted[k] if k in predicted else crossval.read_fold(run, k, samples, log)
+                     for k in range(cfg.train.folds)}  # fmt: skip
             return crossval.cv_report(run, samples, every)
         return None
     finally:

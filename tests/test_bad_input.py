@@ -619,3 +619,57 @@ def test_errors_before_training_leave_a_folder_the_corrected_command_reuses(tiny
     (runs / "r" / "config.yaml").write_text("train:\n  folds: 3\n")  # as a failed earlier attempt left it
     r = runner.invoke(app, [*base, "--folds", "0"])
     assert r.exit_code == 0, r.output
+
+
+# --- annotations
+def _far_keypoint(root: Path) -> None:
+    _edit_json(root / "annotations" / "adk_001.json", lambda d: _set_kp(d, 3, 5000))  # in a 96-px image
+
+
+def test_keypoints_far_outside_the_image_stop_training_and_are_counted(make_adk, tmp_path):
+    root = make_adk(n=4)
+    _far_keypoint(root)
+    runs = tmp_path / "runs"
+    args = ["train", *_sets(*TINY, f"data.train={root}"), "--runs-dir", str(runs), "--name", "r", "-q"]
+    _fails(args, "adk_001.jpg", "keypoints[1]", "data.outside", unchanged=(root,))
+    assert not runs.exists()
+    _fails(["data", "check", str(root)], "adk_001.jpg", "keypoints[1]", "far outside")
+    from cattlepose.core.config import load_config
+    from cattlepose.core.ui import Log
+    from cattlepose.data.source import load_training_data
+
+    for policy, expect in (("drop", 0.0), ("clip", 95.0)):
+        cfg = load_config(None, [f"data.train={root}", f"data.outside={policy}"])
+        samples, _ = load_training_data(cfg, Log(quiet=True))
+        s = next(s for s in samples if s.image.name == "adk_001.jpg")
+        assert s.keypoints[1, 0] == expect
+
+
+def test_coco_keypoints_far_outside_the_image(make_coco, tmp_path):
+    path = make_coco(n_images=2, animals=2)
+    _edit_json(path, lambda d: d["annotations"][1]["keypoints"].__setitem__(0, 1e6))
+    runs = tmp_path / "runs"
+    args = ["train", *_sets(*TINY, f"data.train={path}", "data.format=coco", "data.schema=from_data",
+                            "data.group_by=image"), "--runs-dir", str(runs), "--name", "r", "-q"]  # fmt: skip
+    _fails(args, "img_0.png", "keypoints[0]", unchanged=(path.parent,))
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [(lambda d: _set_kp(d, 0, "12.5"), "keypoints"), (lambda d: _adk_ann(d).update(bbox=[1, 2, "30", 4]), "bbox"),
+     (lambda d: d["label_info"]["image"].update(width="abc"), "label_info.image.width"),
+     (lambda d: _set_kp(d, 2, True), "keypoints")],
+)  # fmt: skip
+def test_numbers_given_as_text_in_annotations_are_errors(make_adk, change, field):
+    root = make_adk(n=3)
+    _edit_json(root / "annotations" / "adk_001.json", change)
+    _fails(["data", "check", str(root)], "adk_001.json", field)
+    with pytest.raises(UserError, match=r"adk_001\.json"):
+        read_samples("adk", root, "adk17")
+
+
+def test_coco_width_as_text_is_an_error(make_coco):
+    path = make_coco()
+    _edit_json(path, lambda d: d["images"][0].update(width="abc"))
+    _fails(["data", "check", str(path), "--schema", "from_data"], "data.json", "images[0].width")

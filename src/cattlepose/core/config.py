@@ -74,6 +74,10 @@ class DataConfig(_Section):
     synth_test: int = Field(300, ge=0)
     synth_seed: int = 0
     max_samples: int | None = Field(None, ge=1)  # cap for quick experiments and tests
+    # labelled keypoints farther outside their image than outside_margin x its width/height: error (default),
+    # drop (unlabel them) or clip (move them to the border)
+    outside: Literal["error", "drop", "clip"] = "error"
+    outside_margin: float = Field(0.25, ge=0)
     # COCO: train on this category only (its name or id), e.g. sheep, or on several: [dog, cat, horse]
     category: str | int | list[str | int] | None = None
 

@@ -673,3 +673,47 @@ def test_coco_width_as_text_is_an_error(make_coco):
     path = make_coco()
     _edit_json(path, lambda d: d["images"][0].update(width="abc"))
     _fails(["data", "check", str(path), "--schema", "from_data"], "data.json", "images[0].width")
+
+
+# --- outputs
+def _out_cases(run: Path, data: Path, tmp_path: Path) -> dict[str, tuple[Path, list[str], str]]:
+    template = data / "sample_submission.csv"
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    return {
+        "template": (template, ["--template", str(template)], "would overwrite an input"),
+        "checkpoint": (run / "fold0" / "best.pt", [], "would overwrite an input"),
+        "config": (run / "config.yaml", [], "would overwrite an input"),
+        "folder": (tmp_path / "adir", [], "is a folder"),
+        "under a file": (tmp_path / "afile" / "sub.csv", [], "not a folder"),
+    }
+
+
+@pytest.mark.parametrize("case", ["template", "checkpoint", "config", "folder", "under a file"])
+def test_predict_refuses_an_output_it_cannot_or_must_not_write(run, tiny_data, tmp_path, monkeypatch, case):
+    out, extra, words = _out_cases(run, tiny_data, tmp_path)[case]
+    from cattlepose.engine import predict
+
+    def never(*a, **k):
+        raise AssertionError("predicted before checking the output")
+
+    monkeypatch.setattr(predict, "predict_samples", never)
+    _fails(_predict_args(run, tiny_data, out, *extra), str(out), words, unchanged=(run, tiny_data, tmp_path))
+
+
+def test_a_write_error_at_the_end_is_exit_2_and_leaves_nothing_half_written(run, tiny_data, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    out = tmp_path / "sub.csv"
+    out.write_text("the previous submission\n")
+    real = os.replace
+
+    def full(src, dst):
+        if str(dst) == str(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    _fails(_predict_args(run, tiny_data, out), "sub.csv", "No space left", unchanged=(run, tmp_path))
+    assert out.read_text() == "the previous submission\n" and not list(tmp_path.glob(".sub.csv*"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cattlepose.core.errors import UserError
+from cattlepose.core.files import check_output
 from cattlepose.core.ui import Log
 from cattlepose.data.folds import parse_fold_list
 from cattlepose.data.formats import coco, folder
@@ -49,6 +50,7 @@ def run_predict(
     log = log or Log(quiet=True)
     check_format(fmt)
     run = RunDir.open(run_dir)
+    check_output(output, protect=[template, input if input.is_file() else None, run.path])  # before the work
     samples = prediction_inputs(input, images, run.schema.num_keypoints)
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     ens = load_ensemble(run, fold_list, device=device)

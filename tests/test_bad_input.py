@@ -717,3 +717,34 @@ def test_a_write_error_at_the_end_is_exit_2_and_leaves_nothing_half_written(run,
     monkeypatch.setattr(os, "replace", full)
     _fails(_predict_args(run, tiny_data, out), "sub.csv", "No space left", unchanged=(run, tmp_path))
     assert out.read_text() == "the previous submission\n" and not list(tmp_path.glob(".sub.csv*"))
+
+
+# --- images
+def test_a_truncated_training_image_is_named_before_the_run_folder_is_written(tiny_data, tmp_path):
+    data = tmp_path / "train"
+    shutil.copytree(tiny_data / "train", data)
+    img = sorted((data / "images").glob("*.jpg"))[3]
+    good = img.read_bytes()
+    img.write_bytes(good[: len(good) // 2])
+    runs = tmp_path / "runs"
+    args = ["train", *_sets(*TINY, f"data.train={data}", "train.workers=1"), "--runs-dir", str(runs), "--name", "r"]
+    _fails([*args, "-q"], img.name, "cannot be decoded", unchanged=(data,))
+    assert not runs.exists()
+
+
+class _Broken:
+    """A data set whose every item fails as an unreadable image does."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i):
+        raise UserError("cannot read image (truncated)", path="/data/cow_7.jpg")
+
+
+def test_a_user_error_in_a_loader_worker_arrives_without_the_worker_traceback():
+    from cattlepose.engine.loader import _Loader
+
+    with pytest.raises(UserError) as e:
+        next(iter(_Loader(_Broken(), batch_size=2, num_workers=1)))
+    assert str(e.value) == "/data/cow_7.jpg: cannot read image (truncated)"

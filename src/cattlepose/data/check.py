@@ -143,6 +143,16 @@ def check_data(
     return report
 
 
+def require_decodable(samples: list[Sample]) -> None:
+    """Every image of `samples` decodes (threads), else one UserError listing the files: training checks this
+    before it writes its run folder, not an epoch in."""
+    problems = _decode_all(sorted({s.image for s in samples}), None, None)
+    if problems:
+        shown = "\n  ".join(f"{p.file}: {p.message}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise UserError(f"{len(problems)} image(s) cannot be decoded; fix or remove them:\n  {shown}{more}")
+
+
 def _decode_all(paths: list[Path], workers: int | None, progress: Callable[[int, int], None] | None) -> list[Problem]:
     """Decode every image (threads: PIL releases the GIL while decoding); one problem per unreadable file."""
 

@@ -13,12 +13,13 @@ from typing import Any
 
 from cattlepose.core.config import Config
 from cattlepose.core.ui import Log
+from cattlepose.data.check import require_decodable
 from cattlepose.data.source import load_training_data
 from cattlepose.engine import crossval, dist
 from cattlepose.engine.device import resolve_device
 from cattlepose.engine.fit import train_fold
 from cattlepose.metrics.names import selection_metric
-from cattlepose.runs.rundir import RunDir
+from cattlepose.runs.rundir import RunDir, started_folds
 
 
 def run_training(
@@ -44,6 +45,8 @@ def run_training(
         samples, schema = load_training_data(cfg, log)
         selection_metric(cfg, schema)  # a setting the data cannot satisfy fails now, not after an epoch
         wanted = list(range(cfg.train.folds)) if folds is None else folds
+        if info.is_main and not started_folds(run_dir):  # a first start: nothing is written with a bad image
+            require_decodable(samples)
         if info.is_main:
             run, assignment = RunDir.prepare(run_dir, cfg, schema, samples, wanted, resume)
         dist.barrier(info)

@@ -748,3 +748,26 @@ def test_a_user_error_in_a_loader_worker_arrives_without_the_worker_traceback():
     with pytest.raises(UserError) as e:
         next(iter(_Loader(_Broken(), batch_size=2, num_workers=1)))
     assert str(e.value) == "/data/cow_7.jpg: cannot read image (truncated)"
+
+
+# --- paths and arguments
+def test_symlink_loops_are_named_as_such(run, tiny_data, tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    _fails(["data", "check", str(loop)], "loop", "symlink loop")
+    _fails(["predict", str(run), str(loop), "-o", str(tmp_path / "s.csv")],
+           "symlink loop")  # fmt: skip
+    _fails(["predict", str(loop), str(tiny_data / "test" / "images")], "run directory is a symlink loop")
+    _fails(["evaluate", str(loop), str(tiny_data / "test")], "symlink loop")
+
+
+def test_swapped_evaluate_arguments_are_detected_and_the_advice_works(run, tiny_data, tmp_path):
+    sub = tmp_path / "sub.csv"
+    r = runner.invoke(app, _predict_args(run, tiny_data, sub))
+    assert r.exit_code == 0, r.output
+    text = _fails(["evaluate", str(tiny_data / "test"), str(sub)], "swapped", unchanged=(sub,))
+    r = runner.invoke(app, _advice(text))
+    assert r.exit_code == 0, r.output
+    coco = tmp_path / "results.json"
+    coco.write_text("[]")
+    _fails(["evaluate", str(sub), str(coco)], "GT holds predictions", "swapped")

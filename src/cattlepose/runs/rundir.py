@@ -26,7 +26,7 @@ import yaml
 
 from cattlepose.core.config import Config, config_to_dict, dump_config, load_config
 from cattlepose.core.errors import UserError, first_line
-from cattlepose.core.files import atomic_open, file_lock, try_lock, write_json, write_text
+from cattlepose.core.files import atomic_open, file_lock, try_lock, unreadable, write_json, write_text
 from cattlepose.core.schema import KeypointSchema, schema_from_dict
 from cattlepose.core.yamlfile import load_yaml
 from cattlepose.data.folds import assign_folds, read_folds, write_folds
@@ -58,7 +58,9 @@ class RunDir:
         """An existing run: its config (validated again, it may have been edited) and schema."""
         path = Path(path)
         if not path.is_dir():
-            raise UserError("run directory not found; train one with `cattlepose train --name NAME`", path=path)
+            why = unreadable(path, "run directory")
+            raise UserError(why + ("; train one with `cattlepose train --name NAME`" if "not found" in why else ""),
+                            path=path)  # fmt: skip
         if not (path / CONFIG).is_file():
             raise UserError("not a run directory (no config.yaml); train one with `cattlepose train`", path=path)
         run = cls(path, load_config(path / CONFIG), _read_schema(path / SCHEMA))

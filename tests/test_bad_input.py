@@ -771,3 +771,15 @@ def test_swapped_evaluate_arguments_are_detected_and_the_advice_works(run, tiny_
     coco = tmp_path / "results.json"
     coco.write_text("[]")
     _fails(["evaluate", str(sub), str(coco)], "GT holds predictions", "swapped")
+
+
+def test_a_full_disk_is_found_before_predicting(run, tiny_data, tmp_path, monkeypatch):
+    import collections
+    import shutil as sh
+
+    from cattlepose.engine import predict
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: pytest.fail("predicted first"))
+    _fails(_predict_args(run, tiny_data, tmp_path / "s.csv"), "s.csv", "no space left", unchanged=(run, tmp_path))

@@ -73,6 +73,8 @@ class RunDir:
     ) -> tuple[RunDir, list[int]]:
         """Create the run (config.yaml, schema.yaml, folds.csv) or check that an existing one was started with
         this config; refuses to restart a started fold without `resume`. Returns the run and each sample's fold."""
+        if not (path / FOLDS).is_file():  # too few groups for the folds: found before the folder is made
+            assign_folds(samples, cfg.train.folds, cfg.data.group_by, cfg.train.seed)
         with file_lock(path / LOCK):
             saved = path / CONFIG
             started = started_folds(path)
@@ -90,15 +92,17 @@ class RunDir:
                         f"fold {k} has already started; pass --resume to continue it, or use a new --name", path=path
                     )
             folds_csv = path / FOLDS
-            if folds_csv.is_file() and not fresh:
+            planned = not folds_csv.is_file() or fresh
+            if planned:
+                assignment = assign_folds(samples, cfg.train.folds, cfg.data.group_by, cfg.train.seed)
+            else:
                 run._check_fold_count()
                 assignment = read_folds(folds_csv, samples)
-            else:  # computed before anything is written: too few groups leaves no folder behind
-                assignment = assign_folds(samples, cfg.train.folds, cfg.data.group_by, cfg.train.seed)
-                write_folds(folds_csv, samples, assignment, cfg.data.group_by)
             for k in started:  # the checkpoints decide what a resumed fold is: config.yaml must still agree
                 if k in folds and (run.fold_dir(k) / LAST).is_file():
                     run._check_matches(run._load(run.fold_dir(k) / LAST, k), run.fold_dir(k) / LAST)
+            if planned:  # written only once every check has passed
+                write_folds(folds_csv, samples, assignment, cfg.data.group_by)
             if fresh:
                 write_text(saved, dump_config(cfg))
             if fresh or not (path / SCHEMA).is_file():

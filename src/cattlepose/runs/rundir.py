@@ -59,8 +59,7 @@ class RunDir:
         path = Path(path)
         if not path.is_dir():
             why = unreadable(path, "run directory")
-            raise UserError(why + ("; train one with `cattlepose train --name NAME`" if "not found" in why else ""),
-                            path=path)  # fmt: skip
+            raise UserError(why + (f"; train one with `{train_line(path)}`" if "not found" in why else ""), path=path)
         if not (path / CONFIG).is_file():
             raise UserError("not a run directory (no config.yaml); train one with `cattlepose train`", path=path)
         run = cls(path, load_config(path / CONFIG), _read_schema(path / SCHEMA))

@@ -400,3 +400,386 @@ def test_report_and_collect_of_damaged_runs_exit_2(run_and_images, tmp_path):
     assert f"--runs-dir {run.parent} --resume --folds 0,1" in r.output.replace("\n", ""), r.output
     r = runner.invoke(app, ["report", str(tmp_path / "nowhere")], env=WIDE)
     assert r.exit_code == 2 and "nowhere" in r.output, r.output
+
+
+# ------------------------------------------------------------------------------------------ the catalogue
+# Issue #26: every mistake a user makes ends in exit 2, a message naming the file or key, no traceback, and no
+# file that existed before changed. One tiny trained run (2 folds, 1 epoch) is shared and copied per case.
+import hashlib  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+
+TINY = [
+    "model.input_size=[64,64]", "train.folds=2", "train.epochs=1", "train.batch_size=4", "train.workers=0",
+    "train.threads=2", "augment.level=none", "infer.batch_size=8", "train.compile=off",
+]  # fmt: skip
+
+
+def _sets(*items: str) -> list[str]:
+    return [a for s in items for a in ("-s", s)]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from conftest import synth_set
+
+    return synth_set(tmp_path_factory, n_train=12, n_test=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("trained")
+    r = runner.invoke(app, ["train", *_sets(*TINY, f"data.train={tiny_data / 'train'}"), "--name", "t",
+                            "--runs-dir", str(runs), "-q"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return runs / "t"
+
+
+@pytest.fixture
+def run(trained, tmp_path) -> Path:
+    """A private copy of the trained run: tmp_path/runs/t."""
+    dest = tmp_path / "runs" / "t"
+    shutil.copytree(trained, dest)
+    return dest
+
+
+def _snapshot(*roots: Path) -> dict[str, tuple[str, int]]:
+    out = {}
+    for root in roots:
+        for p in sorted([root] if root.is_file() else root.rglob("*")):
+            if p.is_file() and not p.name.endswith(".lock"):
+                out[str(p)] = (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return out
+
+
+def _fails(args: list[str], *named: str, unchanged: tuple[Path, ...] = ()) -> str:
+    """Run the CLI; assert exit 2, each of `named` in the message, no traceback, nothing under `unchanged`
+    changed; return the output (newlines removed, so long lines wrapped by the console read whole)."""
+    before = _snapshot(*unchanged)
+    r = runner.invoke(app, args, env={"COLUMNS": "400"})
+    text = r.output.replace("\n", "")
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output, r.output
+    for n in named:
+        assert n in text, (n, r.output)
+    assert _snapshot(*unchanged) == before
+    return text
+
+
+def _advice(text: str) -> list[str]:
+    """The `cattlepose ...` command a message advises, as CLI arguments."""
+    m = re.search(r"`cattlepose ([^`]+)`", text)
+    assert m, text
+    return shlex.split(m.group(1))
+
+
+def _predict_args(run: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", str(run), str(data / "test" / "images"), "-o", str(out), "-q", *extra]
+
+
+# --- silent wrong results
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [("  - 64\n  - 64", "  - 96\n  - 96", "model.input_size"), ("kind: msra", "kind: udp", "codec.kind"),
+     ("sigma: 1.5", "sigma: 2.0", "codec.sigma")],
+)  # fmt: skip
+def test_a_config_edited_against_its_checkpoints_is_refused(run, tiny_data, tmp_path, old, new, key):
+    cfg = run / "config.yaml"
+    assert old in cfg.read_text()
+    cfg.write_text(cfg.read_text().replace(old, new, 1))
+    out = tmp_path / "sub.csv"
+    text = _fails(_predict_args(run, tiny_data, out), key, "fold0/best.pt", unchanged=(run,))
+    assert not out.exists()
+    if key == "model.input_size":
+        assert "[64, 64]" in text and "[96, 96]" in text
+    # resuming the run is refused the same way, naming last.pt
+    _fails(["train", "--name", "t", "--runs-dir", str(run.parent), "--resume", "-q"], key, "last.pt",
+           unchanged=(run,))  # fmt: skip
+
+
+def test_changed_train_folds_refuses_to_resume_and_predict(run, tiny_data, tmp_path):
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("folds: 2", "folds: 3", 1))
+    args = ["train", "--name", "t", "--runs-dir", str(run.parent), "--resume", "-q"]
+    _fails(args, "train.folds", "folds: 2", "config.yaml", unchanged=(run,))
+    _fails(_predict_args(run, tiny_data, tmp_path / "s.csv"), "train.folds", unchanged=(run,))
+
+
+def test_resume_of_an_unknown_run_lists_the_runs(run):
+    text = _fails(["train", "--name", "tt", "--runs-dir", str(run.parent), "--resume", "-q"], "tt", "t",
+                  unchanged=(run.parent,))  # fmt: skip
+    assert not (run.parent / "tt").exists()
+    assert _advice(text) == ["train", "--name", "t", "--runs-dir", str(run.parent), "--resume"]
+    _fails(["train", "--name", "tt", "--runs-dir", str(run.parent), "--collect", "-q"], "tt")
+
+
+def test_a_second_training_of_the_same_fold_at_once_is_refused(run, tiny_data):
+    from cattlepose.core.files import try_lock
+
+    args = ["train", "--name", "t", "--runs-dir", str(run.parent), "--resume", "--folds", "0", "-q"]
+    shutil.rmtree(run / "fold0")
+    with try_lock(run / "fold0" / ".lock") as mine:  # another process holds fold 0
+        assert mine
+        _fails(args, "fold 0", "another process", unchanged=(run,))
+    r = runner.invoke(app, args)  # released: a killed process leaves nothing stuck
+    assert r.exit_code == 0, r.output
+
+
+# --- advice that must work
+def test_a_truncated_last_pt_on_resume_advises_a_working_command(run):
+    last = run / "fold0" / "last.pt"
+    (run / "fold0" / "done.json").unlink()  # a fold killed mid-training
+    last.write_bytes(last.read_bytes()[:1000])
+    text = _fails(["train", "--name", "t", "--runs-dir", str(run.parent), "--resume", "--folds", "0", "-q"],
+                  "fold0/last.pt", "--resume", unchanged=(run,))  # fmt: skip
+    m = re.search(r"`rm -r (\S+) && cattlepose (train [^`]+)`", text)
+    assert m, text
+    shutil.rmtree(m.group(1))
+    r = runner.invoke(app, [*shlex.split(m.group(2)), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (run / "fold0" / "done.json").is_file()
+
+
+def test_collect_rederives_a_lost_fold_oof(run):
+    (run / "fold1" / "oof.csv").unlink()
+    (run / "cv.json").unlink()
+    r = runner.invoke(app, ["train", "--name", "t", "--runs-dir", str(run.parent), "--collect", "-q"])
+    assert r.exit_code == 0, r.output
+    assert (run / "cv.json").is_file() and (run / "fold1" / "oof.csv").is_file()
+
+
+def test_a_deleted_folds_csv_is_named_and_the_advice_works(run):
+    (run / "folds.csv").unlink()
+    (run / "cv.json").unlink()
+    text = _fails(["train", "--name", "t", "--runs-dir", str(run.parent), "--collect", "-q"], "folds.csv",
+                  "deleted", unchanged=(run,))  # fmt: skip
+    assert "never started" not in text
+    r = runner.invoke(app, [*_advice(text), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (run / "folds.csv").is_file() and (run / "cv.json").is_file()
+
+
+# --- slips on the command line and in YAML
+def test_an_empty_set_value_is_an_error(tmp_path):
+    runs = tmp_path / "runs"
+    _fails(["train", "-s", "data.train=", "--runs-dir", str(runs), "--name", "x", "-q"], "data.train", "-s")
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize(
+    ("item", "key"),
+    [
+        ("train.epochs=yes", "train.epochs"),
+        ("train.lr=.nan", "train.lr"),
+        ("train.epochs='3'", "train.epochs"),
+        ("codec.blur_kernel=4", "blur"),
+    ],
+)
+def test_set_values_are_strict_and_blamed_on_the_option(item, key, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochs: 2\n")
+    runs = tmp_path / "runs"
+    text = _fails(["train", "-c", str(cfg), "-s", item, "--runs-dir", str(runs), "-q"], key, f"-s {item}")
+    assert str(cfg) not in text
+    assert not runs.exists()
+
+
+def test_empty_folds_is_an_error(run, tiny_data, tmp_path):
+    _fails(["train", "--name", "t", "--runs-dir", str(run.parent), "--resume", "--folds", "", "-q"], "--folds",
+           unchanged=(run,))  # fmt: skip
+    _fails(_predict_args(run, tiny_data, tmp_path / "s.csv", "--folds", ""), "--folds")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_yaml_with_a_key_twice_names_the_lines(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epochs: 2\nmodel:\n  psa: none\ntrain:\n  lr: 0.1\n")
+    _fails(["info", "model", "-c", str(cfg)], "c.yaml", "'train' appears twice", "lines 1 and 5")
+    cfg.write_text("train:\n  epochs: 2\n  epochs: 3\n")
+    _fails(["info", "model", "-c", str(cfg)], "c.yaml", "'epochs'", "line 3")
+
+
+def test_a_binary_config_and_a_symlink_loop(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00")
+    _fails(["info", "model", "-c", str(cfg)], "c.yaml", "not a text file")
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    _fails(["info", "model", "-c", str(loop)], "loop.yaml", "symlink loop")
+
+
+def test_errors_before_training_leave_a_folder_the_corrected_command_reuses(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    base = ["train", *_sets(*TINY, f"data.train={tiny_data / 'train'}"), "--runs-dir", str(runs), "--name", "r", "-q"]
+    _fails([*base, "-s", "train.folds=50"], "train.folds")  # more folds than farms: found before writing
+    assert not runs.exists()
+    # a folder left by a failure before any fold trained is taken over by the corrected command
+    (runs / "r").mkdir(parents=True, exist_ok=True)
+    (runs / "r" / "config.yaml").write_text("train:\n  folds: 3\n")  # as a failed earlier attempt left it
+    r = runner.invoke(app, [*base, "--folds", "0"])
+    assert r.exit_code == 0, r.output
+
+
+# --- annotations
+def _far_keypoint(root: Path) -> None:
+    _edit_json(root / "annotations" / "adk_001.json", lambda d: _set_kp(d, 3, 5000))  # in a 96-px image
+
+
+def test_keypoints_far_outside_the_image_stop_training_and_are_counted(make_adk, tmp_path):
+    root = make_adk(n=4)
+    _far_keypoint(root)
+    runs = tmp_path / "runs"
+    args = ["train", *_sets(*TINY, f"data.train={root}"), "--runs-dir", str(runs), "--name", "r", "-q"]
+    _fails(args, "adk_001.jpg", "keypoints[1]", "data.outside", unchanged=(root,))
+    assert not runs.exists()
+    _fails(["data", "check", str(root)], "adk_001.jpg", "keypoints[1]", "far outside")
+    from cattlepose.core.config import load_config
+    from cattlepose.core.ui import Log
+    from cattlepose.data.source import load_training_data
+
+    for policy, expect in (("drop", 0.0), ("clip", 95.0)):
+        cfg = load_config(None, [f"data.train={root}", f"data.outside={policy}"])
+        samples, _ = load_training_data(cfg, Log(quiet=True))
+        s = next(s for s in samples if s.image.name == "adk_001.jpg")
+        assert s.keypoints[1, 0] == expect
+
+
+def test_coco_keypoints_far_outside_the_image(make_coco, tmp_path):
+    path = make_coco(n_images=2, animals=2)
+    _edit_json(path, lambda d: d["annotations"][1]["keypoints"].__setitem__(0, 1e6))
+    runs = tmp_path / "runs"
+    args = ["train", *_sets(*TINY, f"data.train={path}", "data.format=coco", "data.schema=from_data",
+                            "data.group_by=image"), "--runs-dir", str(runs), "--name", "r", "-q"]  # fmt: skip
+    _fails(args, "img_0.png", "keypoints[0]", unchanged=(path.parent,))
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [(lambda d: _set_kp(d, 0, "12.5"), "keypoints"), (lambda d: _adk_ann(d).update(bbox=[1, 2, "30", 4]), "bbox"),
+     (lambda d: d["label_info"]["image"].update(width="abc"), "label_info.image.width"),
+     (lambda d: _set_kp(d, 2, True), "keypoints")],
+)  # fmt: skip
+def test_numbers_given_as_text_in_annotations_are_errors(make_adk, change, field):
+    root = make_adk(n=3)
+    _edit_json(root / "annotations" / "adk_001.json", change)
+    _fails(["data", "check", str(root)], "adk_001.json", field)
+    with pytest.raises(UserError, match=r"adk_001\.json"):
+        read_samples("adk", root, "adk17")
+
+
+def test_coco_width_as_text_is_an_error(make_coco):
+    path = make_coco()
+    _edit_json(path, lambda d: d["images"][0].update(width="abc"))
+    _fails(["data", "check", str(path), "--schema", "from_data"], "data.json", "images[0].width")
+
+
+# --- outputs
+def _out_cases(run: Path, data: Path, tmp_path: Path) -> dict[str, tuple[Path, list[str], str]]:
+    template = data / "sample_submission.csv"
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    return {
+        "template": (template, ["--template", str(template)], "would overwrite an input"),
+        "checkpoint": (run / "fold0" / "best.pt", [], "would overwrite an input"),
+        "config": (run / "config.yaml", [], "would overwrite an input"),
+        "folder": (tmp_path / "adir", [], "is a folder"),
+        "under a file": (tmp_path / "afile" / "sub.csv", [], "not a folder"),
+    }
+
+
+@pytest.mark.parametrize("case", ["template", "checkpoint", "config", "folder", "under a file"])
+def test_predict_refuses_an_output_it_cannot_or_must_not_write(run, tiny_data, tmp_path, monkeypatch, case):
+    out, extra, words = _out_cases(run, tiny_data, tmp_path)[case]
+    from cattlepose.engine import predict
+
+    def never(*a, **k):
+        raise AssertionError("predicted before checking the output")
+
+    monkeypatch.setattr(predict, "predict_samples", never)
+    _fails(_predict_args(run, tiny_data, out, *extra), str(out), words, unchanged=(run, tiny_data, tmp_path))
+
+
+def test_a_write_error_at_the_end_is_exit_2_and_leaves_nothing_half_written(run, tiny_data, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    out = tmp_path / "sub.csv"
+    out.write_text("the previous submission\n")
+    real = os.replace
+
+    def full(src, dst):
+        if str(dst) == str(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    _fails(_predict_args(run, tiny_data, out), "sub.csv", "No space left", unchanged=(run, tmp_path))
+    assert out.read_text() == "the previous submission\n" and not list(tmp_path.glob(".sub.csv*"))
+
+
+# --- images
+def test_a_truncated_training_image_is_named_before_the_run_folder_is_written(tiny_data, tmp_path):
+    data = tmp_path / "train"
+    shutil.copytree(tiny_data / "train", data)
+    img = sorted((data / "images").glob("*.jpg"))[3]
+    good = img.read_bytes()
+    img.write_bytes(good[: len(good) // 2])
+    runs = tmp_path / "runs"
+    args = ["train", *_sets(*TINY, f"data.train={data}", "train.workers=1"), "--runs-dir", str(runs), "--name", "r"]
+    _fails([*args, "-q"], img.name, "cannot be decoded", unchanged=(data,))
+    assert not runs.exists()
+
+
+class _Broken:
+    """A data set whose every item fails as an unreadable image does."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i):
+        raise UserError("cannot read image (truncated)", path="/data/cow_7.jpg")
+
+
+def test_a_user_error_in_a_loader_worker_arrives_without_the_worker_traceback():
+    from cattlepose.engine.loader import _Loader
+
+    with pytest.raises(UserError) as e:
+        next(iter(_Loader(_Broken(), batch_size=2, num_workers=1)))
+    assert str(e.value) == "/data/cow_7.jpg: cannot read image (truncated)"
+
+
+# --- paths and arguments
+def test_symlink_loops_are_named_as_such(run, tiny_data, tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    _fails(["data", "check", str(loop)], "loop", "symlink loop")
+    _fails(["predict", str(run), str(loop), "-o", str(tmp_path / "s.csv")],
+           "symlink loop")  # fmt: skip
+    _fails(["predict", str(loop), str(tiny_data / "test" / "images")], "run directory is a symlink loop")
+    _fails(["evaluate", str(loop), str(tiny_data / "test")], "symlink loop")
+
+
+def test_swapped_evaluate_arguments_are_detected_and_the_advice_works(run, tiny_data, tmp_path):
+    sub = tmp_path / "sub.csv"
+    r = runner.invoke(app, _predict_args(run, tiny_data, sub))
+    assert r.exit_code == 0, r.output
+    text = _fails(["evaluate", str(tiny_data / "test"), str(sub)], "swapped", unchanged=(sub,))
+    r = runner.invoke(app, _advice(text))
+    assert r.exit_code == 0, r.output
+    coco = tmp_path / "results.json"
+    coco.write_text("[]")
+    _fails(["evaluate", str(sub), str(coco)], "GT holds predictions", "swapped")
+
+
+def test_a_full_disk_is_found_before_predicting(run, tiny_data, tmp_path, monkeypatch):
+    import collections
+    import shutil as sh
+
+    from cattlepose.engine import predict
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: pytest.fail("predicted first"))
+    _fails(_predict_args(run, tiny_data, tmp_path / "s.csv"), "s.csv", "no space left", unchanged=(run, tmp_path))

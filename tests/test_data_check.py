@@ -83,12 +83,16 @@ def test_skipped_annotations_and_outside_keypoints_are_notes_not_problems(make_c
     path = make_coco(n_images=1, animals=3)
     doc = json.loads(path.read_text())
     doc["annotations"][0]["iscrowd"] = 1
-    doc["annotations"][1]["keypoints"][0] = 500  # x beyond the 128 px wide image
+    doc["annotations"][1]["keypoints"][0] = 140  # x just beyond the 128 px wide image (an animal leaving it)
     path.write_text(json.dumps(doc))
     report = check_data(path, schema_spec="from_data")
     assert report.ok
     notes = " ".join(report.notes)
     assert "skipped 1 crowd" in notes and "1 labelled keypoint(s) lie outside their image" in notes
+    doc["annotations"][1]["keypoints"][0] = 500  # far beyond: a typo, refused by training (data.outside)
+    path.write_text(json.dumps(doc))
+    report = check_data(path, schema_spec="from_data")
+    assert len(report.problems) == 1 and "far outside" in report.problems[0].message
 
 
 def test_a_schema_that_does_not_fit_is_a_problem_with_the_file_named(make_adk):

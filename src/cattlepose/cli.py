@@ -179,13 +179,15 @@ def train(
     from cattlepose.core.config import load_config
     from cattlepose.data.folds import parse_fold_list
     from cattlepose.engine import crossval, kfold
-    from cattlepose.runs.rundir import CONFIG, train_line
+    from cattlepose.runs.rundir import CONFIG, require_run, train_line
 
     run_name = name or (config.stem if config else "default")
     run_dir = runs_dir / run_name
     log = Log(quiet)
     if config is None and (run_dir / CONFIG).is_file() and (resume or collect):
         config = run_dir / CONFIG  # resuming needs no -c: the run remembers its config
+    if config is None and (resume or collect):
+        require_run(run_dir, "--collect" if collect else "--resume")
     if collect:
         report = crossval.collect(run_dir, log=log)
     else:

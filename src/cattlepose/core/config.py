@@ -6,18 +6,55 @@ Every section forbids unknown keys, so a typo is an error that names the key and
 from __future__ import annotations
 
 import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cattlepose.core.backbones import BACKBONES, PsaLayout
 from cattlepose.core.errors import UserError
+from cattlepose.core.yamlfile import load_yaml, parse_yaml
+
+_STRICT = {"extra": "forbid", "validate_assignment": True, "allow_inf_nan": False}
+
+
+def _kinds(ann: Any) -> set[Any]:
+    """The plain types and Literal values a field annotation admits (through Optional, unions, Annotated)."""
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _kinds(typing.get_args(ann)[0])
+    if origin is Literal:
+        return set(typing.get_args(ann))
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in typing.get_args(ann)))
+    return {origin or ann}
+
+
+def _strict_scalar(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Numbers and switches are what they say: `yes` is not an epoch count, "12" (a string) is not a number."""
+    field = model.model_fields.get(info.field_name or "")
+    if field is None:
+        return value
+    kinds = _kinds(field.annotation)
+    numeric = kinds & {int, float}
+    if isinstance(value, bool) and bool not in kinds and not ({"on", "off"} & kinds):
+        want = "a number" if numeric else "one of " + ", ".join(repr(k) for k in kinds if isinstance(k, str))
+        raise ValueError(f"expected {want}, not the switch {str(value).lower()} (YAML reads yes/no/on/off as one)")
+    if isinstance(value, str) and numeric and not (kinds & {str, Path}) and not any(isinstance(k, str) for k in kinds):
+        raise ValueError(f"expected a number, not the text {value!r} (write it without quotes)")
+    return value
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(**_STRICT)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_coercion(cls, value: Any, info: ValidationInfo) -> Any:
+        return _strict_scalar(cls, value, info)
 
 
 class DataConfig(_Section):
@@ -37,10 +74,14 @@ class DataConfig(_Section):
     synth_test: int = Field(300, ge=0)
     synth_seed: int = 0
     max_samples: int | None = Field(None, ge=1)  # cap for quick experiments and tests
+    # labelled keypoints farther outside their image than outside_margin x its width/height: error (default),
+    # drop (unlabel them) or clip (move them to the border)
+    outside: Literal["error", "drop", "clip"] = "error"
+    outside_margin: float = Field(0.25, ge=0)
     # COCO: train on this category only (its name or id), e.g. sheep, or on several: [dog, cat, horse]
     category: str | int | list[str | int] | None = None
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(**_STRICT, populate_by_name=True)
 
     @model_validator(mode="after")
     def _files_and_folders(self) -> DataConfig:
@@ -97,6 +138,13 @@ class CodecConfig(_Section):
     loss: Literal["ce", "mse"] = "ce"  # ce: spatial-softmax cross-entropy (learns from scratch); mse: classic
     decode: Literal["dark", "argmax"] = "dark"
     blur_kernel: int = Field(5, ge=1)  # DARK's Gaussian blur before the Newton step (odd)
+
+    @field_validator("blur_kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (the blur is centred on a pixel)")
+        return v
 
 
 class AugmentConfig(_Section):
@@ -197,7 +245,8 @@ def _raise_validation(err: ValidationError, source: str | Path | None) -> None:
         hint = f"; did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else "."
         valid = f" Valid keys here: {', '.join(options)}." if options else ""
         raise UserError(f"unknown key '{key}'{hint}{valid}", path=source, field=key) from None
-    raise UserError(f"{first['msg']} (got {first.get('input')!r})", path=source, field=key) from None
+    msg = first["msg"].removeprefix("Value error, ")
+    raise UserError(f"{msg} (got {first.get('input')!r})", path=source, field=key) from None
 
 
 def parse_config(raw: dict[str, Any], source: str | Path | None = None) -> Config:
@@ -208,10 +257,14 @@ def parse_config(raw: dict[str, Any], source: str | Path | None = None) -> Confi
         raise  # unreachable
 
 
-def _parse_value(text: str) -> Any:
-    """`-s` values are YAML scalars/lists: 3, 0.5, true, null, [128, 128], parallel."""
+def _parse_value(item: str, text: str) -> Any:
+    """`-s` values are YAML scalars/lists: 3, 0.5, true, null, [128, 128], parallel. An empty value is an error
+    (it would read as null: `-s data.train=` would train on the synthetic set)."""
+    if not text.strip():
+        key = item.split("=", 1)[0].strip()
+        raise UserError(f"empty value; give one, or write {key}=null to mean none", path=f"-s {item}", field=key)
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -231,7 +284,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"'{part}' is not a section", field=key)
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = _parse_value(item, value)
     return raw
 
 
@@ -240,16 +293,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise UserError("config file not found", path=path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"not valid YAML: {e}", path=path) from None
+        raw = load_yaml(path, "config file") or {}
         if not isinstance(raw, dict):
             raise UserError("a config must be a mapping of sections", path=path)
     raw = apply_overrides(raw, overrides or [])
-    return parse_config(raw, source=path)
+    try:
+        return parse_config(raw, source=path)
+    except UserError as e:  # a bad -s value is the -s option's fault, not the YAML file's
+        given = {item.split("=", 1)[0].strip(): item for item in overrides or []}
+        if e.field in given:
+            raise UserError(e.message, path=f"-s {given[e.field]}", field=e.field) from None
+        raise
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

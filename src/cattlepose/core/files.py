@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from cattlepose.core.errors import UserError
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
+                 errno.EEXIST, errno.EFBIG, errno.ELOOP}  # fmt: skip
+_MIN_FREE = 1 << 20  # bytes a submission needs at least
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno not in _WRITE_ERRORS:
+            raise
+        # a full disk, a read-only folder: the user's to fix, and the old file (if any) is still whole
+        raise UserError(f"cannot write the file ({e.strerror}); nothing was written", path=path) from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -57,3 +71,65 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def try_lock(path: str | Path) -> Iterator[bool]:
+    """Try to hold an exclusive lock on `path` for the block without waiting; yields whether it was taken. The
+    operating system releases it when the process ends, however it ends: a killed run leaves nothing stuck."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def unreadable(path: str | Path, what: str = "file") -> str:
+    """Why `path` cannot be opened as a file, in words: a symlink loop, a dangling link, a folder, or absent."""
+    path = Path(path)
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{what} is a symlink loop (a link that points back to itself)"
+        if path.is_symlink():
+            return f"{what} is a broken symlink (its target {os.readlink(path)} does not exist)"
+        if e.errno == errno.EACCES:
+            return f"{what} cannot be read (permission denied)"
+        return f"{what} not found"
+    if path.is_dir():
+        return f"{what} is a folder, not a file"
+    return f"{what} is not a regular file"
+
+
+def check_output(path: str | Path, protect: Sequence[str | Path | None] = ()) -> None:
+    """Before the work: `path` can be written (not a folder, not under a file, a writable folder with room) and
+    is none of the inputs in `protect` (files, or folders whose every file is an input)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError("is a folder; give a file name, e.g. -o submissions/submission.csv", path=path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent and not folder.is_symlink():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot be written: {folder} is not a folder (a file, or a broken link)", path=path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot be written: the folder {folder} is read-only", path=path)
+    if shutil.disk_usage(folder).free < _MIN_FREE:
+        raise UserError(f"cannot be written: no space left on the disk of {folder}", path=path)
+    if not path.exists():
+        return
+    target = path.resolve()
+    for p in protect:
+        if p is None or not Path(p).exists():
+            continue
+        q = Path(p).resolve()
+        if (q.is_dir() and target.is_relative_to(q)) or (q.is_file() and os.path.samefile(target, q)):
+            raise UserError(f"would overwrite an input ({p}); choose another output file", path=path)

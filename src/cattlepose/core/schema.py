@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cattlepose.core.errors import UserError
 from cattlepose.core.resources import configs_dir
+from cattlepose.core.yamlfile import load_yaml
 
 DEFAULT_SIGMA = 0.079  # COCO's shoulder sigma: a middling value for joints nobody has measured
 
@@ -96,11 +95,7 @@ def load_schema(spec: str | Path) -> KeypointSchema:
             "'from_data' for a COCO file, or the path of a schema YAML file",
             field="data.schema",
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UserError(f"not valid YAML: {e}", path=path) from None
-    return schema_from_dict(raw, source=path)
+    return schema_from_dict(load_yaml(path, "schema file"), source=path)
 
 
 def schema_from_dict(raw: Any, source: str | Path = "<schema>") -> KeypointSchema:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +20,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from cattlepose.core.config import DataConfig
 from cattlepose.core.errors import UserError
 from cattlepose.core.schema import KeypointSchema, recognition_note
 from cattlepose.data.formats import read_detailed, resolve_format, resolve_schema
+from cattlepose.data.formats.common import outside_policy
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 
@@ -134,10 +136,21 @@ def check_data(
 
     problems += _decode_all(sorted({s.image for s in samples}), workers, progress)
     notes += _outside_notes(samples)
+    problems += _far_outside(samples, schema.keypoints if schema is not None else ())
     names = list(schema.keypoints) if schema is not None else []
     report = DataReport(path=path, format=fmt, schema=schema, keypoint_names=names, notes=notes, problems=problems)
     _summarise(report, samples)
     return report
+
+
+def require_decodable(samples: list[Sample]) -> None:
+    """Every image of `samples` decodes (threads), else one UserError listing the files: training checks this
+    before it writes its run folder, not an epoch in."""
+    problems = _decode_all(sorted({s.image for s in samples}), None, None)
+    if problems:
+        shown = "\n  ".join(f"{p.file}: {p.message}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise UserError(f"{len(problems)} image(s) cannot be decoded; fix or remove them:\n  {shown}{more}")
 
 
 def _decode_all(paths: list[Path], workers: int | None, progress: Callable[[int, int], None] | None) -> list[Problem]:
@@ -158,6 +171,18 @@ def _decode_all(paths: list[Path], workers: int | None, progress: Callable[[int,
                 found.append(result)
             if progress is not None:
                 progress(i, len(paths))
+    return found
+
+
+def _far_outside(samples: list[Sample], names: Sequence[str]) -> list[Problem]:
+    """Keypoints that training refuses by default (`data.outside: error`): one problem per animal, and the count."""
+    margin = DataConfig.model_fields["outside_margin"].default
+    found = []
+    for s in samples:
+        try:
+            outside_policy([s], "error", margin, names)
+        except UserError as e:
+            found.append(Problem(e.path or str(s.image), e.field, e.message))
     return found
 
 

@@ -72,11 +72,13 @@ def read_folds(path: Path, samples: Sequence[Sample]) -> list[int]:
 
 
 def parse_fold_list(text: str | None, n_folds: int) -> list[int]:
-    """'0,2' -> [0, 2]; None -> every fold."""
-    if text is None or text.strip() in ("", "all"):
+    """'0,2' -> [0, 2]; None or 'all' -> every fold. An empty list is an error, not every fold."""
+    if text is None or text.strip() == "all":
         return list(range(n_folds))
     try:
         folds = sorted({int(t) for t in text.split(",") if t.strip()})
+        if not folds:
+            raise ValueError
     except ValueError:
         raise UserError(f"--folds '{text}' must be comma-separated fold numbers, e.g. 0,1", field="--folds") from None
     bad = [k for k in folds if not 0 <= k < n_folds]

@@ -13,6 +13,7 @@ from cattlepose.core.files import file_lock
 from cattlepose.core.schema import KeypointSchema, recognition_note
 from cattlepose.core.ui import Log
 from cattlepose.data.formats import read_samples, read_sources
+from cattlepose.data.formats.common import outside_policy
 from cattlepose.data.records import Sample
 
 
@@ -47,6 +48,15 @@ def load_training_data(cfg: Config, log: Log) -> tuple[list[Sample], KeypointSch
     if d.train is None:
         root = ensure_synthetic(cfg, log)
         return read_samples("adk", root / "train", d.schema_, bbox=d.bbox, max_samples=d.max_samples)
+    samples, schema = _read(cfg, log)
+    n = outside_policy(samples, d.outside, d.outside_margin, schema.keypoints)
+    if n:
+        log.info(f"data.outside={d.outside}: {n} keypoint(s) far outside their image were {d.outside}ped")
+    return samples, schema
+
+
+def _read(cfg: Config, log: Log) -> tuple[list[Sample], KeypointSchema]:
+    d = cfg.data
     samples, schema = read_sources(
         d.format,
         d.train_files,

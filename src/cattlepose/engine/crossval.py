@@ -15,6 +15,7 @@ import torch
 from cattlepose.core.errors import UserError
 from cattlepose.core.ui import Log
 from cattlepose.data.records import Sample
+from cattlepose.engine.device import resolve_device
 from cattlepose.engine.infer import Ensemble, load_fold_model, predict_samples
 from cattlepose.metrics.keypoints import evaluate
 from cattlepose.models.codec import HeatmapCodec
@@ -32,11 +33,13 @@ def predict_fold(run: RunDir, k: int, samples: list[Sample], device: torch.devic
     return preds
 
 
-def read_fold(run: RunDir, k: int) -> OofPredictions:
-    path = run.oof_path(k)
-    if not path.is_file():
-        raise UserError(f"fold {k} is marked done but has no oof.csv; retrain it with --folds {k}", path=path)
-    return run.read_oof(k)
+def read_fold(run: RunDir, k: int, samples: list[Sample], log: Log) -> OofPredictions:
+    """A finished fold's saved predictions; when its oof.csv was lost, its best.pt predicts them again."""
+    if run.oof_path(k).is_file():
+        return run.read_oof(k)
+    log.info(f"fold {k} has no oof.csv; predicting its held-out samples again with its {run.checkpoint(k).name}")
+    held_out = [s for s, f in zip(samples, run.assignment(samples), strict=True) if f == k]
+    return predict_fold(run, k, held_out, resolve_device(run.cfg.train.device), log)
 
 
 def cv_report(run: RunDir, samples: list[Sample], folds: dict[int, OofPredictions]) -> dict[str, Any]:
@@ -83,4 +86,6 @@ def collect(run_dir: Path, log: Log | None = None) -> dict[str, Any]:
             path=run.path,
         )
     samples, _ = load_training_data(run.cfg, log or Log(quiet=True))
-    return cv_report(run, samples, {k: read_fold(run, k) for k in range(run.cfg.train.folds)})
+    run.assignment(samples)  # a lost or mismatched folds.csv is named before any prediction
+    log = log or Log(quiet=True)
+    return cv_report(run, samples, {k: read_fold(run, k, samples, log) for k in range(run.cfg.train.folds)})

@@ -6,6 +6,7 @@ with several animals in an image, by the smallest mean keypoint distance (Hungar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,40 @@ def run_evaluate(
     images: Path | None = None,
 ) -> dict[str, Any]:
     cfg = load_config(config, overrides or [])
+    _not_swapped(pred, gt)
     spec = schema_spec or cfg.data.schema_
     samples, schema = read_samples(detect_format(gt), gt, spec, images=images, bbox=cfg.data.bbox)
     fmt = detect_prediction_format(pred)
     matched = match_predictions(read_predictions(pred, schema, fmt), samples, fmt)
     return evaluate(matched, samples, schema, pck_torso=tuple(cfg.eval.pck_torso), pck_bbox=tuple(cfg.eval.pck_bbox))
+
+
+def _not_swapped(pred: Path, gt: Path) -> None:
+    """Predictions are one file (CSV, ADK JSON, COCO results: a JSON list); ground truth an ADK folder, a COCO
+    file (an object with images and annotations) or a CSV. Arguments given the other way round are named."""
+
+    def kind(p: Path) -> str:
+        if p.is_dir():
+            return "gt"
+        if p.suffix.lower() != ".json" or not p.is_file():
+            return "either"
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return "either"  # the readers name what is wrong with it
+        if isinstance(doc, list):
+            return "pred"
+        is_gt = isinstance(doc, dict) and ({"images", "annotations"} <= set(doc) or "label_info" in doc)
+        return "gt" if is_gt else "pred"
+
+    if kind(pred) == "gt":
+        why, path = f"PRED is {'a folder' if pred.is_dir() else 'a ground-truth file'}", pred
+    elif kind(gt) == "pred":
+        why, path = "GT holds predictions", gt
+    else:
+        return
+    raise UserError(f"{why}: the arguments look swapped (predictions first, then ground truth); "
+                    f"`cattlepose evaluate {gt} {pred}`", path=path)  # fmt: skip
 
 
 def match_predictions(preds: dict[str, np.ndarray], samples: list[Sample], fmt: str) -> dict[str, np.ndarray]:

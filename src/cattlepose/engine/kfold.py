@@ -6,18 +6,20 @@ torchrun all processes train each fold together. Whoever finishes the last fold 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from cattlepose.core.config import Config
 from cattlepose.core.ui import Log
+from cattlepose.data.check import require_decodable
 from cattlepose.data.source import load_training_data
 from cattlepose.engine import crossval, dist
 from cattlepose.engine.device import resolve_device
 from cattlepose.engine.fit import train_fold
 from cattlepose.metrics.names import selection_metric
-from cattlepose.runs.rundir import RunDir
+from cattlepose.runs.rundir import RunDir, started_folds
 
 
 def run_training(
@@ -43,6 +45,8 @@ def run_training(
         samples, schema = load_training_data(cfg, log)
         selection_metric(cfg, schema)  # a setting the data cannot satisfy fails now, not after an epoch
         wanted = list(range(cfg.train.folds)) if folds is None else folds
+        if info.is_main and not started_folds(run_dir):  # a first start: nothing is written with a bad image
+            require_decodable(samples)
         if info.is_main:
             run, assignment = RunDir.prepare(run_dir, cfg, schema, samples, wanted, resume)
         dist.barrier(info)
@@ -60,13 +64,15 @@ def run_training(
                 continue
             train_s = [s for s, f in zip(samples, assignment, strict=True) if f != k]
             held_out = [s for s, f in zip(samples, assignment, strict=True) if f == k]
-            result = train_fold(cfg, schema, train_s, held_out, run.fold_dir(k), device, resume, log, info)
-            if info.is_main:
-                predicted[k] = crossval.predict_fold(run, k, held_out, device, log)
-                run.mark_done(k, result.best_metric, result.best_epoch, time.time())
+            with run.training(k) if info.is_main else contextlib.nullcontext():
+                result = train_fold(cfg, schema, train_s, held_out, run.fold_dir(k), device, resume, log, info)
+                if info.is_main:
+                    predicted[k] = crossval.predict_fold(run, k, held_out, device, log)
+                    run.mark_done(k, result.best_metric, result.best_epoch, time.time())
             dist.barrier(info)
         if info.is_main and not run.unfinished():
-            every = {k: predicted[k] if k in predicted else crossval.read_fold(run, k) for k in range(cfg.train.folds)}
+            every = {k: predicted[k] if k in predicted else crossval.read_fold(run, k, samples, log)
+                     for k in range(cfg.train.folds)}  # fmt: skip
             return crossval.cv_report(run, samples, every)
         return None
     finally:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cattlepose.core.errors import UserError
 from cattlepose.data.dataset import KeypointDataset, network_input
 from cattlepose.engine import dist
 from cattlepose.models.codec import HeatmapCodec
@@ -66,8 +67,22 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
+class _Loader(DataLoader):
+    """A DataLoader whose workers' user errors (an image that cannot be decoded) arrive as the worker raised
+    them: one message naming the file, not the worker's traceback that torch wraps around it."""
+
+    def __iter__(self) -> Iterator:  # type: ignore[override]
+        try:
+            yield from super().__iter__()
+        except UserError as e:
+            if "Original Traceback" not in e.message:
+                raise
+            last = e.message.strip().splitlines()[-1]
+            raise UserError(last.split("UserError: ", 1)[-1]) from None
+
+
 def train_loader(dataset: KeypointDataset, sampler: EpochSampler, workers: int, device: torch.device) -> DataLoader:
-    return DataLoader(
+    return _Loader(
         _EpochIndexed(dataset),
         batch_size=sampler.global_batch // sampler.info.world_size,
         sampler=sampler,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cattlepose.core.errors import UserError
+from cattlepose.core.files import check_output, unreadable
 from cattlepose.core.ui import Log
 from cattlepose.data.folds import parse_fold_list
 from cattlepose.data.formats import coco, folder
@@ -23,7 +24,7 @@ def prediction_inputs(input: Path, images: Path | None, num_keypoints: int) -> l
     """The animals to predict: each image of a folder (the whole image is the animal), or each box of a COCO
     file (ground truth or detections; keypoints are not read)."""
     if not input.exists():
-        raise UserError("input not found", path=input)
+        raise UserError(unreadable(input, "input"), path=input)
     if input.is_dir():
         return folder.read(input, num_keypoints)
     samples, _ = coco.read_detailed(input, num_keypoints, images=images, boxes_only=True)
@@ -49,8 +50,9 @@ def run_predict(
     log = log or Log(quiet=True)
     check_format(fmt)
     run = RunDir.open(run_dir)
+    check_output(output, protect=[template, input if input.is_file() else None, run.path])  # before the work
     samples = prediction_inputs(input, images, run.schema.num_keypoints)
-    fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds else None
+    fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     ens = load_ensemble(run, fold_list, device=device)
     preds = predict_samples(ens, samples, flip=flip, batch_size=batch_size, workers=workers, log=log)
     latency = preds.seconds / max(1, len(samples))

@@ -10,10 +10,12 @@ names the file and says what to do. Nothing else in the package knows these file
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import difflib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,9 @@ import yaml
 
 from cattlepose.core.config import Config, config_to_dict, dump_config, load_config
 from cattlepose.core.errors import UserError, first_line
-from cattlepose.core.files import atomic_open, file_lock, write_json, write_text
+from cattlepose.core.files import atomic_open, file_lock, try_lock, unreadable, write_json, write_text
 from cattlepose.core.schema import KeypointSchema, schema_from_dict
+from cattlepose.core.yamlfile import load_yaml
 from cattlepose.data.folds import assign_folds, read_folds, write_folds
 from cattlepose.data.formats.submission import check_prediction
 from cattlepose.data.formats.wide_csv import format_coord, format_number, parse_number, read_rows
@@ -34,6 +37,13 @@ from cattlepose.metrics.names import lower_is_better, selection_metric
 
 CONFIG, SCHEMA, FOLDS, CV, OOF = "config.yaml", "schema.yaml", "folds.csv", "cv.json", "oof.csv"
 BEST, LAST, HISTORY, DONE = "best.pt", "last.pt", "history.csv", "done.json"  # in each fold{k}/
+LOCK = ".lock"  # held while the run is prepared; in fold{k}/ while that fold trains
+# What decides a checkpoint's predictions: config.yaml must agree with every checkpoint's own config on these
+CONTRACT = (
+    "model.backbone", "model.psa", "model.input_size", "codec.kind", "codec.sigma", "codec.loss", "codec.decode",
+    "codec.blur_kernel", "data.schema", "train.folds",
+)  # fmt: skip
+_ABSENT = object()
 
 
 @dataclass
@@ -48,10 +58,13 @@ class RunDir:
         """An existing run: its config (validated again, it may have been edited) and schema."""
         path = Path(path)
         if not path.is_dir():
-            raise UserError("run directory not found; train one with `cattlepose train --name NAME`", path=path)
+            why = unreadable(path, "run directory")
+            raise UserError(why + (f"; train one with `{train_line(path)}`" if "not found" in why else ""), path=path)
         if not (path / CONFIG).is_file():
             raise UserError("not a run directory (no config.yaml); train one with `cattlepose train`", path=path)
-        return cls(path, load_config(path / CONFIG), _read_schema(path / SCHEMA))
+        run = cls(path, load_config(path / CONFIG), _read_schema(path / SCHEMA))
+        run._check_fold_count()
+        return run
 
     @classmethod
     def prepare(
@@ -59,17 +72,18 @@ class RunDir:
     ) -> tuple[RunDir, list[int]]:
         """Create the run (config.yaml, schema.yaml, folds.csv) or check that an existing one was started with
         this config; refuses to restart a started fold without `resume`. Returns the run and each sample's fold."""
-        with file_lock(path / ".lock"):
+        if not (path / FOLDS).is_file():  # too few groups for the folds: found before the folder is made
+            assign_folds(samples, cfg.train.folds, cfg.data.group_by, cfg.train.seed)
+        with file_lock(path / LOCK):
             saved = path / CONFIG
-            if saved.is_file():
+            started = started_folds(path)
+            fresh = not saved.is_file()
+            if not fresh:
                 diff = _first_difference(config_to_dict(cfg), config_to_dict(load_config(saved)))
-                if diff:
+                if diff and started:
                     why = f"this run was started with a different config: {diff}; use a new --name"
                     raise UserError(why, path=saved)
-            else:
-                write_text(saved, dump_config(cfg))
-            if not (path / SCHEMA).is_file():
-                write_text(path / SCHEMA, yaml.safe_dump(schema.to_dict(), sort_keys=False))
+                fresh = bool(diff)  # nothing trained yet: the corrected command takes the folder over
             run = cls(path, cfg, schema)
             for k in folds:
                 if (run.fold_dir(k) / LAST).is_file() and not resume:
@@ -77,10 +91,21 @@ class RunDir:
                         f"fold {k} has already started; pass --resume to continue it, or use a new --name", path=path
                     )
             folds_csv = path / FOLDS
-            if folds_csv.is_file():
-                return run, read_folds(folds_csv, samples)
-            assignment = assign_folds(samples, cfg.train.folds, cfg.data.group_by, cfg.train.seed)
-            write_folds(folds_csv, samples, assignment, cfg.data.group_by)
+            planned = not folds_csv.is_file() or fresh
+            if planned:
+                assignment = assign_folds(samples, cfg.train.folds, cfg.data.group_by, cfg.train.seed)
+            else:
+                run._check_fold_count()
+                assignment = read_folds(folds_csv, samples)
+            for k in started:  # the checkpoints decide what a resumed fold is: config.yaml must still agree
+                if k in folds and (run.fold_dir(k) / LAST).is_file():
+                    run._check_matches(run._load(run.fold_dir(k) / LAST, k), run.fold_dir(k) / LAST)
+            if planned:  # written only once every check has passed
+                write_folds(folds_csv, samples, assignment, cfg.data.group_by)
+            if fresh:
+                write_text(saved, dump_config(cfg))
+            if fresh or not (path / SCHEMA).is_file():
+                write_text(path / SCHEMA, yaml.safe_dump(schema.to_dict(), sort_keys=False))
             return run, assignment
 
     # ------------------------------------------------------------------------------------------ parts
@@ -95,15 +120,35 @@ class RunDir:
         return " ".join([train_line(self.path), *flags, *([f"--folds {folds}"] if folds else [])])
 
     def retrain_hint(self, k: int) -> str:
-        """How to train fold k again from scratch: a finished fold is skipped by --resume, so its folder goes."""
+        """How to train fold k again from scratch: a finished fold is skipped by --resume and a damaged checkpoint
+        would be read again, so the fold's folder goes first."""
         redo = self.train_command(str(k), "--resume")
-        return f"`rm -r {self.fold_dir(k)} && {redo}`" if self.done(k) else f"`{redo}`"
+        return f"`rm -r {self.fold_dir(k)} && {redo}`" if self.fold_dir(k).exists() else f"`{redo}`"
 
     def assignment(self, samples: list[Sample]) -> list[int]:
         """Each sample's fold, from folds.csv (checked against the samples)."""
         if not (self.path / FOLDS).is_file():
+            if started_folds(self.path):
+                raise UserError(
+                    f"no folds.csv, though fold(s) {started_folds(self.path)} have trained: it was deleted; "
+                    f"`{self.train_command('', '--resume')}` writes it again (the same folds for the same data)",
+                    path=self.path / FOLDS,
+                )
             raise UserError("no folds.csv: the run never started training; train it first", path=self.path)
         return read_folds(self.path / FOLDS, samples)
+
+    @contextlib.contextmanager
+    def training(self, k: int) -> Iterator[None]:
+        """Hold fold k for this process while it trains: a second process training the same fold of the same run
+        at the same time is refused (fold-parallel processes, each with its own --folds, are not)."""
+        with try_lock(self.fold_dir(k) / LOCK) as mine:
+            if not mine:
+                raise UserError(
+                    f"fold {k} is being trained by another process right now; wait for it, or train other folds "
+                    "with --folds",
+                    path=self.fold_dir(k),
+                )
+            yield
 
     def done(self, k: int) -> bool:
         return (self.fold_dir(k) / DONE).is_file()
@@ -143,6 +188,13 @@ class RunDir:
     def load_checkpoint(self, k: int, checkpoint: str = BEST) -> dict[str, Any]:
         """A fold's checkpoint, checked: readable, and trained with this run's keypoints and network."""
         path = self.checkpoint(k, checkpoint)
+        state = self._load(path, k)
+        if not isinstance(state.get("model"), dict):
+            raise UserError("not a cattlepose checkpoint (no 'model' weights in it)", path=path, field="model")
+        self._check_matches(state, path)
+        return state
+
+    def _load(self, path: Path, k: int) -> dict[str, Any]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated zip, bad pickle, I/O error: torch raises many types
@@ -151,10 +203,26 @@ class RunDir:
                 f"leave the fold out with --folds, or retrain it: {self.retrain_hint(k)}",
                 path=path,
             ) from None
-        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        if not isinstance(state, dict):
             raise UserError("not a cattlepose checkpoint (no 'model' weights in it)", path=path, field="model")
-        self._check_matches(state, path)
         return state
+
+    def _check_fold_count(self) -> None:
+        """folds.csv fixes how many folds the run has; a train.folds edited in config.yaml would train a fold
+        with no held-out data and ensemble it."""
+        path = self.path / FOLDS
+        if not path.is_file():
+            return
+        with open(path, newline="", encoding="utf-8") as f:
+            made = len({r.get("fold") for r in csv.DictReader(f)})
+        if made != self.cfg.train.folds:
+            raise UserError(
+                f"train.folds is {self.cfg.train.folds} in config.yaml, but the run's folds.csv splits the data "
+                f"into {made} folds; restore train.folds: {made} in {self.path / CONFIG}, or train a new run "
+                "with --name",
+                path=self.path / CONFIG,
+                field="train.folds",
+            )
 
     def history(self, k: int) -> list[dict[str, str]] | None:
         """A fold's history.csv rows (None when the fold has not written one)."""
@@ -243,16 +311,53 @@ class RunDir:
                 path=path,
                 field="schema.keypoints",
             )
-        trained = (state.get("config") or {}).get("model") or {}
-        for key in ("backbone", "psa"):
-            now = getattr(self.cfg.model, key)
-            if key in trained and trained[key] != now:
+        trained, now = state.get("config") or {}, config_to_dict(self.cfg)
+        for key in CONTRACT:
+            was, is_ = _get(trained, key), _get(now, key)
+            if was is not _ABSENT and was != is_:
                 raise UserError(
-                    f"trained with model.{key} {trained[key]!r}, but config.yaml says {now!r}; restore config.yaml "
-                    "or retrain the fold",
+                    f"trained with {key} {was!r}, but {self.path / CONFIG} says {is_!r}; restore {key}: {was!r} "
+                    "there (the checkpoint decides the predictions), or retrain the run under a new --name",
                     path=path,
-                    field=f"model.{key}",
+                    field=key,
                 )
+
+
+def require_run(path: Path, flag: str) -> None:
+    """`--resume` or `--collect` without a config needs an existing run: a mistyped --name must not start a new
+    run of the default config. The message lists the runs that exist."""
+    if (path / CONFIG).is_file():
+        return
+    runs = sorted(p.name for p in path.parent.glob("*") if (p / CONFIG).is_file()) if path.parent.is_dir() else []
+    close = difflib.get_close_matches(path.name, runs, n=1)
+    have = f"the runs in {path.parent}: {', '.join(runs)}" if runs else f"there are no runs in {path.parent}"
+    hint = f"; did you mean `{train_line(path.parent / close[0])} {flag}`?" if close else ""
+    raise UserError(f"no run named '{path.name}' to {flag.lstrip('-')} ({have}){hint}", path=path)
+
+
+def started_folds(path: Path) -> list[int]:
+    """The folds of the run folder that have trained (a checkpoint or done.json) or are training now, whatever
+    train.folds says."""
+    found = []
+    for d in path.glob("fold*"):
+        if d.name[4:].isdigit() and (any((d / n).is_file() for n in (LAST, BEST, DONE)) or _busy(d / LOCK)):
+            found.append(int(d.name[4:]))
+    return sorted(found)
+
+
+def _busy(lock: Path) -> bool:
+    if not lock.is_file():
+        return False
+    with try_lock(lock) as mine:
+        return not mine
+
+
+def _get(doc: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return _ABSENT
+        doc = doc[part]
+    return doc
 
 
 def train_line(run: Path) -> str:
@@ -267,11 +372,7 @@ def _read_schema(path: Path) -> KeypointSchema:
             f"the run has no schema.yaml; `{train_line(path.parent)} --resume` writes it again from the run's config",
             path=path,
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read the run's schema ({first_line(e)})", path=path) from None
-    return schema_from_dict(raw, path)
+    return schema_from_dict(load_yaml(path, "the run's schema"), path)
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cattlepose.core.errors import UserError
+from cattlepose.core.files import unreadable
 from cattlepose.core.schema import KeypointSchema, load_schema, match_keypoint_names, schema_from_coco_category
 from cattlepose.data.formats import adk, coco
 from cattlepose.data.formats.common import ErrorSink, subsample
@@ -38,7 +39,7 @@ def detect_format(path: str | Path) -> str:
         if suffix == ".csv":
             return "csv"
         raise UserError(f"cannot tell the format of '{p.name}'; give it (adk, coco or csv)", path=p, field="format")
-    raise UserError("data not found", path=p)
+    raise UserError(unreadable(p, "data"), path=p)
 
 
 def read_samples(

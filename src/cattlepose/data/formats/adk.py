@@ -26,6 +26,7 @@ from cattlepose.data.formats.common import (
     ErrorSink,
     box_fits,
     check_box,
+    check_image_size,
     check_keypoints,
     find_by_stem,
     keypoints_inside,
@@ -174,6 +175,7 @@ def _read_one(
 
     img_path, used_stem = _image_path(path, image.get("file_name"), img_dir)
     kps = check_keypoints(ann.get("keypoints"), num_keypoints, path, _KPS_FIELD)
+    check_image_size(image, path, "label_info.image")
     width, height = image.get("width"), image.get("height")
     if check_images or not (_positive_int(width) and _positive_int(height)):
         width, height = image_size(img_path)

@@ -26,6 +26,7 @@ from cattlepose.core.schema import KeypointSchema, match_keypoint_names
 from cattlepose.data.formats.common import (
     ErrorSink,
     check_box,
+    check_image_size,
     check_keypoints,
     image_root,
     report_or_raise,
@@ -328,6 +329,7 @@ def _image_size(
     if key not in cache:
         field = f"images[{i}].file_name"
         try:
+            check_image_size(entry, path, f"images[{i}]")
             img_path = resolve_inside(root, entry["file_name"], source=path, field=field)
             if not img_path.is_file():
                 raise UserError(f"image not found: {img_path}", path=path, field=field)

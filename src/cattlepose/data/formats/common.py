@@ -62,6 +62,7 @@ def check_keypoints(raw: Any, num_keypoints: int | None, source: str | Path, fie
     """A flat [x, y, v] * K list as a (K, 3) array, with count, finiteness and visibility checked."""
     if not isinstance(raw, (list, tuple, np.ndarray)):
         raise UserError("keypoints must be a flat list [x, y, v, ...]", path=source, field=field)
+    _numbers_only(raw, "keypoints", source, field)
     try:
         arr = np.asarray(raw, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
@@ -87,6 +88,7 @@ def check_box(raw: Any, source: str | Path, field: str) -> np.ndarray:
     """[x, y, w, h] as a float array: four finite numbers with a positive width and height."""
     if not isinstance(raw, (list, tuple)) or len(raw) != 4:
         raise UserError(f"bbox must be [x, y, w, h], got {raw!r}", path=source, field=field)
+    _numbers_only(raw, "bbox", source, field)
     try:
         box = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
@@ -96,6 +98,29 @@ def check_box(raw: Any, source: str | Path, field: str) -> np.ndarray:
     if box[2] <= 0 or box[3] <= 0:
         raise UserError(f"zero-area bbox {list(raw)}: width and height must be > 0", path=source, field=field)
     return box
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _numbers_only(raw: Any, what: str, source: str | Path, field: str) -> None:
+    """JSON numbers, not text that looks like one ("12.5") nor true/false: nothing is coerced silently."""
+    if isinstance(raw, np.ndarray):
+        return
+    for i, v in enumerate(raw):
+        if not _is_number(v):
+            raise UserError(f"{what} must be numbers; value {i} is {v!r} ({type(v).__name__})", path=source,
+                            field=field)  # fmt: skip
+
+
+def check_image_size(entry: dict[str, Any], source: str | Path, field: str) -> None:
+    """An image entry's width and height, when given, are positive numbers (not "abc", not "640")."""
+    for key in ("width", "height"):
+        v = entry.get(key)
+        if v is not None and not (_is_number(v) and np.isfinite(v) and v > 0):
+            raise UserError(f"{key} must be a positive number of pixels, got {v!r}", path=source,
+                            field=f"{field}.{key}")  # fmt: skip
 
 
 def box_fits(box: np.ndarray, width: int, height: int, tolerance: float = 1.0) -> bool:
@@ -175,3 +200,44 @@ def image_root(
         if name and (cand / name).is_file():
             return cand
     return default
+
+
+def far_outside(sample: Sample, margin: float) -> np.ndarray:
+    """Which labelled keypoints lie outside the image grown by `margin` of its width and height on each side:
+    not an animal leaving the frame, but a typo or another image's coordinates (x=5000 in a 640-px image)."""
+    if not sample.width or not sample.height:
+        return np.zeros(sample.num_keypoints, dtype=bool)
+    x, y, v = sample.keypoints.T
+    mx, my = margin * sample.width, margin * sample.height
+    out = (x < -mx) | (x > sample.width + mx) | (y < -my) | (y > sample.height + my)
+    return out & (v > 0)
+
+
+def outside_policy(samples: list[Sample], policy: str, margin: float, names: Sequence[str] = ()) -> int:
+    """Apply `data.outside` to keypoints far outside their image: `error` (a UserError naming the image and the
+    keypoint), `drop` (they become unlabelled) or `clip` (moved to the image border). Returns how many there were."""
+    n = 0
+    for s in samples:
+        out = far_outside(s, margin)
+        if not out.any():
+            continue
+        n += int(out.sum())
+        i = int(np.flatnonzero(out)[0])
+        if policy == "error":
+            name = f" ({names[i]})" if i < len(names) else ""
+            x, y = s.keypoints[i, :2]
+            raise UserError(
+                f"sample {s.key}: keypoint {i}{name} at ({x:g}, {y:g}) lies far outside the {s.width}x{s.height} "
+                f"image (more than data.outside_margin={margin:g} of its size); fix the annotation, or set "
+                "data.outside to drop (unlabel such keypoints) or clip (move them to the border)",
+                path=s.image,
+                field=f"keypoints[{i}]",
+            )
+        kps = s.keypoints.copy()
+        if policy == "drop":
+            kps[out] = 0.0
+        else:
+            kps[out, 0] = np.clip(kps[out, 0], 0, s.width - 1)
+            kps[out, 1] = np.clip(kps[out, 1], 0, s.height - 1)
+        s.keypoints = kps
+    return n

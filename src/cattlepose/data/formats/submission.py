@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cattlepose.core.errors import UserError
-from cattlepose.core.files import atomic_open, write_json
+from cattlepose.core.files import atomic_open, unreadable, write_json
 from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.formats.common import load_json
 from cattlepose.data.formats.wide_csv import format_coord, parse_number, read_rows
@@ -227,7 +227,7 @@ def find_name(lookup: Mapping[str, str], name: str) -> str | None:
 def detect_prediction_format(path: Path) -> str:
     """csv by suffix; a JSON object is an ADK submission, a JSON list COCO results."""
     if not path.is_file():
-        raise UserError("prediction file not found", path=path)
+        raise UserError(unreadable(path, "prediction file"), path=path)
     if path.suffix.lower() == ".csv":
         return "csv"
     doc = load_json(path)
@@ -239,7 +239,7 @@ def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None =
     (K, 3) (x, y, keypoint score) for COCO results. `fmt` None guesses from the suffix and JSON shape."""
     path = Path(path)
     if not path.is_file():
-        raise UserError("prediction file not found", path=path)
+        raise UserError(unreadable(path, "prediction file"), path=path)
     readers = {"csv": _read_csv, "adk-json": _read_adk_json, "coco": _read_coco}
     return readers[check_format(fmt or detect_prediction_format(path), field="format")](path, schema)
 

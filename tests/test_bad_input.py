@@ -783,3 +783,30 @@ def test_a_full_disk_is_found_before_predicting(run, tiny_data, tmp_path, monkey
     monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
     monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: pytest.fail("predicted first"))
     _fails(_predict_args(run, tiny_data, tmp_path / "s.csv"), "s.csv", "no space left", unchanged=(run, tmp_path))
+
+
+def test_a_read_only_output_folder_is_found_before_predicting(run, tiny_data, tmp_path, monkeypatch):
+    """Root may write anywhere, so the folder's permission bits cannot be tested as root; the check asks
+    os.access, which is what is made to say no here."""
+    import os
+
+    from cattlepose.core import files
+    from cattlepose.engine import predict
+
+    out = tmp_path / "locked" / "s.csv"
+    out.parent.mkdir()
+    real = os.access
+    monkeypatch.setattr(files.os, "access", lambda p, mode: Path(p) != out.parent and real(p, mode))
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: pytest.fail("predicted first"))
+    _fails(_predict_args(run, tiny_data, out), "s.csv", "read-only", unchanged=(run, tmp_path))
+
+
+def test_a_broken_image_read_by_a_predict_worker_is_named_and_nothing_is_written(run, tiny_data, tmp_path):
+    images = tmp_path / "crops"
+    shutil.copytree(tiny_data / "test" / "images", images)
+    broken = sorted(images.iterdir())[1]
+    broken.write_bytes(broken.read_bytes()[:200])
+    out = tmp_path / "s.csv"
+    args = ["predict", str(run), str(images), "-o", str(out), "-q", "--workers", "1"]
+    _fails(args, broken.name, "cannot read image", unchanged=(run,))
+    assert not out.exists()

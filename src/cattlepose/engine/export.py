@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import logging
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -151,6 +152,24 @@ def to_onnx(graph: EnsembleGraph, path: Path, input_size: tuple[int, int], batch
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
         torch.onnx.export(graph, (dummy,), str(path), dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True)  # fmt: skip
+    _own_initializers(path)
+
+
+def _own_initializers(path: Path) -> None:
+    """Constant folding shares equal initializers through Identity nodes (every zero bias of an untrained batch
+    norm, say); each user gets its own copy instead, so a Conv's bias is an initializer again, which int8 needs
+    to fuse it into one quantised convolution."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in [n for n in model.graph.node if n.op_type == "Identity" and n.input[0] in inits]:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[node.input[0]])
+        copy.name = node.output[0]
+        model.graph.initializer.append(copy)
+        model.graph.node.remove(node)
+    onnx.save(model, str(path))
 
 
 # ----------------------------------------------------------------------------------------------------- int8
@@ -212,13 +231,25 @@ def calibration_batches(run: RunDir, n_images: int, batch: int | None, log: Log)
     return batches
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantiser logs advice (pre-processing) on the root logger; the export's own log says what it did."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_int8(fp32: Path, out: Path, graph: EnsembleGraph, batches: list[np.ndarray]) -> int:
     """Static QDQ int8 (per-channel weights, uint8 activations, MinMax ranges) of the fold networks' Conv
     nodes; returns how many nodes were left in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     exclude = float_nodes(fp32, graph)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
         quantize_static(
             str(fp32), str(out), _CropReader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -256,8 +287,8 @@ def sidecar(run: RunDir, folds: list[int], flip: bool, int8: bool, batch: int | 
         "normalisation": {
             "inside_graph": True,
             "formula": "(x / 255 - mean) / std",
-            "mean": IMAGENET_MEAN.tolist(),
-            "std": IMAGENET_STD.tolist(),
+            "mean": [round(float(v), 6) for v in IMAGENET_MEAN],
+            "std": [round(float(v), 6) for v in IMAGENET_STD],
         },
         "crop": {
             "padding": BOX_PADDING,

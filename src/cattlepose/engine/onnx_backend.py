@@ -95,6 +95,8 @@ class OnnxEnsemble:
         options = ort.SessionOptions()
         options.intra_op_num_threads = dev.resolve_threads(threads)
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: on a small CPU the image decoding between batches needs those cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = providers(device)
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)

@@ -75,9 +75,9 @@ def resolve_workers(setting: int | str, device: torch.device, processes: int = 1
 
 
 def resolve_threads(setting: int | None) -> int:
-    """Intra-op threads of an inference runtime that is told a number (ONNX Runtime): `train.threads`, or every
-    core this process may use (what torch takes by default)."""
-    return int(setting) if setting else cores()
+    """Intra-op threads of an inference runtime that is told a number (ONNX Runtime), as the PyTorch path has
+    them: `train.threads`, else torch's own count (OMP_NUM_THREADS, or every core)."""
+    return int(setting) if setting else torch.get_num_threads()
 
 
 def resolve_infer_batch(setting: int | str, device: torch.device) -> int:

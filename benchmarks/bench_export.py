@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best counts")
     ap.add_argument("--train-images", type=int, default=96, help="tiny run: synthetic training images")
     ap.add_argument("--epochs", type=int, default=2, help="tiny run: epochs per fold")
+    ap.add_argument("--folds", default=None, help="the ensemble's folds, e.g. 0,1 (default: all of the run)")
     ap.add_argument("--untrained", action="store_true", help="tiny run with random weights (speed only)")
     ap.add_argument("-s", "--set", action="append", default=[], help="config override of the tiny run")
     args = ap.parse_args()
@@ -83,13 +84,13 @@ def main() -> None:
             run_dir, what = args.run, str(args.run)
         made = time.perf_counter() - start
         run = RunDir.open(run_dir)
-        n_folds = run.cfg.train.folds
+        ens_folds = [int(k) for k in args.folds.split(",")] if args.folds else list(range(run.cfg.train.folds))
         images = tmp / "synth" / "test" / "images"
         template = tmp / "synth" / "sample_submission.csv"
 
         exports: dict[tuple[str, bool], Path] = {}
         export_s: dict[str, float] = {}
-        for setup, folds, flip in (("ensemble", None, True), ("single", [0], False)):
+        for setup, folds, flip in (("ensemble", ens_folds, True), ("single", [0], False)):
             for int8 in (False, True):
                 path = tmp / f"{setup}{'_int8' if int8 else ''}.onnx"
                 t = time.perf_counter()
@@ -98,8 +99,8 @@ def main() -> None:
                 exports[(setup, int8)] = path
 
         variants = []
-        for setup, folds, flip in (("ensemble", None, True), ("single", "0", False)):
-            n_models = n_folds if folds is None else 1
+        for setup, folds, flip in (("ensemble", ",".join(map(str, ens_folds)), True), ("single", "0", False)):
+            n_models = len(folds.split(","))
             variants.append((setup, "torch eager", dict(backend="torch", folds=folds, flip=flip), n_models, flip))
             for int8 in (False, True):
                 onnx = exports[(setup, int8)]
@@ -121,8 +122,8 @@ def main() -> None:
     n = args.images
     print(
         f"\nrun: {what}; {run.cfg.model.backbone} psa={run.cfg.model.psa} {run.cfg.model.input_size[0]}x"
-        f"{run.cfg.model.input_size[1]}, {n_folds} folds; {n} JPEG images; best of {args.rounds} interleaved "
-        f"rounds; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+        f"{run.cfg.model.input_size[1]}, ensemble of folds {ens_folds}; {n} JPEG images; "
+        f"best of {args.rounds} interleaved rounds; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
     if args.run is None:
         print(f"(tiny run made in {made:.0f} s)")

@@ -123,7 +123,8 @@ def main() -> None:
     print(
         f"\nrun: {what}; {run.cfg.model.backbone} psa={run.cfg.model.psa} {run.cfg.model.input_size[0]}x"
         f"{run.cfg.model.input_size[1]}, ensemble of folds {ens_folds}; {n} JPEG images; "
-        f"best of {args.rounds} interleaved rounds; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+        f"best of {args.rounds} interleaved rounds; {os.cpu_count()} CPUs, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
     if args.run is None:
         print(f"(tiny run made in {made:.0f} s)")

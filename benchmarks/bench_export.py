@@ -65,6 +65,9 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=None, help="a trained run (default: train a tiny one)")
     ap.add_argument("--config", default="configs/default.yaml", help="config of the tiny run")
     ap.add_argument("--images", type=int, default=128, help="synthetic test images (JPEG files)")
+    ap.add_argument("--test", type=Path, default=None,
+                    help="an ADK test folder (images/, annotations/) with sample_submission.csv beside it, instead "
+                    "of fresh synthetic images: use the run's own test set, never images it trained on")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best counts")
     ap.add_argument("--train-images", type=int, default=96, help="tiny run: synthetic training images")
     ap.add_argument("--epochs", type=int, default=2, help="tiny run: epochs per fold")
@@ -85,8 +88,8 @@ def main() -> None:
         made = time.perf_counter() - start
         run = RunDir.open(run_dir)
         ens_folds = [int(k) for k in args.folds.split(",")] if args.folds else list(range(run.cfg.train.folds))
-        images = tmp / "synth" / "test" / "images"
-        template = tmp / "synth" / "sample_submission.csv"
+        test = args.test or tmp / "synth" / "test"
+        images, template = test / "images", test.parent / "sample_submission.csv"
 
         exports: dict[tuple[str, bool], Path] = {}
         export_s: dict[str, float] = {}
@@ -114,12 +117,12 @@ def main() -> None:
                 out = tmp / f"{setup}_{name.replace(' ', '_')}.csv"
                 summary = run_predict(run_dir, images, out, template=template, workers=0, **kw)
                 if r == 0:
-                    overall = run_evaluate(out, tmp / "synth" / "test", config=run_dir / "config.yaml")["overall"]
+                    overall = run_evaluate(out, test, config=run_dir / "config.yaml")["overall"]
                     scores[(setup, name)] = overall
                     continue
                 best[(setup, name)] = min(best.get((setup, name), float("inf")), summary["seconds"])
 
-    n = args.images
+    n = len(list(images.glob("*.jpg"))) if args.test else args.images
     print(
         f"\nrun: {what}; {run.cfg.model.backbone} psa={run.cfg.model.psa} {run.cfg.model.input_size[0]}x"
         f"{run.cfg.model.input_size[1]}, ensemble of folds {ens_folds}; {n} JPEG images; "

@@ -224,10 +224,8 @@ def calibration_batches(run: RunDir, n_images: int, batch: int | None, log: Log)
             raise UserError(f"a calibration image cannot be read: {error}", field="data.train")
     size = batch or _CALIBRATION_BATCH
     batches = [crops[s : s + size] for s in range(0, len(crops), size)]
-    if batch and len(batches[-1]) < batch:  # a fixed-batch graph takes only full batches
-        batches[-1] = np.concatenate([batches[-1], crops[: batch - len(batches[-1])]])[:batch]
-        while len(batches[-1]) < batch:
-            batches[-1] = np.concatenate([batches[-1], batches[-1]])[:batch]
+    if batch and len(batches[-1]) < batch:  # a fixed-batch graph takes only full batches: repeat crops
+        batches[-1] = np.resize(np.concatenate([batches[-1], crops]), (batch, *crops.shape[1:]))
     return batches
 
 

@@ -110,14 +110,12 @@ def _predict_onnx(
     from cattlepose.engine.onnx_backend import OnnxEnsemble, check_against_run, read_sidecar
 
     with tempfile.TemporaryDirectory(prefix="cattlepose-onnx-") as scratch:
-        if onnx is None:
-            run.model_folds(folds)  # a missing fold is named before the export
+        if onnx is None:  # a missing fold is named by the export, before it starts
             onnx = Path(scratch) / "model.onnx"
             export_run(run, onnx, folds, flip=True if flip is None else flip)
-        else:
+        elif onnx.is_file():  # the sidecar against the run first: it names what differs
             check_against_run(read_sidecar(onnx), onnx, run, folds, flip)
         model = OnnxEnsemble(onnx, threads=run.cfg.train.threads, device=device)
-        check_against_run(model.info, onnx, run, folds, flip)
         batch = batch_size or model.batch or dev.resolve_infer_batch(run.cfg.infer.batch_size, model.device)
         preds = predict_batches(samples, run.cfg.model.input_size, run.schema.num_keypoints, model, batch,
                                 model.device, workers, log)  # fmt: skip

@@ -260,6 +260,10 @@ def test_bad_input_exits_2_naming_the_file_and_field(run, exported, data, tmp_pa
     names = _edited_copy(exported, tmp_path, lambda i: i.update(keypoints=i["keypoints"][::-1]))
     _fails([*predict, "--backend", "onnx", "--onnx", str(names)], "field 'keypoints'", absent=out)
 
+    onnx = ["--backend", "onnx", "--onnx", str(exported)]
+    _fails([*predict, *onnx, "--folds", "0"], "field 'folds'", "[0, 1]", absent=out)  # the file holds both
+    _fails([*predict, *onnx, "--no-flip"], "field 'flip'", absent=out)
+
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(exported.read_bytes()[:5000])
     corrupt.with_suffix(".json").write_text(exported.with_suffix(".json").read_text())

@@ -231,6 +231,10 @@ def predict(
     workers: Annotated[
         int | None, typer.Option(min=0, help="Image-decoding worker processes (default: 0 on a CPU with <= 4 cores).")
     ] = None,
+    backend: Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime; exports the run on the fly).")] = "torch",
+    onnx: Annotated[
+        Path | None, typer.Option(help="With --backend onnx: a file `cattlepose export` wrote for this run.")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Flip + fold ensemble on new images, written as a submission file."""
@@ -238,14 +242,40 @@ def predict(
 
     log = Log(quiet)
     summary = run_predict(
-        run_dir, input, output, fmt=format, template=template, flip=not no_flip, folds=folds, images=images,
-        device=device, batch_size=batch_size, workers=workers, log=log,
+        run_dir, input, output, fmt=format, template=template, flip=False if no_flip else None, folds=folds,
+        images=images, device=device, batch_size=batch_size, workers=workers, log=log, backend=backend, onnx=onnx,
     )  # fmt: skip
     flip_state = "off" if no_flip else "on"
     log.info(
         f"wrote {output}: {summary['images']} images, {summary['images_per_s']:.1f} images/s, "
-        f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {flip_state})"
+        f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {flip_state}, "
+        f"{summary['backend']})"
     )
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file (its sidecar .json beside it).")],
+    folds: Annotated[str | None, typer.Option(help="Only these fold models, e.g. 0,1 (default: all).")] = None,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="No mirrored copy of each crop in the graph.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Static int8 (QDQ), calibrated on training crops.")] = False,
+    batch: Annotated[str, typer.Option(help="Crops per call fixed in the graph, or 'dynamic'.")] = "dynamic",
+    calibration: Annotated[int, typer.Option(min=1, help="Training images int8 is calibrated on.")] = 32,
+    quiet: QuietOpt = False,
+) -> None:
+    """The run's fold + flip ensemble, decoding included, as one ONNX file: (N, H, W, 3) uint8 crops ->
+    (N, K, 3) x, y, score in crop pixels; runs with onnxruntime and numpy alone."""
+    from cattlepose.data.folds import parse_fold_list
+    from cattlepose.engine.export import export_run, parse_batch
+    from cattlepose.runs.rundir import RunDir
+
+    log = Log(quiet)
+    n = parse_batch(batch)
+    run = RunDir.open(run_dir)
+    fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
+    export_run(run, output, fold_list, flip=not no_flip, int8=int8, batch=n, calibration_images=calibration, log=log)
 
 
 @app.command()

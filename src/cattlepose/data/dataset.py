@@ -33,8 +33,10 @@ HALF_BODY_PADDING = 1.5
 HALF_BODY_MIN = 3  # labelled keypoints a half needs before it can be cropped alone
 ROTATION_PROB = 0.6  # HRNet's convention: a share of crops stay upright
 
-_SCALE = torch.from_numpy(1.0 / (IMAGENET_STD * 255.0)).view(1, 3, 1, 1)
-_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(1, 3, 1, 1)
+# the one input normalisation, (x - mean) / std of x / 255 as x * INPUT_SCALE + INPUT_SHIFT; (1, 3, 1, 1) float32
+# (the exported ONNX graph applies the same two constants to its uint8 input)
+INPUT_SCALE = torch.from_numpy(1.0 / (IMAGENET_STD * 255.0)).view(1, 3, 1, 1)
+INPUT_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def network_input(
@@ -63,7 +65,7 @@ def network_input(
     )
     out = reuse[:rows] if fits else torch.empty((rows, *x.shape[1:]), device=device, memory_format=fmt)
     # (x - mean) / std as one pass: x * (1 / std) + (-mean / std)
-    torch.addcmul(_SHIFT.to(device), x, _SCALE.to(device), out=out[:n])
+    torch.addcmul(INPUT_SHIFT.to(device), x, INPUT_SCALE.to(device), out=out[:n])
     if flip:
         out[n:] = out[:n].flip(3)
     return out

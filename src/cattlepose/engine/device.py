@@ -74,6 +74,12 @@ def resolve_workers(setting: int | str, device: torch.device, processes: int = 1
     return 0 if spare <= 4 else min(4, spare // 4)
 
 
+def resolve_threads(setting: int | None) -> int:
+    """Intra-op threads of an inference runtime that is told a number (ONNX Runtime), as the PyTorch path has
+    them: `train.threads`, else torch's own count (OMP_NUM_THREADS, or every core)."""
+    return int(setting) if setting else torch.get_num_threads()
+
+
 def resolve_infer_batch(setting: int | str, device: torch.device) -> int:
     """Crops per inference pass (flip doubles it): a CPU runs 64-image passes fastest, a GPU wants many more."""
     if setting != "auto":

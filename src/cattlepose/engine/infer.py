@@ -9,7 +9,7 @@ as probabilities (the codec says how logits become probabilities). Decoding happ
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,12 @@ def load_ensemble(run: RunDir | str | Path, folds: list[int] | None = None, devi
 
 def load_fold_model(run: RunDir, k: int, device: torch.device, checkpoint: str = BEST) -> nn.Module:
     """A fold's weights in a network built from the run's config, ready for inference."""
+    return prepare_for_inference(load_fold_weights(run, k, checkpoint), run.cfg, device)
+
+
+def load_fold_weights(run: RunDir, k: int, checkpoint: str = BEST) -> nn.Module:
+    """A fold's weights in a network built from the run's config, in eval mode on the CPU (batch norm not yet
+    fused: `prepare_for_inference` and the exporter each finish it their way)."""
     state = run.load_checkpoint(k, checkpoint)
     model = build_model(run.cfg.model.model_copy(update={"pretrained": None}), run.schema.num_keypoints)
     try:
@@ -81,7 +87,7 @@ def load_fold_model(run: RunDir, k: int, device: torch.device, checkpoint: str =
             path=run.checkpoint(k, checkpoint),
             field="model",
         ) from None
-    return prepare_for_inference(model, run.cfg, device)
+    return model.eval()
 
 
 def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
@@ -145,6 +151,26 @@ def inline_batches(ds: CropDataset, batch_size: int) -> Iterator[dict]:
                "size": torch.from_numpy(size), "index": torch.from_numpy(index), "error": errors}  # fmt: skip
 
 
+def model_probs(
+    codec: HeatmapCodec, logits: torch.Tensor, n: int, flip: bool, flip_index: Sequence[int]
+) -> torch.Tensor:
+    """One model's (N or 2N, K, Hh, Wh) logits -> (N, K, Hh, Wh) probabilities, each crop's averaged with its
+    flipped-back mirror (the second N rows) when `flip`. Shared by the PyTorch path and the exported graph."""
+    probs = codec.to_probs(logits.float())
+    if flip:
+        probs = 0.5 * (probs[:n] + codec.flip_back(probs[n:], flip_index))
+    return probs
+
+
+def add_probs(total: torch.Tensor | None, probs: torch.Tensor) -> torch.Tensor:
+    """The running sum of the fold models' probabilities (a model with another heatmap size is resized)."""
+    if total is None:
+        return probs
+    if probs.shape[-2:] != total.shape[-2:]:
+        probs = F.interpolate(probs, size=total.shape[-2:], mode="bilinear", align_corners=False)
+    return total + probs
+
+
 @torch.inference_mode()
 def ensemble_probs(
     ens: Ensemble, crops: torch.Tensor, flip: bool, reuse: torch.Tensor | None = None
@@ -158,14 +184,24 @@ def ensemble_probs(
     for model in ens.models:
         with dev.autocast(ens.device, ens.cfg.train.amp):
             logits = model(batch)
-        probs = ens.codec.to_probs(logits.float())
-        if flip:
-            probs = 0.5 * (probs[:n] + ens.codec.flip_back(probs[n:], ens.schema.flip_index))
-        if total is not None and probs.shape[-2:] != total.shape[-2:]:
-            probs = F.interpolate(probs, size=total.shape[-2:], mode="bilinear", align_corners=False)
-        total = probs if total is None else total + probs
+        total = add_probs(total, model_probs(ens.codec, logits, n, flip, ens.schema.flip_index))
     assert total is not None
     return total / len(ens.models), batch
+
+
+# crops (N, H, W, 3) uint8 -> coords (N, K, 2) in input-crop pixels and scores (N, K): one backend's network
+BatchFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
+
+
+def torch_batch_fn(ens: Ensemble, flip: bool) -> BatchFn:
+    """The PyTorch backend: the ensemble's probabilities decoded by the codec (the input buffer reused)."""
+    buffer: list[torch.Tensor | None] = [None]
+
+    def run(crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        probs, buffer[0] = ensemble_probs(ens, crops, flip, buffer[0])
+        return ens.codec.decode(probs)
+
+    return run
 
 
 def predict_samples(
@@ -177,12 +213,31 @@ def predict_samples(
     log: Log | None = None,
 ) -> Predictions:
     """Predict every sample's keypoints in original pixel coordinates (clamped to the image)."""
-    log = log or Log(quiet=True)
     flip = ens.cfg.infer.flip if flip is None else flip
     batch_size = batch_size or dev.resolve_infer_batch(ens.cfg.infer.batch_size, ens.device)
-    workers = dev.resolve_workers("auto", ens.device) if workers is None else workers
-    ds = CropDataset(samples, ens.cfg.model.input_size)
-    if workers == 0 and ens.device.type == "cpu":
+    return predict_batches(
+        samples, ens.cfg.model.input_size, ens.schema.num_keypoints, torch_batch_fn(ens, flip), batch_size,
+        ens.device, workers, log,
+    )  # fmt: skip
+
+
+def predict_batches(
+    samples: list[Sample],
+    input_size: tuple[int, int],
+    num_keypoints: int,
+    run_batch: BatchFn,
+    batch_size: int,
+    device: torch.device,
+    workers: int | None = None,
+    log: Log | None = None,
+) -> Predictions:
+    """The batch loop of every backend: crops decoded (in loader workers, or inline on a small CPU, so image
+    decoding overlaps the network where there are cores for it), `run_batch` on each batch, keypoints back to
+    original pixels (clamped to the image). Broken images are all named before anything is returned."""
+    log = log or Log(quiet=True)
+    workers = dev.resolve_workers("auto", device) if workers is None else workers
+    ds = CropDataset(samples, tuple(input_size))
+    if workers == 0 and device.type == "cpu":
         loader: Iterable[dict] = inline_batches(ds, batch_size)
     else:
         loader = DataLoader(
@@ -190,21 +245,18 @@ def predict_samples(
             batch_size=batch_size,
             shuffle=False,
             num_workers=workers,
-            pin_memory=ens.device.type == "cuda",
+            pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
-    k = ens.schema.num_keypoints
-    coords = np.zeros((len(samples), k, 2))
-    scores = np.zeros((len(samples), k))
+    coords = np.zeros((len(samples), num_keypoints, 2))
+    scores = np.zeros((len(samples), num_keypoints))
     errors: list[str] = []
-    buffer: torch.Tensor | None = None
     start = time.perf_counter()
     with log.task("predict", total=len(samples)) as bar:
         for batch in loader:
             idx = batch["index"].numpy()
             errors.extend(e for e in batch["error"] if e)
-            probs, buffer = ensemble_probs(ens, batch["image"], flip, buffer)
-            xy, sc = ens.codec.decode(probs)
+            xy, sc = run_batch(batch["image"])
             ok = np.array([not e for e in batch["error"]], dtype=bool)
             if ok.any():  # back to original pixels, the whole batch at once, clamped to each image
                 inv = invert_affine(batch["trans"].numpy()[ok])

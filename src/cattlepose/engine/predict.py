@@ -1,11 +1,13 @@
 """`cattlepose predict`: a run's fold + flip ensemble on new images, written as a submission file.
 
-Command glue only: the input becomes Samples (a folder of crops, or the boxes of a COCO file), the library in
-`infer.py` predicts them, and `submission.py` writes the chosen format.
+Command glue only: the input becomes Samples (a folder of crops, or the boxes of a COCO file), a backend
+predicts them through `infer.predict_batches` (PyTorch: `infer.py`; ONNX Runtime: `onnx_backend.py` on a
+file `export.py` wrote, or on one exported on the fly), and `submission.py` writes the chosen format.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,11 @@ from cattlepose.data.folds import parse_fold_list
 from cattlepose.data.formats import coco, folder
 from cattlepose.data.formats.submission import check_format, write_predictions
 from cattlepose.data.records import Sample
-from cattlepose.engine.infer import load_ensemble, predict_samples
+from cattlepose.engine import device as dev
+from cattlepose.engine.infer import Predictions, load_ensemble, predict_batches, predict_samples
 from cattlepose.runs.rundir import RunDir
+
+BACKENDS = ("torch", "onnx")
 
 
 def prediction_inputs(input: Path, images: Path | None, num_keypoints: int) -> list[Sample]:
@@ -33,34 +38,85 @@ def prediction_inputs(input: Path, images: Path | None, num_keypoints: int) -> l
     return samples
 
 
+def check_backend(backend: str, onnx: Path | None) -> None:
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}", field="--backend")
+    if onnx is not None and backend != "onnx":
+        raise UserError("an exported file is run by ONNX Runtime: add --backend onnx", field="--onnx")
+
+
 def run_predict(
     run_dir: Path,
     input: Path,
     output: Path,
     fmt: str = "csv",
     template: Path | None = None,
-    flip: bool = True,
+    flip: bool | None = True,
     folds: str | None = None,
     images: Path | None = None,
     device: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
     log: Log | None = None,
+    backend: str = "torch",
+    onnx: Path | None = None,
 ) -> dict[str, Any]:
+    """`flip` None: flip on, or as the exported file has it (`--onnx`)."""
     log = log or Log(quiet=True)
     check_format(fmt)
+    check_backend(backend, onnx)
     run = RunDir.open(run_dir)
-    check_output(output, protect=[template, input if input.is_file() else None, run.path])  # before the work
+    sidecar = None
+    if onnx is not None:
+        from cattlepose.engine.export import sidecar_path
+
+        sidecar = sidecar_path(onnx)
+    protect = [template, input if input.is_file() else None, run.path, onnx, sidecar]
+    check_output(output, protect=protect)  # before the work
     samples = prediction_inputs(input, images, run.schema.num_keypoints)
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
-    ens = load_ensemble(run, fold_list, device=device)
-    preds = predict_samples(ens, samples, flip=flip, batch_size=batch_size, workers=workers, log=log)
-    latency = preds.seconds / max(1, len(samples))
+    if backend == "torch":
+        ens = load_ensemble(run, fold_list, device=device)
+        preds = predict_samples(ens, samples, flip=True if flip is None else flip, batch_size=batch_size,
+                                workers=workers, log=log)  # fmt: skip
+        models = len(ens.models)
+    else:
+        preds, models = _predict_onnx(run, samples, onnx, fold_list, flip, device, batch_size, workers, log)
+    latency = preds.seconds / max(1, len(samples))  # the backend's own batch loop, export time not counted
     write_predictions(fmt, output, samples, preds.as_dict(), run.schema, template=template, latency=latency)
     return {
         "images": len(samples),
         "seconds": preds.seconds,
         "images_per_s": len(samples) / max(preds.seconds, 1e-9),
         "latency_ms": 1000 * latency,
-        "models": len(ens.models),
+        "models": models,
+        "backend": backend,
     }
+
+
+def _predict_onnx(
+    run: RunDir,
+    samples: list[Sample],
+    onnx: Path | None,
+    folds: list[int] | None,
+    flip: bool | None,
+    device: str,
+    batch_size: int | None,
+    workers: int | None,
+    log: Log,
+) -> tuple[Predictions, int]:
+    """The given exported file (checked against the run), or the run exported to a temporary file."""
+    from cattlepose.engine.export import export_run
+    from cattlepose.engine.onnx_backend import OnnxEnsemble, check_against_run, read_sidecar
+
+    with tempfile.TemporaryDirectory(prefix="cattlepose-onnx-") as scratch:
+        if onnx is None:  # a missing fold is named by the export, before it starts
+            onnx = Path(scratch) / "model.onnx"
+            export_run(run, onnx, folds, flip=True if flip is None else flip)
+        elif onnx.is_file():  # the sidecar against the run first: it names what differs
+            check_against_run(read_sidecar(onnx), onnx, run, folds, flip)
+        model = OnnxEnsemble(onnx, threads=run.cfg.train.threads, device=device)
+        batch = batch_size or model.batch or dev.resolve_infer_batch(run.cfg.infer.batch_size, model.device)
+        preds = predict_batches(samples, run.cfg.model.input_size, run.schema.num_keypoints, model, batch,
+                                model.device, workers, log)  # fmt: skip
+        return preds, len(model.info["folds"])

@@ -208,12 +208,24 @@ class HeatmapCodec:
         maps keep their dtype (float32 from a network), the Newton step runs in float64."""
         maps = torch.as_tensor(np.ascontiguousarray(probs) if isinstance(probs, np.ndarray) else probs)
         maps = maps if maps.is_floating_point() else maps.double()
+        xy, scores = self.decode_tensors(maps)
+        return xy.cpu().numpy(), scores.double().cpu().numpy()
+
+    def decode_graph(self, probs: torch.Tensor) -> torch.Tensor:
+        """`decode` as one traceable tensor function (what `cattlepose export` puts in the ONNX graph):
+        (N, K, Hh, Wh) float probabilities -> (N, K, 3) float32 `x, y, score` in input pixels. The same math
+        as `decode` (both call `decode_tensors`), with no host copy and no data-dependent Python branch."""
+        xy, scores = self.decode_tensors(probs)
+        return torch.cat([xy.float(), scores.float().unsqueeze(-1)], dim=-1)
+
+    def decode_tensors(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode math, once: (N, K, Hh, Wh) maps -> coords (N, K, 2) float64 in input pixels and
+        scores (N, K) in the maps' dtype. Traceable: shapes decide the Python branches, values never do."""
         n, k, h, w = maps.shape
-        maps = maps.reshape(n * k, h, w)
-        scores = maps.flatten(1).amax(-1)
-        uv = self._dark(maps) if self.decoder == "dark" else self._argmax_shift(maps)
-        xy = self.to_input(uv.cpu().numpy())
-        return xy.reshape(n, k, 2), scores.double().cpu().numpy().reshape(n, k)
+        flat = maps.reshape(n * k, h, w)
+        scores = flat.flatten(1).amax(-1)
+        uv = self._dark(flat) if self.decoder == "dark" else self._argmax_shift(flat)
+        return self.to_input(uv).reshape(n, k, 2), scores.reshape(n, k)
 
     @staticmethod
     def _argmax(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,55 +233,65 @@ class HeatmapCodec:
         flat = maps.flatten(1).argmax(-1)
         return flat % w, flat // w
 
+    @staticmethod
+    def _at(maps: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """maps[i, y[i], x[i]] for every map i, as one gather (exports as a plain Gather, no index tensors)."""
+        return maps.flatten(1).gather(1, (y * maps.shape[-1] + x).unsqueeze(1)).squeeze(1)
+
     def _argmax_shift(self, maps: torch.Tensor) -> torch.Tensor:
         """Integer peak plus a quarter pixel towards the higher neighbour on each axis."""
-        m, h, w = maps.shape
+        _, h, w = maps.shape
         x, y = self._argmax(maps)
-        r = torch.arange(m, device=maps.device)
-        right, left = maps[r, y, (x + 1).clamp(max=w - 1)], maps[r, y, (x - 1).clamp(min=0)]
-        down, up = maps[r, (y + 1).clamp(max=h - 1), x], maps[r, (y - 1).clamp(min=0), x]
+        right, left = self._at(maps, y, (x + 1).clamp(max=w - 1)), self._at(maps, y, (x - 1).clamp(min=0))
+        down, up = self._at(maps, (y + 1).clamp(max=h - 1), x), self._at(maps, (y - 1).clamp(min=0), x)
         interior_x, interior_y = (x > 0) & (x < w - 1), (y > 0) & (y < h - 1)
-        dx = torch.where(interior_x, 0.25 * torch.sign(right - left).double(), 0.0)
-        dy = torch.where(interior_y, 0.25 * torch.sign(down - up).double(), 0.0)
-        return torch.stack([x + dx, y + dy], dim=-1)
+        zero = torch.zeros((), dtype=torch.float64, device=maps.device)
+        dx = torch.where(interior_x, 0.25 * torch.sign(right - left).double(), zero)
+        dy = torch.where(interior_y, 0.25 * torch.sign(down - up).double(), zero)
+        return torch.stack([x.double() + dx, y.double() + dy], dim=-1)
 
     def _dark(self, maps: torch.Tensor) -> torch.Tensor:
         """One Newton step on log(blurred heatmap) from its peak. Derivatives of a log are unchanged by
         scaling, so ce probabilities (sum 1) and mse heatmaps (peak ~1) are handled alike: each blurred map is
         divided by its maximum before the log, with a floor that keeps the far field finite."""
-        m, h, w = maps.shape
+        _, h, w = maps.shape
         raw = maps.clamp_min(0)
         blurred = gaussian_blur_maps(raw, self.blur_kernel)
         # Near a border the blur needs pixels beyond it, and any padding invents them (reflection drags the
         # peak towards the border by up to ~0.1 heatmap px at sigma 1.5). Those maps take the Newton step on
-        # the raw map, which is exactly log-quadratic for a Gaussian.
+        # the raw map, which is exactly log-quadratic for a Gaussian (chosen per map with `where`, not by
+        # indexing, so the same code traces into a graph).
         x, y = self._argmax(blurred)
         reach = self.blur_kernel // 2 + 1
         near = (x < reach) | (y < reach) | (x > w - 1 - reach) | (y > h - 1 - reach)
-        if bool(near.any()):  # rewrite and re-search only those maps, not the whole batch
-            idx = near.nonzero().squeeze(1)
-            blurred[idx] = raw[idx]
-            x[idx], y[idx] = self._argmax(raw[idx])
+        xr, yr = self._argmax(raw)
+        x, y = torch.where(near, xr, x), torch.where(near, yr, y)
         if h < 3 or w < 3:
             return torch.stack([x, y], dim=-1).double()
-        r = torch.arange(m, device=maps.device)
         # the stencil stays one pixel inside the map: a peak on the border is reached from its inner
         # neighbour, which for a log-quadratic map gives the same answer
         xc, yc = x.clamp(1, w - 2), y.clamp(1, h - 2)
-        scale = 1.0 / blurred[r, y, x].double().clamp_min(1e-300)
+
+        def value(dy: int, dx: int) -> torch.Tensor:  # the map a pixel is read from: raw near a border
+            yy, xx = yc + dy, xc + dx
+            return torch.where(near, self._at(raw, yy, xx), self._at(blurred, yy, xx)).double()
+
+        peak = torch.where(near, self._at(raw, y, x), self._at(blurred, y, x)).double()
+        scale = 1.0 / peak.clamp_min(1e-300)
 
         def at(dy: int, dx: int) -> torch.Tensor:  # the log only where the 3x3 stencil reads it
-            return torch.log((blurred[r, yc + dy, xc + dx].double() * scale).clamp_min(_LOG_FLOOR))
+            return torch.log((value(dy, dx) * scale).clamp_min(_LOG_FLOOR))
 
         c = at(0, 0)
-        gx = 0.5 * (at(0, 1) - at(0, -1))
-        gy = 0.5 * (at(1, 0) - at(-1, 0))
-        hxx = at(0, 1) - 2 * c + at(0, -1)
-        hyy = at(1, 0) - 2 * c + at(-1, 0)
+        right, left, down, up = at(0, 1), at(0, -1), at(1, 0), at(-1, 0)
+        gx = 0.5 * (right - left)
+        gy = 0.5 * (down - up)
+        hxx = right - 2 * c + left
+        hyy = down - 2 * c + up
         hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
         det = hxx * hyy - hxy**2
         ok = (det > 1e-12) & (hxx < 0) & (hyy < 0)  # a maximum: the Hessian is negative definite
-        safe = torch.where(ok, det, 1.0)
+        safe = torch.where(ok, det, torch.ones_like(det))
         x, y, xc, yc = x.double(), y.double(), xc.double(), yc.double()
         ux = torch.where(ok, xc - (hyy * gx - hxy * gy) / safe, x)
         uy = torch.where(ok, yc - (hxx * gy - hxy * gx) / safe, y)

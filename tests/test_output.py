@@ -219,3 +219,18 @@ def test_info_model_leaves_speed_to_make_bench_unless_asked():
     r = CliRunner().invoke(app, ["info", "model", "-s", "model.input_size=[64,64]", "--measure"])
     assert r.exit_code == 0, r.output
     assert "images/s" in r.output
+
+
+def test_atomic_files_get_the_modes_open_gives_not_mkstemps_0600(tmp_path):
+    from cattlepose.core.files import atomic_open, atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "a.csv") as f:
+            f.write("x\n")
+        with atomic_path(tmp_path / "m.onnx") as tmp:
+            tmp.write_bytes(b"model")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o644

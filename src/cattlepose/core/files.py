@@ -30,6 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
+        tmp_path.chmod(0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename: modes as open() gives them
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as e:
@@ -40,6 +41,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

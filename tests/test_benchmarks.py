@@ -57,7 +57,7 @@ CPU_BENCHMARKS = {
         ],
         "int8 / fp32",
     ),
-    "bench_model.py": (["--rounds", "1"], "goals (train"),
+    "bench_model.py": (["--rounds", "1"], "goals of the default, parallel"),
     "bench_loader.py": (["--images", "40", "--steps", "1"], "ratio loader / train"),
     "bench_synth.py": (["--n-train", "8", "--n-test", "8"], "mean pose"),
 }

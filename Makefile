@@ -8,6 +8,7 @@ NAME    ?= default
 RUN     ?= runs/$(NAME)
 SUB     ?= submissions/submission.csv
 DATA    ?= data/synth
+SET     ?=
 export OMP_NUM_THREADS ?= 2
 # glibc returns large freed blocks to the OS at once, so every HRNet forward page-faults its activations anew;
 # higher thresholds keep them mapped (the CPU forward gets faster, docs/BENCHMARKS.md).
@@ -39,9 +40,10 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# K-fold training of CONFIG into runs/NAME. Re-running continues a stopped run and skips finished folds.
+# K-fold training of CONFIG (with the overrides in SET, e.g. SET='-s train.epochs=9') into runs/NAME.
+# Re-running continues a stopped run and skips finished folds.
 train: $(STAMP)
-	$(CLI) train -c $(CONFIG) --name $(NAME) --resume
+	$(CLI) train -c $(CONFIG) --name $(NAME) --resume $(SET)
 
 # Fold + flip ensemble on the synthetic test set -> submission, validated and scored. Trains first if needed.
 predict: $(STAMP)

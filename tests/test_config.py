@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,22 @@ from cattlepose.core.resources import configs_dir
 def test_shipped_configs_load(name):
     cfg = load_config(configs_dir() / name)
     assert isinstance(cfg, Config)
+
+
+IMAGENET_DEFAULT = "-s model.backbone=tf_efficientnet_lite0 -s model.pretrained=imagenet -s train.epochs=9"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_passes_set_to_the_training_and_the_readme_variant_is_a_valid_config():
+    """README's `make predict NAME=lite0 SET='...'`: the overrides reach `cattlepose train` as they are."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["make", "-n", "-B", "train", "NAME=lite0", f"SET={IMAGENET_DEFAULT}"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    line = next(x for x in out.splitlines() if " train -c " in x)
+    assert line.endswith("--name lite0 --resume " + IMAGENET_DEFAULT)
+    sets = shlex.split(IMAGENET_DEFAULT)[1::2]
+    cfg = load_config(root / "configs" / "default.yaml", sets)
+    assert (cfg.model.backbone, cfg.model.pretrained, cfg.train.epochs) == ("tf_efficientnet_lite0", "imagenet", 9)
 
 
 def test_a_coco_config_without_its_file_fails_before_anything_runs(tmp_path):

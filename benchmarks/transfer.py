@@ -14,7 +14,9 @@ on the held-out images:
                  (recipe+lite1+s160 is configs/real_small_cpu.yaml as it ships)
   ...+species    starting from a run on every other species of --data and --extra-data (90% of them), itself
                  started as the variant's network is (ImageNet for a lite): ImageNet -> other species -> target
-  ...+nopsa, +s160  no PSA, a 160x160 input (any multiple of 32)
+  ...+nopsa, +s160  no PSA, a 160x160 input (any multiple of 32) for the fine-tune; pretraining runs take
+                 --pretrain-epochs and --pretrain-size (runs of other settings need another --runs folder:
+                 one that disagrees with the command is refused, never reused)
 
 Each variant is a `cattlepose train` run in `--runs` (re-running skips finished ones); the table gives PCK of the
 box at 0.1 and 0.2, OKS AP (pycocotools, the recognised schema's sigmas), and the fine-tune's training minutes.
@@ -36,12 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(name: str, config: Path, runs: Path, fold: int, sets: list[str]) -> Path:
+    """Train one fold of a run, or resume it. A finished fold goes through `cattlepose train --resume` too: it
+    trains nothing then, but refuses a run that was started with another config (a pretraining of 10 epochs
+    reused by a command asking for 20), so a table never mixes settings under one name."""
     run = runs / name
+    cmd = [sys.executable, "-m", "cattlepose", "train", "-c", str(config), "--name", name, "--runs-dir",
+           str(runs), "--folds", str(fold), "--resume", "-q", *(a for s in sets for a in ("-s", s))]  # fmt: skip
     if not (run / f"fold{fold}" / "done.json").is_file():
-        cmd = [sys.executable, "-m", "cattlepose", "train", "-c", str(config), "--name", name, "--runs-dir",
-               str(runs), "--folds", str(fold), "--resume", "-q", *(a for s in sets for a in ("-s", s))]  # fmt: skip
         print("$", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+    if subprocess.run(cmd).returncode:
+        sys.exit(f"{run}: training failed or the run disagrees with this command (its error above)")
     return run
 
 
@@ -75,6 +81,7 @@ def main() -> None:
     ap.add_argument("--recipe-epochs", type=int, default=None, help="epochs of the recipe (default: its own)")
     ap.add_argument("--tag", default="", help="suffix of the variants' run names (one per budget)")
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="source run epochs (default: the recipe's)")
+    ap.add_argument("--pretrain-size", type=int, default=None, help="input size of the source runs (default 128)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "transfer")
     ap.add_argument("--only", default=None, help="comma-separated variants, e.g. default,recipe+horse+bb0.3")
     ap.add_argument("-s", "--set", action="append", default=[], help="override for every run, e.g. train.threads=1")
@@ -100,6 +107,9 @@ def main() -> None:
     if args.pretrain_epochs:
         pre.append(f"train.epochs={args.pretrain_epochs}")
         species.append(f"train.epochs={args.pretrain_epochs}")
+    if args.pretrain_size:
+        pre.append(f"model.input_size=[{args.pretrain_size},{args.pretrain_size}]")
+        species.append(f"model.input_size=[{args.pretrain_size},{args.pretrain_size}]")
     default_cfg = ROOT / "configs" / "default.yaml"
     # the recipe ships with an ImageNet EfficientNet; its variants start from the HRNet it was first chosen with,
     # so every variant (and every command in docs/BENCHMARKS.md) names its network the same way
@@ -127,8 +137,8 @@ def main() -> None:
         parts = name.split("+")[1:]
         arch = [p for p in parts if p.startswith(arch_parts) and network([p])]
         extra = [*hrnet, *([f"train.epochs={args.recipe_epochs}"] if args.recipe_epochs else []), *network(arch)]
-        # a pretraining run shares the network, not the input size: it runs at the recipe's own size (cheaper on
-        # thousands of animals), and the fine-tune may take a larger input (the network is fully convolutional)
+        # a pretraining run shares the network, not the input size: it runs at 128² or --pretrain-size (128² is
+        # cheaper on thousands of animals), and the fine-tune may take another (the network is fully convolutional)
         arch = [p for p in arch if not (p.startswith("s") and p[1:].isdigit())]
         tag = "".join(f"_{p}" for p in arch)
         for part in parts:

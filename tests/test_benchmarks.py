@@ -101,3 +101,27 @@ def test_transfer_groups_each_budget_under_its_variant_and_plots_them(tmp_path):
     png = tmp_path / "curve.png"
     transfer.plot_budgets(png, runs, ["default", "recipe", "recipe+horse"], 1, "horse")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_transfer_refuses_a_finished_run_of_other_settings_and_reuses_an_equal_one(tmp_path, make_coco, capfd):
+    """A pretraining run is shared by every command naming it: one of 10 epochs must not stand in for 20."""
+    from cattlepose.core.config import dump_config, load_config
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import transfer
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    data = make_coco(n_images=4, animals=1)
+    config = ROOT / "configs" / "real_small_cpu.yaml"
+    sets = [f"data.train={data}", "data.format=coco", "train.folds=2", "train.epochs=10"]
+    run = tmp_path / "runs" / "pretrain_species"
+    (run / "fold0").mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_config(load_config(config, sets)))
+    (run / "fold0" / "done.json").write_text("{}")
+    assert transfer.train("pretrain_species", config, tmp_path / "runs", 0, sets) == run  # trains nothing
+    assert not (run / "fold0" / "last.pt").exists()
+    with pytest.raises(SystemExit, match="disagrees with this command"):
+        transfer.train("pretrain_species", config, tmp_path / "runs", 0, [*sets, "train.epochs=20"])
+    assert "train.epochs (10 in the run, 20 now)" in capfd.readouterr().err
+    assert load_config(run / "config.yaml").train.epochs == 10

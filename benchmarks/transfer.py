@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "transfer")
     ap.add_argument("--only", default=None, help="comma-separated variants, e.g. default,recipe+horse+bb0.3")
     ap.add_argument("-s", "--set", action="append", default=[], help="override for every run, e.g. train.threads=1")
+    ap.add_argument("--tune", action="append", default=[], help="override for the fine-tunes only (not the runs "
+                    "they start from), e.g. train.batch_size=16")  # fmt: skip
     ap.add_argument("--plot", type=Path, default=None, help="PNG of the metrics against fine-tuning epochs, over "
                     "every finished run of the variants in --runs (all budgets, the first fold)")  # fmt: skip
     args = ap.parse_args()
@@ -167,7 +169,7 @@ def main() -> None:
         tag = "_".join(t for t in (args.tag, f"f{k}" if len(folds) > 1 else "") if t)
         for name, (config, extra) in plans.items():
             run_name = name.replace("+", "_") + (f"_{tag}" if tag else "")
-            run = train(run_name, config, args.runs, k, [*target, *extra, "train.val_every=1000"])
+            run = train(run_name, config, args.runs, k, [*target, *extra, *args.tune, "train.val_every=1000"])
             results.setdefault(name, []).append(scores(run, k))
 
     print(f"\n{args.target}, fold {','.join(map(str, folds))} of {args.folds} (by image), fine-tuned from scratch "

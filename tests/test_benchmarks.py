@@ -73,6 +73,16 @@ def test_make_bench_scripts_run_at_a_tiny_size(script, tmp_path):
     assert wanted in out.stdout, out.stdout[-3000:]
 
 
+def _transfer():
+    """benchmarks/transfer.py as a module (the benchmarks folder is not a package)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import transfer
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return transfer
+
+
 def _finished_run(runs: Path, name: str, epochs: int, ap: float) -> None:
     fold = runs / name / "fold1"
     fold.mkdir(parents=True)
@@ -83,11 +93,7 @@ def _finished_run(runs: Path, name: str, epochs: int, ap: float) -> None:
 
 
 def test_transfer_groups_each_budget_under_its_variant_and_plots_them(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import transfer
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    transfer = _transfer()
     runs = tmp_path / "runs"
     for name, epochs, ap in [("recipe_b5", 27, 0.43), ("recipe_b1", 9, 0.32), ("recipe_horse_b5", 27, 0.50),
                              ("recipe_horse_b1", 9, 0.46), ("recipe_cattle_b5", 27, 0.44),
@@ -107,11 +113,7 @@ def test_transfer_refuses_a_finished_run_of_other_settings_and_reuses_an_equal_o
     """A pretraining run is shared by every command naming it: one of 10 epochs must not stand in for 20."""
     from cattlepose.core.config import dump_config, load_config
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import transfer
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    transfer = _transfer()
     data = make_coco(n_images=4, animals=1)
     config = ROOT / "configs" / "real_small_cpu.yaml"
     sets = [f"data.train={data}", "data.format=coco", "train.folds=2", "train.epochs=10"]

@@ -46,8 +46,10 @@ def train(name: str, config: Path, runs: Path, fold: int, sets: list[str]) -> Pa
            str(runs), "--folds", str(fold), "--resume", "-q", *(a for s in sets for a in ("-s", s))]  # fmt: skip
     if not (run / f"fold{fold}" / "done.json").is_file():
         print("$", " ".join(cmd), flush=True)
-    if subprocess.run(cmd).returncode:
-        sys.exit(f"{run}: training failed or the run disagrees with this command (its error above)")
+    code = subprocess.run(cmd).returncode
+    if code:  # the CLI's own exit code: 2 for a bad setting or a run of other settings
+        print(f"{run}: training failed or the run disagrees with this command (its error above)", file=sys.stderr)
+        sys.exit(code)
     return run
 
 

@@ -123,7 +123,8 @@ def test_transfer_refuses_a_finished_run_of_other_settings_and_reuses_an_equal_o
     (run / "fold0" / "done.json").write_text("{}")
     assert transfer.train("pretrain_species", config, tmp_path / "runs", 0, sets) == run  # trains nothing
     assert not (run / "fold0" / "last.pt").exists()
-    with pytest.raises(SystemExit, match="disagrees with this command"):
+    with pytest.raises(SystemExit) as stop:
         transfer.train("pretrain_species", config, tmp_path / "runs", 0, [*sets, "train.epochs=20"])
-    assert "train.epochs (10 in the run, 20 now)" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert stop.value.code == 2 and "train.epochs (10 in the run, 20 now)" in err and "disagrees with this" in err
     assert load_config(run / "config.yaml").train.epochs == 10

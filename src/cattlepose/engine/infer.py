@@ -27,6 +27,7 @@ from cattlepose.data.dataset import BOX_PADDING, crop_for_inference, network_inp
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Sample
 from cattlepose.data.transforms import invert_affine
+from cattlepose.engine import compiling
 from cattlepose.engine import device as dev
 from cattlepose.models.batchnorm import fuse_batchnorm
 from cattlepose.models.build import build_model
@@ -42,6 +43,7 @@ class Ensemble:
     cfg: Config
     device: torch.device
     folds: list[int] = field(default_factory=list)
+    compiled: bool = False  # the models' regions are compiled: batches are padded to one size (no recompiles)
 
 
 @dataclass
@@ -59,18 +61,32 @@ class Predictions:
         }
 
 
-def load_ensemble(run: RunDir | str | Path, folds: list[int] | None = None, device: str = "auto") -> Ensemble:
-    """Every fold model of a run (or the listed folds), ready for inference."""
+def load_ensemble(
+    run: RunDir | str | Path,
+    folds: list[int] | None = None,
+    device: str = "auto",
+    crops: int = 0,
+    flip: bool | None = None,
+    log: Log | None = None,
+) -> Ensemble:
+    """Every fold model of a run (or the listed folds), ready for inference. `crops`: how many crops the caller
+    will predict, which decides whether compiling pays (`train.compile: auto`; 0 = never under auto)."""
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     chosen = run.model_folds(folds)
     target = dev.resolve_device(device if device != "auto" else run.cfg.train.device)
-    models = [load_fold_model(run, k, target) for k in chosen]
-    return Ensemble(models, HeatmapCodec.from_config(run.cfg), run.schema, run.cfg, target, chosen)
+    flip = run.cfg.infer.flip if flip is None else flip
+    decision = compiling.decide(run.cfg.train.compile, target, crops * len(chosen) * (2 if flip else 1), "predict")
+    if log is not None and run.cfg.train.compile != "off":
+        log.info(f"{'compiling the fold models' if decision.compile else 'not compiled'}: {decision.reason}")
+    models = [load_fold_model(run, k, target, compile=decision.compile) for k in chosen]
+    return Ensemble(models, HeatmapCodec.from_config(run.cfg), run.schema, run.cfg, target, chosen, decision.compile)
 
 
-def load_fold_model(run: RunDir, k: int, device: torch.device, checkpoint: str = BEST) -> nn.Module:
+def load_fold_model(
+    run: RunDir, k: int, device: torch.device, checkpoint: str = BEST, compile: bool = False
+) -> nn.Module:
     """A fold's weights in a network built from the run's config, ready for inference."""
-    return prepare_for_inference(load_fold_weights(run, k, checkpoint), run.cfg, device)
+    return prepare_for_inference(load_fold_weights(run, k, checkpoint), run.cfg, device, compile)
 
 
 def load_fold_weights(run: RunDir, k: int, checkpoint: str = BEST) -> nn.Module:
@@ -90,17 +106,17 @@ def load_fold_weights(run: RunDir, k: int, checkpoint: str = BEST) -> nn.Module:
     return model.eval()
 
 
-def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
-    """Eval mode, batch norm fused into the convolutions (same outputs, fewer passes), device and layout;
-    compiled where `train.compile` says so (on CUDA by default)."""
+def prepare_for_inference(model: nn.Module, cfg: Config, device: torch.device, compile: bool = False) -> nn.Module:
+    """Eval mode, batch norm fused into the convolutions (same outputs, fewer passes), device and layout; its
+    regions compiled when `compile` (the caller decides: `compiling.decide`)."""
     dev.flush_denormals(device)
     model = model.eval()
     fuse_batchnorm(model)
     model = model.to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if dev.use_compile(cfg.train.compile, device):
-        model = dev.compile_fn(model, device, static=False)
+    if compile:
+        compiling.compile_regions(model)
     return model
 
 
@@ -193,13 +209,25 @@ def ensemble_probs(
 BatchFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
 
 
-def torch_batch_fn(ens: Ensemble, flip: bool) -> BatchFn:
-    """The PyTorch backend: the ensemble's probabilities decoded by the codec (the input buffer reused)."""
+def torch_batch_fn(ens: Ensemble, flip: bool, batch_size: int, log: Log | None = None) -> BatchFn:
+    """The PyTorch backend: the ensemble's probabilities decoded by the codec (the input buffer reused).
+    Compiled models see one batch shape only: a short last batch is padded to `batch_size` (a new shape would
+    compile every region again), and its first batch, which compiles them, is reported."""
     buffer: list[torch.Tensor | None] = [None]
+    pending = [ens.compiled]
 
     def run(crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        probs, buffer[0] = ensemble_probs(ens, crops, flip, buffer[0])
-        return ens.codec.decode(probs)
+        n = crops.shape[0]
+        if ens.compiled and n < batch_size:
+            crops = torch.cat([crops, crops.new_zeros((batch_size - n, *crops.shape[1:]))])
+        if pending[0]:
+            with compiling.reporting(log or Log(quiet=True), None, "the fold models"):
+                probs, buffer[0] = ensemble_probs(ens, crops, flip, buffer[0])
+            pending[0] = False
+        else:
+            probs, buffer[0] = ensemble_probs(ens, crops, flip, buffer[0])
+        coords, scores = ens.codec.decode(probs[:n])
+        return coords, scores
 
     return run
 
@@ -216,8 +244,8 @@ def predict_samples(
     flip = ens.cfg.infer.flip if flip is None else flip
     batch_size = batch_size or dev.resolve_infer_batch(ens.cfg.infer.batch_size, ens.device)
     return predict_batches(
-        samples, ens.cfg.model.input_size, ens.schema.num_keypoints, torch_batch_fn(ens, flip), batch_size,
-        ens.device, workers, log,
+        samples, ens.cfg.model.input_size, ens.schema.num_keypoints, torch_batch_fn(ens, flip, batch_size, log),
+        batch_size, ens.device, workers, log,
     )  # fmt: skip
 
 

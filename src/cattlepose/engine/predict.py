@@ -76,9 +76,9 @@ def run_predict(
     samples = prediction_inputs(input, images, run.schema.num_keypoints)
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     if backend == "torch":
-        ens = load_ensemble(run, fold_list, device=device)
-        preds = predict_samples(ens, samples, flip=True if flip is None else flip, batch_size=batch_size,
-                                workers=workers, log=log)  # fmt: skip
+        flip = True if flip is None else flip
+        ens = load_ensemble(run, fold_list, device=device, crops=len(samples), flip=flip, log=log)
+        preds = predict_samples(ens, samples, flip=flip, batch_size=batch_size, workers=workers, log=log)
         models = len(ens.models)
     else:
         preds, models = _predict_onnx(run, samples, onnx, fold_list, flip, device, batch_size, workers, log)

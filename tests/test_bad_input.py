@@ -692,7 +692,7 @@ def _out_cases(run: Path, data: Path, tmp_path: Path) -> dict[str, tuple[Path, l
 @pytest.mark.parametrize("case", ["template", "checkpoint", "config", "folder", "under a file"])
 def test_predict_refuses_an_output_it_cannot_or_must_not_write(run, tiny_data, tmp_path, monkeypatch, case):
     out, extra, words = _out_cases(run, tiny_data, tmp_path)[case]
-    from cattlepose.engine import predict
+    from cattlepose.commands import predict
 
     def never(*a, **k):
         raise AssertionError("predicted before checking the output")
@@ -777,7 +777,7 @@ def test_a_full_disk_is_found_before_predicting(run, tiny_data, tmp_path, monkey
     import collections
     import shutil as sh
 
-    from cattlepose.engine import predict
+    from cattlepose.commands import predict
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
@@ -790,8 +790,8 @@ def test_a_read_only_output_folder_is_found_before_predicting(run, tiny_data, tm
     os.access, which is what is made to say no here."""
     import os
 
+    from cattlepose.commands import predict
     from cattlepose.core import files
-    from cattlepose.engine import predict
 
     out = tmp_path / "locked" / "s.csv"
     out.parent.mkdir()

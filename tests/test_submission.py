@@ -225,8 +225,8 @@ def test_cli_validate_exits_2_on_problems_and_0_when_valid(valid):
 # ---------------------------------------------------------------------------------------------- evaluate
 @pytest.mark.parametrize("fmt", ["csv", "adk-json"])
 def test_perfect_submission_files_score_one_against_adk_ground_truth(fmt, make_adk, tmp_path):
+    from cattlepose.commands.evaluate import run_evaluate
     from cattlepose.data.formats import read_samples
-    from cattlepose.engine.evaluate import run_evaluate
 
     root = make_adk(n=3)
     samples, _ = read_samples("adk", root, "adk17")
@@ -243,8 +243,8 @@ def test_perfect_submission_files_score_one_against_adk_ground_truth(fmt, make_a
 
 @pytest.mark.filterwarnings("ignore:.*no OKS sigmas:UserWarning")
 def test_coco_results_pair_several_animals_per_image(make_coco, tmp_path):
+    from cattlepose.commands.evaluate import run_evaluate
     from cattlepose.data.formats import read_samples
-    from cattlepose.engine.evaluate import run_evaluate
 
     gt = make_coco(n_images=2, animals=2)
     samples, _ = read_samples("coco", gt, "from_data")

@@ -238,7 +238,7 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Flip + fold ensemble on new images, written as a submission file."""
-    from cattlepose.engine.predict import run_predict
+    from cattlepose.commands.predict import run_predict
 
     log = Log(quiet)
     summary = run_predict(
@@ -291,8 +291,8 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth: PCK (torso, box), OKS AP, pixel errors; per keypoint, by
     visibility and by category."""
+    from cattlepose.commands.evaluate import run_evaluate
     from cattlepose.core.files import write_json
-    from cattlepose.engine.evaluate import run_evaluate
 
     result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema, images=images)
     console = make_console()

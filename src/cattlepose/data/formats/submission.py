@@ -6,7 +6,7 @@
 - ADK JSON: `{"latency": seconds_per_image, "annotations": [{"ID", "img_path", "joint_self": [[x, y] * K]}]}`.
 - COCO results: `[{image_id, category_id, keypoints: [x, y, score] * K, score}]`.
 
-`read_predictions` reads any of them back in the keys `engine.evaluate.match_predictions` expects: the image
+`read_predictions` reads any of them back in the keys `commands.evaluate.match_predictions` expects: the image
 file name (CSV, ADK JSON) or `"<image_id>#<n>"` (COCO, n counts detections of one image).
 """
 

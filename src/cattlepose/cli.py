@@ -125,13 +125,9 @@ def info_model(
 ) -> None:
     """Parameters, MACs and the PSA share of both. Speeds to compare come from `make bench`, which measures
     variants side by side in one process; a single process's figure moves with the machine's load."""
-    from cattlepose.core.config import load_config
-    from cattlepose.core.schema import load_schema
-    from cattlepose.models.info import model_info
+    from cattlepose.commands.info import run_info_model
 
-    cfg = load_config(config, set or [])
-    k = load_schema(cfg.data.schema_).num_keypoints if cfg.data.schema_ != "from_data" else 17
-    info = model_info(cfg, k, measure=measure)
+    info = run_info_model(config, set or [], measure)
     make_console().print(_table("model", ["", "value"], [[k2, _fmt(v)] for k2, v in info.items()]))
     share = info.get("CPU share while timing", 1.0)
     if share < 0.9:
@@ -149,15 +145,9 @@ def preview_aug(
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("augmentations.png"),
 ) -> None:
     """A grid of augmented training crops with their target keypoints."""
-    from cattlepose.core.config import load_config
-    from cattlepose.data.source import load_training_data
-    from cattlepose.report.preview import preview_augmentations
+    from cattlepose.commands.preview import run_preview
 
-    cfg = load_config(config, set or [])
-    log = Log()
-    samples, schema = load_training_data(cfg, log)
-    preview_augmentations(cfg, samples, schema, n, out)
-    log.info(f"wrote {out}")
+    run_preview(config, set or [], n, out, Log())
 
 
 # ------------------------------------------------------------------------------------------------- train
@@ -176,25 +166,11 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """K-fold training: folds.csv, fold{k}/{best,last}.pt and history.csv, oof.csv, cv.json."""
-    from cattlepose.core.config import load_config
-    from cattlepose.data.folds import parse_fold_list
-    from cattlepose.engine import crossval, kfold
-    from cattlepose.runs.rundir import CONFIG, require_run, train_line
+    from cattlepose.commands.train import run_train
 
-    run_name = name or (config.stem if config else "default")
-    run_dir = runs_dir / run_name
     log = Log(quiet)
-    if config is None and (run_dir / CONFIG).is_file() and (resume or collect):
-        config = run_dir / CONFIG  # resuming needs no -c: the run remembers its config
-    if config is None and (resume or collect):
-        require_run(run_dir, "--collect" if collect else "--resume")
-    if collect:
-        report = crossval.collect(run_dir, log=log)
-    else:
-        cfg = load_config(config, set or [])
-        report = kfold.run_training(cfg, run_dir, parse_fold_list(folds, cfg.train.folds), resume=resume, log=log)
+    run_dir, report = run_train(config, set or [], name, folds, resume, collect, runs_dir, log)
     if report is None:
-        log.info(f"requested folds finished; run `{train_line(run_dir)} --collect` once all are done")
         return
     metrics = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse")
     log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], _cv_rows(report, metrics)))
@@ -267,15 +243,9 @@ def export(
 ) -> None:
     """The run's fold + flip ensemble, decoding included, as one ONNX file: (N, H, W, 3) uint8 crops ->
     (N, K, 3) x, y, score in crop pixels; runs with onnxruntime and numpy alone."""
-    from cattlepose.data.folds import parse_fold_list
-    from cattlepose.engine.export import export_run, parse_batch
-    from cattlepose.runs.rundir import RunDir
+    from cattlepose.commands.export import run_export
 
-    log = Log(quiet)
-    n = parse_batch(batch)
-    run = RunDir.open(run_dir)
-    fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
-    export_run(run, output, fold_list, flip=not no_flip, int8=int8, batch=n, calibration_images=calibration, log=log)
+    run_export(run_dir, output, folds, not no_flip, int8, batch, calibration, Log(quiet))
 
 
 @app.command()
@@ -320,10 +290,9 @@ def validate(
     images: Annotated[Path | None, typer.Option(help="Test image folder: also check coordinates lie inside.")] = None,
 ) -> None:
     """Check a submission against its template; list every problem (exit 2 if any)."""
-    from cattlepose.data.formats.folder import image_sizes
-    from cattlepose.data.formats.validate import validate_submission
+    from cattlepose.commands.validate import run_validate
 
-    problems = validate_submission(submission, template, image_sizes(images) if images else None)
+    problems = run_validate(submission, template, images)
     if problems:
         err = make_console(stderr=True)
         for p in problems:

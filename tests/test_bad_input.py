@@ -299,6 +299,20 @@ def test_predict_on_a_good_run_works(run_and_images, tmp_path):
     assert len((tmp_path / "sub.csv").read_text().splitlines()) == 4
 
 
+def test_a_wide_csv_of_an_image_with_several_animals_is_refused_naming_it(
+    run_and_images, make_coco, tmp_path, monkeypatch
+):
+    from cattlepose.commands import predict
+
+    run, _ = run_and_images
+    coco = make_coco(n_images=2, animals=2)
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: pytest.fail("predicted first"))
+    out = tmp_path / "sub.csv"
+    _fails(["predict", str(run), str(coco), "-o", str(out), "-f", "csv"], "img_0.png", "holds 2 animals",
+           "(and 1 more image(s))", "--format long-csv or coco", unchanged=(run, coco.parent))  # fmt: skip
+    assert not out.exists()
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])

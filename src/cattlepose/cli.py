@@ -193,15 +193,22 @@ def _cv_rows(report: dict[str, Any], metrics: tuple[str, ...]) -> list[list[str]
 @user_errors
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    input: Annotated[Path, typer.Argument(help="A folder of crops, or a COCO JSON with boxes.")],
+    input: Annotated[
+        Path, typer.Argument(help="A folder of images (each one animal), or the boxes of a COCO JSON or ADK folder.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Submission file.")] = Path(
         "submissions/submission.csv"
     ),
-    format: Annotated[str, typer.Option("--format", "-f", help="csv | adk-json | coco.")] = "csv",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="csv (one animal per image) | long-csv (a row per animal) | adk-json | coco."
+        ),
+    ] = "csv",
     template: Annotated[Path | None, typer.Option(help="Sample submission CSV fixing columns and row order.")] = None,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Skip flip test-time augmentation.")] = False,
     folds: Annotated[str | None, typer.Option(help="Use only these fold models, e.g. 0,1.")] = None,
-    images: Annotated[Path | None, typer.Option(help="Image folder for a COCO INPUT.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Image folder for a COCO or ADK INPUT.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Crops per batch (default: infer.batch_size).")] = None,
     workers: Annotated[
@@ -222,8 +229,9 @@ def predict(
         images=images, device=device, batch_size=batch_size, workers=workers, log=log, backend=backend, onnx=onnx,
     )  # fmt: skip
     flip_state = "off" if no_flip else "on"
+    animals = f" ({summary['animals']} animals)" if summary["animals"] != summary["images"] else ""
     log.info(
-        f"wrote {output}: {summary['images']} images, {summary['images_per_s']:.1f} images/s, "
+        f"wrote {output}: {summary['images']} images{animals}, {summary['images_per_s']:.1f} images/s, "
         f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {flip_state}, "
         f"{summary['backend']})"
     )
@@ -285,11 +293,12 @@ def evaluate(
 @app.command()
 @user_errors
 def validate(
-    submission: Annotated[Path, typer.Argument(help="Submission CSV.")],
-    template: Annotated[Path, typer.Option(help="Sample submission CSV.")],
+    submission: Annotated[Path, typer.Argument(help="Submission CSV (wide, or long: a row per animal).")],
+    template: Annotated[Path | None, typer.Option(help="Sample submission CSV a wide CSV must match.")] = None,
     images: Annotated[Path | None, typer.Option(help="Test image folder: also check coordinates lie inside.")] = None,
 ) -> None:
-    """Check a submission against its template; list every problem (exit 2 if any)."""
+    """Check a submission, a wide CSV against its template, a long CSV on its own; list every problem (exit 2 if
+    any)."""
     from cattlepose.commands.validate import run_validate
 
     problems = run_validate(submission, template, images)
@@ -299,7 +308,8 @@ def validate(
             # in a log each line names the file, so grep finds the problem and where it is
             err.print(Text(f"{submission}: {p}" if plain(err) else f"  - {p}"), soft_wrap=True)
         raise UserError(f"{len(problems)} problem(s) in the submission", path=submission)
-    make_console().print(f"[green]valid[/]: {escape(str(submission))} matches {escape(str(template))}")
+    against = f" matches {escape(str(template))}" if template is not None else ""
+    make_console().print(f"[green]valid[/]: {escape(str(submission))}{against}")
 
 
 @app.command()

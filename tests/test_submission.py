@@ -278,6 +278,22 @@ def test_long_csv_round_trip(tmp_path):
     assert validate_submission(tmp_path / "p.csv", None, SIZES) == []
 
 
+@pytest.mark.parametrize("fmt", ["csv", "long-csv"])
+def test_files_that_name_images_by_file_name_refuse_two_images_of_one_name(fmt, tmp_path):
+    from cattlepose.data.formats.submission import check_writable, write_predictions
+
+    kps = np.ones((K, 3))
+    clash = [Pose.predicted(Instance(Path(d) / "cow.jpg", width=8, height=6), kps) for d in ("/farm_a", "/farm_b")]
+    for check in (lambda: check_writable(fmt, [p.instance for p in clash]),
+                  lambda: write_predictions(fmt, tmp_path / "p.csv", clash, SCHEMA)):  # fmt: skip
+        with pytest.raises(UserError) as e:
+            check()
+        assert "two images share the file name 'cow.jpg' (/farm_a/cow.jpg and /farm_b/cow.jpg)" in e.value.message
+    assert not (tmp_path / "p.csv").exists()
+    write_predictions("coco", tmp_path / "p.json", clash, SCHEMA)  # COCO results number the images instead
+    assert [d["image_id"] for d in json.loads((tmp_path / "p.json").read_text())] == [0, 1]
+
+
 def test_long_csv_reader_names_a_bad_cell_and_an_animal_listed_twice(tmp_path):
     from cattlepose.data.formats.submission import write_predictions
 

@@ -71,20 +71,21 @@ def match_predictions(poses: list[Pose], samples: list[Sample], fmt: str) -> dic
     """Sample.key -> the keypoints of the predicted animal paired with it. COCO results name images by id,
     the other formats by file name (or stem); within an image, animals are paired by the smallest mean keypoint
     distance."""
-    by_image: dict[str, list[Pose]] = {}
+    by_id = fmt == "coco"
+    predicted: dict[str, list[Pose]] = {}
     for p in poses:
-        by_image.setdefault(p.instance.image_id if fmt == "coco" else Path(p.instance.image_id).name, []).append(p)
-    if fmt != "coco":
-        for name in list(by_image):
-            by_image.setdefault(Path(name).stem, by_image[name])
-    groups: dict[str, list[Sample]] = {}
+        predicted.setdefault(p.instance.image_id if by_id else Path(p.instance.image_id).name, []).append(p)
+    if not by_id:  # a file may name images by stem (a template's spelling)
+        for name in list(predicted):
+            predicted.setdefault(Path(name).stem, predicted[name])
+    truth: dict[str, list[Sample]] = {}
     for s in samples:
-        groups.setdefault(str(s.meta.get("coco_image_id", s.image_id)) if fmt == "coco" else s.image.name, []).append(s)
+        truth.setdefault(str(s.meta.get("coco_image_id", s.image_id)) if by_id else s.image.name, []).append(s)
     out: dict[str, np.ndarray] = {}
     missing = []
-    for image, gts in groups.items():
-        cands = by_image.get(image, by_image.get(Path(image).stem, [])) if fmt != "coco" else by_image.get(image, [])
-        if not cands and fmt != "coco":
+    for image, gts in truth.items():
+        cands = predicted.get(image) or ([] if by_id else predicted.get(Path(image).stem, []))
+        if not cands and not by_id:
             missing.append(image)
             continue
         if len(cands) < len(gts):

@@ -63,8 +63,7 @@ def write_predictions(
     latency: float = 0.0,
 ) -> None:
     """Predicted animals in one of SUBMISSION_FORMATS (`latency`: seconds per image, for ADK JSON)."""
-    check_writable(fmt, [p.instance for p in poses])
-    if fmt == "coco":
+    if check_format(fmt) == "coco":
         write_coco_results(path, poses)
     elif fmt == long_csv.FORMAT:
         long_csv.write(path, poses, schema)

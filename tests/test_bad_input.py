@@ -299,6 +299,20 @@ def test_predict_on_a_good_run_works(run_and_images, tmp_path):
     assert len((tmp_path / "sub.csv").read_text().splitlines()) == 4
 
 
+def test_a_wide_csv_of_an_image_with_several_animals_is_refused_naming_it(
+    run_and_images, make_coco, tmp_path, monkeypatch
+):
+    from cattlepose.commands import predict
+
+    run, _ = run_and_images
+    coco = make_coco(n_images=2, animals=2)
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: pytest.fail("predicted first"))
+    out = tmp_path / "sub.csv"
+    _fails(["predict", str(run), str(coco), "-o", str(out), "-f", "csv"], "img_0.png", "holds 2 animals",
+           "(and 1 more image(s))", "--format long-csv or coco", unchanged=(run, coco.parent))  # fmt: skip
+    assert not out.exists()
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -692,7 +706,7 @@ def _out_cases(run: Path, data: Path, tmp_path: Path) -> dict[str, tuple[Path, l
 @pytest.mark.parametrize("case", ["template", "checkpoint", "config", "folder", "under a file"])
 def test_predict_refuses_an_output_it_cannot_or_must_not_write(run, tiny_data, tmp_path, monkeypatch, case):
     out, extra, words = _out_cases(run, tiny_data, tmp_path)[case]
-    from cattlepose.engine import predict
+    from cattlepose.commands import predict
 
     def never(*a, **k):
         raise AssertionError("predicted before checking the output")
@@ -777,7 +791,7 @@ def test_a_full_disk_is_found_before_predicting(run, tiny_data, tmp_path, monkey
     import collections
     import shutil as sh
 
-    from cattlepose.engine import predict
+    from cattlepose.commands import predict
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
@@ -790,8 +804,8 @@ def test_a_read_only_output_folder_is_found_before_predicting(run, tiny_data, tm
     os.access, which is what is made to say no here."""
     import os
 
+    from cattlepose.commands import predict
     from cattlepose.core import files
-    from cattlepose.engine import predict
 
     out = tmp_path / "locked" / "s.csv"
     out.parent.mkdir()

@@ -80,6 +80,9 @@ class DataConfig(_Section):
     outside_margin: float = Field(0.25, ge=0)
     # COCO: train on this category only (its name or id), e.g. sheep, or on several: [dog, cat, horse]
     category: str | int | list[str | int] | None = None
+    # COCO: keypoint names of the files -> the schema's, for names no spelling rule matches ({tailbase:
+    # tail_base}); the keypoints of every file of a list map by name, and a name that matches nothing is an error
+    keypoint_map: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 

@@ -9,6 +9,18 @@ from typing import Any
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a sample was read: its annotation file and, in a file of several animals, the entry
+    (`annotations[3]`, `row 7`)."""
+
+    file: Path
+    entry: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.file) if self.entry is None else f"{self.file}, {self.entry}"
+
+
 @dataclass
 class Sample:
     """One animal in one image.
@@ -26,6 +38,8 @@ class Sample:
     height: int | None = None
     ann_id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # where the reader found it, for messages that name both places of a duplicate; not part of the animal
+    origin: Origin | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cattlepose.core.errors import UserError
-from cattlepose.data.photos import photos
+from cattlepose.data.photos import photos, relative_to, resolve_all
 from cattlepose.data.records import Sample
 
 VERSION = 1
@@ -57,11 +57,11 @@ class DataFingerprint:
 def take(samples: Sequence[Sample], previous: DataFingerprint | None = None) -> DataFingerprint:
     """The fingerprint of `samples` as read. An image whose size and time match `previous` keeps its digest
     from there; every other image's bytes are hashed."""
-    files = sorted({s.origin.file.resolve() for s in samples if s.origin is not None})
+    files = sorted(set(resolve_all(s.origin.file for s in samples if s.origin is not None).values()))
     found = photos(samples)
     image_files = sorted({p.file for p in found})
-    root = Path(os.path.commonpath([str(p.parent) for p in [*files, *image_files]])) if samples else Path()
-    name = {p: Path(os.path.relpath(p, root)).as_posix() for p in [*files, *image_files]}
+    root = os.path.commonpath([str(p.parent) for p in [*files, *image_files]]) if samples else ""
+    name = {p: relative_to(p, root) for p in [*files, *image_files]}
     old = previous.images if previous is not None else {}  # names are relative: a moved data set keeps them
     images: dict[str, list[Any]] = {}
     for p in image_files:
@@ -71,7 +71,7 @@ def take(samples: Sequence[Sample], previous: DataFingerprint | None = None) -> 
         images[name[p]] = [size, mtime, kept[2] if same else _digest_file(p)]
     animals = {s.key: _animal_digest(s, name[photo.file], photo.frame) for s, photo in zip(samples, found, strict=True)}
     return DataFingerprint(
-        root=str(root),
+        root=root,
         files={name[p]: list(_stat(p)) for p in files},
         animals=animals,
         annotations=_hash(f"{k}\t{v}" for k, v in sorted(animals.items())),

@@ -10,7 +10,7 @@ error rather than a sample that trains and validates on itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,13 +27,42 @@ class Photo(NamedTuple):
 def photos(samples: Sequence[Sample]) -> list[Photo]:
     """Each sample's photograph (each distinct image path is resolved once)."""
     resolved: dict[Path, Path] = {}
+    folders: dict[Path, Path] = {}
     out = []
     for s in samples:
         if s.image not in resolved:
-            resolved[s.image] = s.image.resolve()
+            resolved[s.image] = _resolve(s.image, folders)
         frame = s.meta.get(FRAME)
         out.append(Photo(resolved[s.image], None if frame is None else int(frame)))
     return out
+
+
+def resolve_all(paths: Iterable[Path]) -> dict[Path, Path]:
+    """path -> path.resolve() for many files, each folder resolved once."""
+    folders: dict[Path, Path] = {}
+    return {p: _resolve(p, folders) for p in set(paths)}
+
+
+def _resolve(path: Path, folders: dict[Path, Path]) -> Path:
+    """`path.resolve()`, with each folder resolved once: Path.resolve checks every component of every path,
+    which for thousands of images costs more than reading their annotations."""
+    if path.name in ("", ".", "..") or os.path.islink(path):
+        return path.resolve()
+    if path.parent not in folders:
+        folders[path.parent] = path.parent.resolve()
+    return folders[path.parent] / path.name
+
+
+def relative_to(path: Path, base: str) -> str:
+    """`path` (resolved, inside `base`, a resolved folder) relative to `base`, in / form; by slicing the text,
+    as os.path.relpath would normalise both paths again for each of thousands of files."""
+    text = str(path)
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    return (
+        Path(text[len(prefix) :]).as_posix()
+        if text.startswith(prefix)
+        else Path(os.path.relpath(text, base)).as_posix()
+    )
 
 
 def photo_labels(samples: Sequence[Sample]) -> list[str]:
@@ -43,8 +72,7 @@ def photo_labels(samples: Sequence[Sample]) -> list[str]:
     if not found:
         return []
     base = os.path.commonpath([str(p.file.parent) for p in found])
-    return [Path(os.path.relpath(p.file, base)).as_posix() + ("" if p.frame is None else f"@{p.frame}")
-            for p in found]  # fmt: skip
+    return [relative_to(p.file, base) + ("" if p.frame is None else f"@{p.frame}") for p in found]
 
 
 def duplicate_animals(samples: Sequence[Sample]) -> list[tuple[Sample, Sample, str]]:

@@ -143,7 +143,12 @@ def check_data(
         for i, (p, label) in enumerate(zip(paths, source_labels(paths), strict=True)):
             if schema is None or i in repeats:
                 continue
-            read, counts = read_detailed(fmt, p, schema, images=images, bbox=bbox, on_error=collect, by_name=several)
+            try:
+                read, counts = read_detailed(fmt, p, schema, images=images, bbox=bbox, on_error=collect,
+                                             by_name=several)  # fmt: skip
+            except UserError as e:  # a file that cannot be read at all (its keypoints, its layout): the next one can
+                collect(e)
+                continue
             stats.update(counts)
             for s in read:
                 if several:

@@ -7,10 +7,10 @@ A run records its data's fingerprint (`runs/rundir.py` keeps it as `data.json`) 
 - each animal as read (image, keypoints, box, size, group, metadata) as a digest, and one hash over them all;
 - each image with its size, modification time and a digest of its bytes, and a hash of the image list.
 
-It stays cheap: nothing is decoded, files are only stat'ed, and an image's bytes are hashed once (at the run's
-first start, about 0.2 s for the 4,074 Animal-Pose JPEGs, 127 MB, with a warm cache; decoding them takes 2.5 s)
-and again only when its size or modification time has changed, so a copied data set with new times is still
-the same data. An edit that keeps both an image's size and its time is not seen.
+It stays cheap: nothing is decoded, files are only stat'ed, and an image's bytes are hashed once, at the run's
+first start (which decodes every image anyway, at several times the cost: docs/BENCHMARKS.md), and afterwards
+only when its size or modification time has changed, so a copied data set with new times is still the same
+data. An edit that keeps both an image's size and its time is not seen.
 """
 
 from __future__ import annotations

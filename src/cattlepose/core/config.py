@@ -67,6 +67,8 @@ class DataConfig(_Section):
     # beside their file)
     images: Path | list[Path | None] | None = None
     schema_: str = Field("adk17", alias="schema")  # adk17 | ap10k17 | animalpose20 | from_data | PATH
+    # fold groups: the photograph (the image file itself) is the smallest, and groups sharing one become one;
+    # an animal without a farm is grouped by its photograph; null: every animal alone
     group_by: Literal["farm_name", "image", "category", "source"] | None = "farm_name"
     bbox: Literal["auto", "annotation", "image"] = "auto"  # auto: whole image when the box does not fit
     synth_dir: Path = Path("data/synth")

@@ -98,7 +98,9 @@ def _fmt(v: Any) -> str:
 @data_app.command("check")
 @user_errors
 def data_check(
-    path: Annotated[Path, typer.Argument(help="ADK folder, COCO JSON or CSV file.")],
+    path: Annotated[
+        list[Path], typer.Argument(help="ADK folder, COCO JSON or CSV file; several COCO files are checked as one set.")
+    ],
     format: Annotated[str | None, typer.Option("--format", "-f", help="adk | coco | csv (guessed if omitted).")] = None,
     schema: Annotated[str, typer.Option(help="adk17 | ap10k17 | animalpose20 | from_data | PATH.")] = "adk17",
     images: Annotated[Path | None, typer.Option(help="Image folder, if not beside the annotations.")] = None,
@@ -110,7 +112,7 @@ def data_check(
     console = make_console()
     console.print(render(report, plain=plain(console)))
     if report.problems:
-        raise UserError(f"{len(report.problems)} problem(s) found; see above", path=path)
+        raise UserError(f"{len(report.problems)} problem(s) found; see above", path=", ".join(map(str, path)))
 
 
 # ------------------------------------------------------------------------------------------------- info
@@ -163,13 +165,20 @@ def train(
         bool, typer.Option(help="Only assemble oof.csv and cv.json from finished folds (after fold-parallel runs).")
     ] = False,
     runs_dir: Annotated[Path, typer.Option(help="Folder holding run directories.")] = Path("runs"),
+    accept_data_change: Annotated[
+        bool,
+        typer.Option(
+            "--accept-data-change",
+            help="Go on although the training data changed since the run started (recorded in data.json, cv.json).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """K-fold training: folds.csv, fold{k}/{best,last}.pt and history.csv, oof.csv, cv.json."""
+    """K-fold training: folds.csv, data.json, fold{k}/{best,last}.pt and history.csv, oof.csv, cv.json."""
     from cattlepose.commands.train import run_train
 
     log = Log(quiet)
-    run_dir, report = run_train(config, set or [], name, folds, resume, collect, runs_dir, log)
+    run_dir, report = run_train(config, set or [], name, folds, resume, collect, runs_dir, log, accept_data_change)
     if report is None:
         return
     metrics = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse")

@@ -22,6 +22,7 @@ def run_train(
     collect: bool,
     runs_dir: Path,
     log: Log,
+    accept_data_change: bool = False,
 ) -> tuple[Path, dict[str, Any] | None]:
     """The run folder and, once every fold is done, the cross-validation report (None while folds remain)."""
     run_dir = runs_dir / (name or (config.stem if config else "default"))
@@ -30,10 +31,11 @@ def run_train(
     if config is None and (resume or collect):
         require_run(run_dir, "--collect" if collect else "--resume")
     if collect:
-        report = crossval.collect(run_dir, log=log)
+        report = crossval.collect(run_dir, log=log, accept_data_change=accept_data_change)
     else:
         cfg = load_config(config, overrides)
-        report = kfold.run_training(cfg, run_dir, parse_fold_list(folds, cfg.train.folds), resume=resume, log=log)
+        report = kfold.run_training(cfg, run_dir, parse_fold_list(folds, cfg.train.folds), resume=resume, log=log,
+                                    accept_data_change=accept_data_change)  # fmt: skip
     if report is None:
         log.info(f"requested folds finished; run `{train_line(run_dir)} --collect` once all are done")
     return run_dir, report

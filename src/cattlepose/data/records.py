@@ -16,6 +16,18 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a sample was read: its annotation file and, in a file of several animals, the entry
+    (`annotations[3]`, `row 7`)."""
+
+    file: Path
+    entry: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.file) if self.entry is None else f"{self.file}, {self.entry}"
+
+
+@dataclass(frozen=True)
 class ImageSource:
     """One image: its file, the id outputs name it by, and its size when known. `frame` is kept for a video
     source (the image is then that frame of the file); nothing sets it yet, so it is None."""
@@ -101,6 +113,8 @@ class Sample(Instance):
 
     keypoints: np.ndarray = field(kw_only=True)
     group: str | None = None
+    # where the reader found it, for messages that name both places of a duplicate; not part of the animal
+    origin: Origin | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def network_step(cfg, device: torch.device, psa: str, variant: str, steps: int) 
     if variant != "eager":
         compiling.MODE = "reduce-overhead" if variant == "cudagraphs" else None
         compiling.compile_regions(model)
+        compiling.MODE = None  # the mode is read when compiling; later parts compile in the default mode
     n, (h, w) = cfg.train.batch_size, cfg.model.input_size
     x = torch.randn(n, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
     kps = torch.rand(n, 17, 3, device=device) * torch.tensor([w, h, 2.0], device=device)
@@ -81,6 +83,18 @@ def network_step(cfg, device: torch.device, psa: str, variant: str, steps: int) 
         step()
     _sync(device)
     return steps * n / (time.perf_counter() - start), ready, compiled
+
+
+def profile_step(cfg, device: torch.device, variant: str, steps: int = 3) -> None:
+    """The PSA network step of `variant` under torch.profiler: the kernels that take the time, as a table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    network_step(cfg, device, "parallel", variant, 2)  # compile and warm up outside the profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        network_step(cfg, device, "parallel", variant, steps)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)
 
 
 def loader_rate(cfg, device: torch.device, root: Path, batches: int) -> tuple[float, int, dict[str, float]]:
@@ -129,20 +143,23 @@ def pipeline_rate(
     return statistics.median(float(r["images_per_s"]) for r in later), first, compile_lines
 
 
-def predict_rates(cfg, device: torch.device, root: Path, run: Path, folds: int) -> tuple[float, float, float]:
+def predict_rates(
+    cfg, device: torch.device, root: Path, run: Path, folds: int, compile: str
+) -> tuple[float, float, float]:
     """(images/s of predict with flip over `folds` models from loading the models, the same without loading,
-    images/s of the bare networks on the same batches)."""
+    images/s of the bare networks on the same batches); `compile`: the run's train.compile."""
     import yaml
 
     from cattlepose.core.config import dump_config
     from cattlepose.core.schema import load_schema
+    from cattlepose.data.boxes import whole_image
     from cattlepose.data.formats import folder
     from cattlepose.engine.infer import load_ensemble, predict_samples
     from cattlepose.models.build import build_model
     from cattlepose.runs.rundir import RunDir
 
     schema = load_schema(cfg.data.schema_)
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": max(2, folds)})})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"folds": max(2, folds), "compile": compile})})
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(dump_config(cfg))
     (run / "schema.yaml").write_text(yaml.safe_dump(schema.to_dict()))
@@ -150,7 +167,7 @@ def predict_rates(cfg, device: torch.device, root: Path, run: Path, folds: int) 
         (run / f"fold{k}").mkdir()
         model = build_model(cfg.model.model_copy(update={"pretrained": None}), schema.num_keypoints)
         torch.save({"model": model.state_dict()}, run / f"fold{k}" / "best.pt")
-    samples = folder.read(root / "train" / "images", schema.num_keypoints)
+    samples = whole_image(folder.images(root / "train" / "images"))
     start = time.perf_counter()
     ens = load_ensemble(RunDir.open(run), device=device.type, crops=len(samples))  # compiles as auto decides
     preds = predict_samples(ens, samples)  # from a cold start: compilation (if any) and warm-up included
@@ -188,10 +205,17 @@ def main() -> None:
     ap.add_argument("--compile-backend", default="inductor", help="aot_eager: check the compiled path quickly")
     ap.add_argument("--variants", default="eager,regional,cudagraphs", help="network-step variants to time")
     ap.add_argument("--skip", default="", help="parts to leave out: network,loader,train,predict")
+    ap.add_argument(
+        "--train-runs", default="parallel:on,none:on,parallel:auto", help="cattlepose train runs as psa:compile pairs"
+    )
+    ap.add_argument("--predict-compile", default="auto,on", help="train.compile settings of the predict rows")
+    ap.add_argument("--data", type=Path, help="the synthetic set's folder: made there once, reused after")
+    ap.add_argument("--profile", default="", help="a variant (e.g. regional) whose PSA step to profile: top kernels")
     args = ap.parse_args()
     from cattlepose.engine import compiling
 
     compiling.BACKEND = args.compile_backend
+    os.environ["CATTLEPOSE_COMPILE_BACKEND"] = args.compile_backend  # the `cattlepose train` processes too
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench-gpu: no CUDA device on this machine; nothing to measure (run it on a GPU box)")
         return
@@ -217,33 +241,42 @@ def main() -> None:
         if ("none", variant) in rates and ("parallel", variant) in rates:
             ratio = rates["none", variant] / rates["parallel", variant]
             row(f"PSA ÷ none, {variant} step", f"{ratio:.2f}", "time ratio (goal <= 1.15)")
+    if args.profile:
+        profile_step(cfg, device, args.profile)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         from cattlepose.data.synthetic import synthesize
 
-        synthesize(tmp_path / "synth", n_train=args.images, n_test=1, seed=0)
+        data = args.data or tmp_path / "synth"
+        if not (data / "train").is_dir():
+            synthesize(data, n_train=args.images, n_test=1, seed=0)
         if "loader" not in skip:
-            rate, workers, stages = loader_rate(cfg, device, tmp_path / "synth", args.images // cfg.train.batch_size)
+            rate, workers, stages = loader_rate(cfg, device, data, args.images // cfg.train.batch_size)
             row("training loader alone", f"{rate:,.0f}", f"{workers} workers")
             for k, v in stages.items():
                 row(f"  one item: {k}", f"{v:.2f} ms", "in one process")
         if "train" not in skip:
             train = {}
-            for psa in ("parallel", "none"):
-                extra = [*args.set, f"model.psa={psa}"]
-                rate, first, lines = pipeline_rate(args.config, device, tmp_path / "synth", tmp_path / "runs",
-                                                   args.epochs, extra, f"bench_{psa}")  # fmt: skip
-                train[psa] = rate
-                row(f"cattlepose train ({Path(args.config).name}, PSA {psa})", f"{rate:,.0f}",
+            for pair in args.train_runs.split(","):
+                psa, setting = pair.split(":")
+                extra = [*args.set, f"model.psa={psa}", f"train.compile={setting}"]
+                rate, first, lines = pipeline_rate(args.config, device, data, tmp_path / "runs",
+                                                   args.epochs, extra, f"bench_{psa}_{setting}")  # fmt: skip
+                train[psa, setting] = rate
+                row(f"cattlepose train ({Path(args.config).name}, PSA {psa}, compile {setting})", f"{rate:,.0f}",
                     f"median epoch after the first (goal >= 1,500); first epoch done {first:.0f} s after the "
-                    f"start (goal: first step within 60 s); {lines or 'not compiled'}")  # fmt: skip
-            row("PSA ÷ none, cattlepose train", f"{train['none'] / train['parallel']:.2f}", "(goal <= 1.15)")
+                    f"start; {lines or 'not compiled'}")  # fmt: skip
+                if ("none", setting) in train and ("parallel", setting) in train:
+                    ratio = train["none", setting] / train["parallel", setting]
+                    row(f"PSA ÷ none, cattlepose train, compile {setting}", f"{ratio:.2f}", "(goal <= 1.15)")
         if "predict" not in skip:
-            cold, warm, bare = predict_rates(cfg, device, tmp_path / "synth", tmp_path / "pred_run", args.folds)
-            row(f"predict, {args.folds} folds + flip, {args.images} crops", f"{cold:,.0f}",
-                "images/s from loading the models, compilation included (goal >= 1,000)")  # fmt: skip
-            row("  the same, the batch loop alone", f"{warm:,.0f}", "images/s")
-            row("  ÷ the bare networks, same forwards", f"{warm / bare:.2f}", "(goal >= 0.85)")
+            for setting in args.predict_compile.split(","):
+                cold, warm, bare = predict_rates(cfg, device, data, tmp_path / f"pred_{setting}",
+                                                 args.folds, setting)  # fmt: skip
+                row(f"predict, {args.folds} folds + flip, {args.images} crops, compile {setting}", f"{cold:,.0f}",
+                    "images/s from loading the models, compilation included (goal >= 1,000)")  # fmt: skip
+                row("  the same, the batch loop alone", f"{warm:,.0f}", "images/s")
+                row("  ÷ the bare networks, same forwards", f"{warm / bare:.2f}", "(goal >= 0.85)")
     print(f"bench-gpu: {time.perf_counter() - total:.0f} s in all", flush=True)
 
 

@@ -30,8 +30,9 @@ from torch import nn
 
 from cattlepose.core.ui import Log, Task
 
-# torch.compile's backend; tests and CPU rehearsals swap in "aot_eager" (the traced graph, no code generation)
-BACKEND = "inductor"
+# torch.compile's backend. Tests and CPU rehearsals of the GPU benchmark use "aot_eager" (the traced graph, no code
+# generation); the variable carries that choice into the `cattlepose train` processes a rehearsal starts.
+BACKEND = os.environ.get("CATTLEPOSE_COMPILE_BACKEND", "inductor")
 # None: inductor's default mode. "reduce-overhead" adds CUDA graphs per region (bench_gpu.py measures both).
 MODE: str | None = None
 RECOMPILE_LIMIT = 64  # compiled graphs per block class (torch's default, 8, leaves an HRNet's 4th shape eager)
@@ -67,18 +68,13 @@ def decide(setting: str, device: torch.device, work: int, kind: str = "train") -
 
 
 def compile_cache_dir() -> Path:
-    """Where torch keeps compiled kernels between processes: $TORCHINDUCTOR_CACHE_DIR when set, else
-    $XDG_CACHE_HOME/cattlepose/torch-compile (~/.cache/...). torch's own default, /tmp/torchinductor_<user>, is
-    lost at every reboot."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "cattlepose" / "torch-compile"
+    """Where torch keeps compiled kernels between processes: $TORCHINDUCTOR_CACHE_DIR, which the package sets
+    at import to $XDG_CACHE_HOME/cattlepose/torch-compile (~/.cache/...) unless the user set it."""
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
 def configure() -> None:
-    """Process-wide compile settings (idempotent): the cache folder, the persistent caches, the recompile limit."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
+    """Process-wide compile settings (idempotent): the persistent caches and the recompile limit."""
     import torch._dynamo
     import torch._functorch.config
     import torch._inductor.config

@@ -61,8 +61,10 @@ def insert_psa(backbone: nn.Module, layout: PsaLayout) -> list[str]:
     return names
 
 
-# what compile_regions returns: "module" (each multi-resolution module) or "block" (each Basic/Bottleneck block)
-COMPILE_UNIT = "module"
+# what compile_regions returns: "block" (each Basic/Bottleneck block) or "module" (each multi-resolution module:
+# more fusion across a module's fuse layers, but hrnet_w32 + PSA took 6x as long to compile on the CPU backend,
+# docs/BENCHMARKS.md)
+COMPILE_UNIT = "block"
 
 
 class PoseHRNet(PoseNetwork):
@@ -79,10 +81,10 @@ class PoseHRNet(PoseNetwork):
         return self.head(self.backbone(x)[0])
 
     def compile_regions(self) -> list[tuple[str, nn.Module]]:
-        """Each stage-1 Bottleneck and each multi-resolution module of stages 2-4 (its branches' BasicBlocks with
-        their PSA, and its fuse layers). The modules of a stage are alike, so hrnet_w32 has five distinct regions
-        (two Bottlenecks, stage 2, stage 3, stage 4's last module being pruned): the compile time follows them,
-        not the 104 PSA blocks."""
+        """Each Bottleneck of stage 1 and each BasicBlock (with its PSA) of stages 2-4 (`COMPILE_UNIT` "block"),
+        or each multi-resolution module of stages 2-4 ("module"). Blocks of one branch are alike, so hrnet_w32's 108
+        blocks compile to six graphs (two Bottlenecks, one BasicBlock per branch width): the compile time follows
+        them, not the depth."""
         kinds = (Bottleneck, HighResolutionModule) if COMPILE_UNIT == "module" else (Bottleneck, BasicBlock)
         regions: list[tuple[str, nn.Module]] = []
         for name, module in self.named_modules():

@@ -1,4 +1,5 @@
-"""`Sample`: the one in-memory record every reader produces and every consumer reads."""
+"""`Sample`: the one in-memory record every reader produces and every consumer reads; `Detection`: one animal of
+a results file, before it is paired with a `Sample`."""
 
 from __future__ import annotations
 
@@ -62,3 +63,23 @@ def animal_region(bbox: np.ndarray | None, width: float | None, height: float | 
     if width and height:
         return np.array([0.0, 0.0, float(width), float(height)])
     return None
+
+
+@dataclass
+class Detection:
+    """One animal of a keypoint results file (COCO results): found in an image, scored, not yet paired.
+
+    image: the image as the file names it (its COCO image id, as text), and, once matched, the ground truth's
+    `Sample.image_id`; keypoints: (K, 3) x, y, keypoint score in original pixels; score: the detection's
+    confidence, which ranks it against the others; index: its position in the file, for messages.
+    """
+
+    image: str
+    keypoints: np.ndarray
+    score: float
+    category_id: Any = None
+    file_name: str | None = None
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float64).reshape(-1, 3)

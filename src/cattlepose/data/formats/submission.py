@@ -6,8 +6,13 @@
 - ADK JSON: `{"latency": seconds_per_image, "annotations": [{"ID", "img_path", "joint_self": [[x, y] * K]}]}`.
 - COCO results: `[{image_id, category_id, keypoints: [x, y, score] * K, score}]`.
 
-`read_predictions` reads any of them back in the keys `engine.evaluate.match_predictions` expects: the image
-file name (CSV, ADK JSON) or `"<image_id>#<n>"` (COCO, n counts detections of one image).
+Images are named by their path under the data root (`matching.image_name`: `farm A/photo_000.jpg`), so two
+photographs of one name in two folders stay two. COCO results carry each detection's `category_id` (the
+animal's, from a COCO input) and, for images without a COCO id (a folder of crops), the image's `file_name`,
+so `evaluate` can find the image against any ground truth.
+
+`read_predictions` reads CSV and ADK JSON back keyed by the image names they hold (`matching.pair_rows` pairs
+them with ground truth); `read_coco_results` reads COCO results as `Detection`s, scores included.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import csv
 import math
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,8 +31,9 @@ from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_open, unreadable, write_json
 from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.formats.common import load_json
+from cattlepose.data.formats.matching import image_name, listing, match_names
 from cattlepose.data.formats.wide_csv import format_coord, parse_number, read_rows
-from cattlepose.data.records import Sample
+from cattlepose.data.records import Detection, Sample
 
 SUBMISSION_FORMATS = ("csv", "adk-json", "coco")
 
@@ -51,16 +58,21 @@ def write_predictions(
     image (rows by file name); COCO results keep every animal under its image id."""
     if check_format(fmt) == "coco":
         image_ids = {s.key: _coco_image_id(s, i) for i, s in enumerate(samples)}
-        write_coco_results(path, preds, image_ids, scores={k: float(v[:, 2].mean()) for k, v in preds.items()})
+        scores = {k: float(v[:, 2].mean()) for k, v in preds.items()}
+        categories = {s.key: s.meta.get("category_id", 1) for s in samples}
+        names = {s.key: image_name(s) for s in samples if "coco_image_id" not in s.meta}
+        write_coco_results(path, preds, image_ids, scores=scores, category_ids=categories, file_names=names)
         return
-    names = [s.image.name for s in samples]
-    if len(set(names)) != len(names):
-        raise UserError(f"'{fmt}' holds one animal per image; use --format coco for several", field="--format")
-    by_name = {s.image.name: preds[s.key] for s in samples}
+    names = Counter(image_name(s) for s in samples)
+    crowded = [n for n, count in names.items() if count > 1]
+    if crowded:
+        raise UserError(f"'{crowded[0]}' holds {names[crowded[0]]} animals, and '{fmt}' holds one animal per image; "
+                        "use --format coco for several", field="--format")  # fmt: skip
+    by_name = {image_name(s): preds[s.key] for s in samples}
     if fmt == "csv":
         write_csv(path, by_name, schema, template=template)
     else:
-        paths = {s.image.name: str(s.image) for s in samples}
+        paths = {image_name(s): str(s.image) for s in samples}
         write_adk_json(path, by_name, schema, latency=latency, image_paths=paths)
 
 
@@ -81,10 +93,11 @@ def write_csv(
     schema: KeypointSchema,
     template: Path | None = None,
 ) -> None:
-    """Predictions (image file name -> (K, 2|3)) as a wide CSV; with a template, its columns and row order.
+    """Predictions (image name -> (K, 2|3)) as a wide CSV; with a template, its columns and row order.
 
-    Every template image needs a prediction (a UserError lists the missing ones); predictions for images the
-    template does not list are left out with a warning.
+    Template rows are matched to predictions as `matching.match_names` matches names (a stem, a file name or a
+    path). Every template image needs a prediction (a UserError lists the missing ones); predictions for images
+    the template does not list are left out with a warning.
     """
     arrays = {k: check_prediction(k, v, schema.num_keypoints) for k, v in preds.items()}
     if template is None:
@@ -92,27 +105,22 @@ def write_csv(
         rows = [[name] + [format_coord(c) for c in arr[:, :2].reshape(-1)] for name, arr in arrays.items()]
     else:
         head, ids = _read_template(template, schema)
-        lookup = name_lookup(arrays)
-        missing = [i for i in ids if find_name(lookup, i) is None]
+        found, missing = match_names(ids, arrays, template, what="template image")
         if missing:
-            raise UserError(
-                f"no prediction for {len(missing)} template image(s): {', '.join(missing[:5])}"
-                f"{' ...' if len(missing) > 5 else ''}",
-                path=template,
-                field=head[0],
-            )
-        used = {find_name(lookup, i) for i in ids}
+            raise UserError(f"no prediction for {len(missing)} template image(s): {listing(missing)}",
+                            path=template, field=head[0])  # fmt: skip
+        used = set(found.values())
         extra = [k for k in arrays if k not in used]
         if extra:
             warnings.warn(
-                f"{len(extra)} predicted image(s) are not in the template {template} and were left out, "
-                f"e.g. {extra[:3]}",
+                f"{len(extra)} predicted image(s) are not in the template {template} and were left out: "
+                f"{listing(extra)}",
                 stacklevel=2,
             )
         index = {c: schema.keypoints.index(c[:-2]) for c in head[1:]}
         rows = []
         for i in ids:
-            arr = arrays[find_name(lookup, i)]  # type: ignore[index]
+            arr = arrays[found[i]]
             rows.append([i] + [format_coord(arr[index[c], 0 if c.endswith("_x") else 1]) for c in head[1:]])
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -147,9 +155,12 @@ def write_coco_results(
     image_ids: Mapping[str, int],
     category_id: int = 1,
     scores: Mapping[str, float] | None = None,
+    category_ids: Mapping[str, Any] | None = None,
+    file_names: Mapping[str, str] | None = None,
 ) -> None:
     """COCO keypoint results. Each keypoint's third value is its score (1 when predictions carry none); the
-    detection score is `scores[key]`, else the mean keypoint score."""
+    detection score is `scores[key]`, else the mean keypoint score; the category `category_ids[key]`, else
+    `category_id`; `file_names[key]`, where given, is written as the detection's `file_name`."""
     out = []
     for key, raw in preds_by_key.items():
         arr = check_prediction(key, raw, None)
@@ -159,14 +170,15 @@ def write_coco_results(
         score = float(scores[key]) if scores is not None and key in scores else float(kps[:, 2].mean())
         if not math.isfinite(score):
             raise UserError(f"score of prediction '{key}' is not finite", field="scores")
-        out.append(
-            {
-                "image_id": int(image_ids[key]),
-                "category_id": int(category_id),
-                "keypoints": [_plain_num(v) for v in kps.reshape(-1)],
-                "score": score,
-            }
-        )
+        det = {
+            "image_id": int(image_ids[key]),
+            "category_id": (category_ids or {}).get(key, category_id),
+            "keypoints": [_plain_num(v) for v in kps.reshape(-1)],
+            "score": score,
+        }
+        if file_names is not None and key in file_names:
+            det["file_name"] = file_names[key]
+        out.append(det)
     write_json(path, out, indent=None)
 
 
@@ -235,8 +247,9 @@ def detect_prediction_format(path: Path) -> str:
 
 
 def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None = None) -> dict[str, np.ndarray]:
-    """Predictions of a submission file: image file name -> (K, 2) for CSV and ADK JSON, `"<image_id>#<n>"` ->
-    (K, 3) (x, y, keypoint score) for COCO results. `fmt` None guesses from the suffix and JSON shape."""
+    """Predictions of a submission file: image name (the CSV's image cell, the ADK `img_path`, separators as
+    `/`) -> (K, 2) for CSV and ADK JSON, `"<image_id>#<n>"` -> (K, 3) (x, y, keypoint score) for COCO results
+    (`read_coco_results` keeps their scores and categories). `fmt` None guesses from the suffix and JSON shape."""
     path = Path(path)
     if not path.is_file():
         raise UserError(unreadable(path, "prediction file"), path=path)
@@ -256,7 +269,7 @@ def _read_csv(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
     for row, cells in body:
         if len(cells) != len(head):
             raise UserError(f"has {len(cells)} cells, the header has {len(head)}", path=path, field=f"row {row}")
-        name = cells[col[image_col]].strip()
+        name = cells[col[image_col]].strip().replace("\\", "/")
         if name in out:
             raise UserError(f"image '{name}' appears twice", path=path, field=f"row {row}, column '{image_col}'")
         values = [parse_number(cells[col[c]].strip(), path, row, c) for c in needed]
@@ -281,7 +294,7 @@ def _read_adk_json(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
                 path=path,
                 field=f"{field}.joint_self",
             )
-        name = Path(ann["img_path"].replace("\\", "/")).name
+        name = ann["img_path"].replace("\\", "/")  # the whole path: two folders may hold one file name
         if name in out:
             raise UserError(f"image '{name}' appears twice", path=path, field=f"{field}.img_path")
         out[name] = joints[:, :2]
@@ -289,11 +302,23 @@ def _read_adk_json(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
 
 
 def _read_coco(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+    for d in read_coco_results(path, schema):
+        n = count.get(d.image, 0)
+        count[d.image] = n + 1
+        out[f"{d.image}#{n}"] = d.keypoints
+    return out
+
+
+def read_coco_results(path: str | Path, schema: KeypointSchema) -> list[Detection]:
+    """Every detection of a COCO keypoint results file, in file order: its image id (as text), keypoints,
+    score (what ranks it in OKS AP: required), category_id and, where given, file_name."""
+    path = Path(path)
     doc = load_json(path)
     if not isinstance(doc, list):
         raise UserError("COCO results are a JSON list of detections", path=path)
-    out: dict[str, np.ndarray] = {}
-    count: dict[str, int] = {}
+    out: list[Detection] = []
     for i, det in enumerate(doc):
         field = f"[{i}]"
         if not isinstance(det, dict) or not isinstance(det.get("image_id"), (int, str)):
@@ -305,10 +330,17 @@ def _read_coco(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
                 path=path,
                 field=f"{field}.keypoints",
             )
-        image_id = str(det["image_id"])
-        n = count.get(image_id, 0)
-        count[image_id] = n + 1
-        out[f"{image_id}#{n}"] = kps.reshape(schema.num_keypoints, 3)
+        score = det.get("score")
+        if not (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)):
+            raise UserError(f"score {score!r} must be a finite number (it ranks the detections)", path=path,
+                            field=f"{field}.score")  # fmt: skip
+        file_name = det.get("file_name")
+        if file_name is not None and not (isinstance(file_name, str) and file_name.strip()):
+            raise UserError(
+                f"file_name {file_name!r} must be a non-empty string", path=path, field=f"{field}.file_name"
+            )
+        out.append(Detection(str(det["image_id"]), kps.reshape(schema.num_keypoints, 3), float(score),
+                             det.get("category_id"), file_name, i))  # fmt: skip
     return out
 
 

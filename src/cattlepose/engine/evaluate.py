@@ -1,7 +1,9 @@
 """`cattlepose evaluate`: a prediction file of any submission format scored against ground truth.
 
-Predictions are paired with ground-truth animals first: by image file name (CSV, ADK JSON), or, for COCO results
-with several animals in an image, by the smallest mean keypoint distance (Hungarian matching).
+Command glue: CSV and ADK JSON rows are paired with ground-truth images by path (`formats.matching`) and
+scored one prediction per animal; COCO results are scored by the COCO protocol (`metrics.evaluate_detections`).
+Every prediction is counted: images without one are an error, predictions for images the ground truth does
+not hold come back in `extra_predictions`, and `matching` says how PCK paired predictions with animals.
 """
 
 from __future__ import annotations
@@ -10,15 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy.optimize import linear_sum_assignment
-
 from cattlepose.core.config import load_config
 from cattlepose.core.errors import UserError
-from cattlepose.data.formats import detect_format, read_samples
-from cattlepose.data.formats.submission import detect_prediction_format, read_predictions
-from cattlepose.data.records import Sample
-from cattlepose.metrics.keypoints import evaluate
+from cattlepose.core.files import check_output
+from cattlepose.data.formats import coco, detect_format, read_samples
+from cattlepose.data.formats.matching import BY_PATH, assign_detections, pair_rows
+from cattlepose.data.formats.submission import detect_prediction_format, read_coco_results, read_predictions
+from cattlepose.metrics.keypoints import evaluate, evaluate_detections
 
 
 def run_evaluate(
@@ -28,14 +28,33 @@ def run_evaluate(
     overrides: list[str] | None = None,
     schema_spec: str | None = None,
     images: Path | None = None,
+    json_out: Path | None = None,
 ) -> dict[str, Any]:
+    """The metrics of `pred` against `gt`; `json_out` (written by the caller) is checked first: never an input."""
+    if json_out is not None:
+        inputs = [("the predictions", pred), ("the ground truth", gt), ("the config", config), ("--images", images)]
+        check_output(json_out, protect=inputs, keep_out=[("the ground truth", gt), ("--images", images)])
     cfg = load_config(config, overrides or [])
     _not_swapped(pred, gt)
     spec = schema_spec or cfg.data.schema_
-    samples, schema = read_samples(detect_format(gt), gt, spec, images=images, bbox=cfg.data.bbox)
+    gt_format = detect_format(gt)
+    samples, schema = read_samples(gt_format, gt, spec, images=images, bbox=cfg.data.bbox)
     fmt = detect_prediction_format(pred)
-    matched = match_predictions(read_predictions(pred, schema, fmt), samples, fmt)
-    return evaluate(matched, samples, schema, pck_torso=tuple(cfg.eval.pck_torso), pck_bbox=tuple(cfg.eval.pck_bbox))
+    thresholds = {"pck_torso": tuple(cfg.eval.pck_torso), "pck_bbox": tuple(cfg.eval.pck_bbox)}
+    if fmt == "coco":
+        image_ids, ignored = coco.read_unscored(gt, schema) if gt_format == "coco" else ([], [])
+        by_category = gt_format == "coco"
+        categories = {s.meta.get("category_id") for s in [*samples, *ignored]} if by_category else None
+        dets, extra = assign_detections(read_coco_results(pred, schema), samples, image_ids, pred, categories)
+        result = evaluate_detections(dets, samples, schema, **thresholds, image_ids=image_ids, ignored=ignored,
+                                     by_category_id=by_category)  # fmt: skip
+    else:
+        paired, extra = pair_rows(read_predictions(pred, schema, fmt), samples, pred, fmt)
+        result = evaluate(paired, samples, schema, **thresholds)
+        result["matching"] = {"method": "image path", "description": BY_PATH, "animals": len(samples),
+                              "paired": len(paired)}  # fmt: skip
+    result["extra_predictions"] = extra
+    return result
 
 
 def _not_swapped(pred: Path, gt: Path) -> None:
@@ -64,34 +83,3 @@ def _not_swapped(pred: Path, gt: Path) -> None:
         return
     raise UserError(f"{why}: the arguments look swapped (predictions first, then ground truth); "
                     f"`cattlepose evaluate {gt} {pred}`", path=path)  # fmt: skip
-
-
-def match_predictions(preds: dict[str, np.ndarray], samples: list[Sample], fmt: str) -> dict[str, np.ndarray]:
-    """Re-key predictions by Sample.key. CSV / ADK JSON are keyed by image file name; COCO results by image id,
-    with several animals of one image paired to ground truth by the smallest mean keypoint distance."""
-    if fmt != "coco":
-        by_name = {Path(k).name: v for k, v in preds.items()}
-        by_name.update({Path(k).stem: v for k, v in preds.items() if Path(k).stem not in by_name})
-        found = {s.key: by_name.get(s.image.name, by_name.get(s.image.stem)) for s in samples}
-        missing = [s.image.name for s in samples if found[s.key] is None]
-        if missing:
-            raise UserError(f"no prediction for {len(missing)} image(s), e.g. {missing[:3]}")
-        return found  # type: ignore[return-value]
-    groups: dict[str, list[Sample]] = {}
-    for s in samples:
-        groups.setdefault(str(s.meta.get("coco_image_id", s.image_id)), []).append(s)
-    out: dict[str, np.ndarray] = {}
-    for image_id, gts in groups.items():
-        cands = [v for k, v in preds.items() if k.split("#")[0] == image_id]
-        if len(cands) < len(gts):
-            raise UserError(f"image {image_id}: {len(gts)} animal(s) in the ground truth, {len(cands)} predicted")
-        cost = np.array([[_mean_distance(p, g.keypoints) for p in cands] for g in gts])
-        rows, cols = linear_sum_assignment(cost)
-        for r, c in zip(rows, cols, strict=True):
-            out[gts[r].key] = cands[c]
-    return out
-
-
-def _mean_distance(pred: np.ndarray, gt: np.ndarray) -> float:
-    m = gt[:, 2] > 0
-    return float(np.linalg.norm(pred[m, :2] - gt[m, :2], axis=1).mean()) if m.any() else 0.0

@@ -17,7 +17,9 @@ from cattlepose.core.ui import Log
 from cattlepose.data.folds import parse_fold_list
 from cattlepose.data.formats import coco, folder
 from cattlepose.data.formats.submission import check_format, write_predictions
+from cattlepose.data.images import IMAGE_SUFFIXES
 from cattlepose.data.records import Sample
+from cattlepose.data.source import training_paths
 from cattlepose.engine import device as dev
 from cattlepose.engine.infer import Predictions, load_ensemble, predict_batches, predict_samples
 from cattlepose.runs.rundir import RunDir
@@ -25,17 +27,17 @@ from cattlepose.runs.rundir import RunDir
 BACKENDS = ("torch", "onnx")
 
 
-def prediction_inputs(input: Path, images: Path | None, num_keypoints: int) -> list[Sample]:
+def prediction_inputs(input: Path, images: Path | None, num_keypoints: int) -> tuple[list[Sample], list[str]]:
     """The animals to predict: each image of a folder (the whole image is the animal), or each box of a COCO
-    file (ground truth or detections; keypoints are not read)."""
+    file (ground truth or detections; keypoints are not read); and the entries of a folder left out, named."""
     if not input.exists():
         raise UserError(unreadable(input, "input"), path=input)
     if input.is_dir():
-        return folder.read(input, num_keypoints)
+        return folder.read_detailed(input, num_keypoints)
     samples, _ = coco.read_detailed(input, num_keypoints, images=images, boxes_only=True)
     if not samples:
         raise UserError("no annotations with boxes to predict", path=input, field="annotations")
-    return samples
+    return samples, []
 
 
 def check_backend(backend: str, onnx: Path | None) -> None:
@@ -71,9 +73,14 @@ def run_predict(
         from cattlepose.engine.export import sidecar_path
 
         sidecar = sidecar_path(onnx)
-    protect = [template, input if input.is_file() else None, run.path, onnx, sidecar]
-    check_output(output, protect=protect)  # before the work
-    samples = prediction_inputs(input, images, run.schema.num_keypoints)
+    data = [("the run's training data (data.train)", p) for p in training_paths(run.cfg)]
+    protect = [("the --template", template), ("the input", input), ("--images", images), ("the run", run.path),
+               ("the --onnx file", onnx), ("the --onnx sidecar", sidecar), *data]  # fmt: skip
+    check_output(output, protect=protect, keep_out=data)  # before the work
+    samples, skipped = prediction_inputs(input, images, run.schema.num_keypoints)
+    if skipped:
+        log.warn(f"{input}: {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not predicted (images are "
+                 f"{', '.join(sorted(IMAGE_SUFFIXES))}): {'; '.join(skipped)}")  # fmt: skip
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     if backend == "torch":
         ens = load_ensemble(run, fold_list, device=device)
@@ -86,6 +93,7 @@ def run_predict(
     write_predictions(fmt, output, samples, preds.as_dict(), run.schema, template=template, latency=latency)
     return {
         "images": len(samples),
+        "skipped": skipped,
         "seconds": preds.seconds,
         "images_per_s": len(samples) / max(preds.seconds, 1e-9),
         "latency_ms": 1000 * latency,

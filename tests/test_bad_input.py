@@ -940,9 +940,11 @@ def test_predict_never_writes_over_or_into_the_runs_training_data(run, tiny_data
     _fails(_predict_args(run, tiny_data, train / "sub.csv"), "lies in an input folder", str(train),
            unchanged=(run, tiny_data))  # fmt: skip
     assert not (train / "sub.csv").exists()
-    image = sorted((tiny_data / "test" / "images").iterdir())[0]
-    _fails(_predict_args(run, tiny_data, image), str(image), "would overwrite an input, the input",
-           unchanged=(run, tiny_data))  # fmt: skip
+    images = tiny_data / "test" / "images"
+    for out in (sorted(images.iterdir())[0], images / "sub.csv"):  # an image, or a file joining them
+        _fails(_predict_args(run, tiny_data, out), str(out), f"lies in an input folder, the input {images}",
+               unchanged=(run, tiny_data))  # fmt: skip
+    assert not (images / "sub.csv").exists()
 
 
 def test_export_never_writes_over_or_into_the_runs_training_data(run, tiny_data, tmp_path):

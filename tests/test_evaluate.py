@@ -255,7 +255,9 @@ def test_coco_results_find_their_images_by_file_name_against_adk_ground_truth(ma
     by_name = {s.image.name: s for s in samples}
     preds = {c.key: np.concatenate([by_name[c.image.name].keypoints[:, :2], np.ones((K, 1))], axis=1) for c in crops}
     write_predictions("coco", res, crops, preds, SCHEMA)
-    assert [d["file_name"] for d in json.loads(res.read_text())] == ["adk_000.jpg", "adk_001.jpg", "adk_002.jpg"]
+    doc = json.loads(res.read_text())
+    assert [d["file_name"] for d in doc] == ["adk_000.jpg", "adk_001.jpg", "adk_002.jpg"]
+    assert {d["category_id"] for d in doc} == {1}  # crops have no category: COCO's default, never null
     r = run_evaluate(res, root)
     assert r["overall"]["oks_ap"] == 1.0 and r["matching"]["paired"] == 3
 

@@ -76,7 +76,8 @@ def run_predict(
     data = [("the run's training data (data.train)", p) for p in training_paths(run.cfg)]
     protect = [("the --template", template), ("the input", input), ("--images", images), ("the run", run.path),
                ("the --onnx file", onnx), ("the --onnx sidecar", sidecar), *data]  # fmt: skip
-    check_output(output, protect=protect, keep_out=data)  # before the work
+    folders = [("the input", input), ("--images", images), *data]  # a file written there joins the data
+    check_output(output, protect=protect, keep_out=folders)  # before the work
     samples, skipped = prediction_inputs(input, images, run.schema.num_keypoints)
     if skipped:
         log.warn(f"{input}: {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not predicted (images are "

@@ -59,7 +59,7 @@ def write_predictions(
     if check_format(fmt) == "coco":
         image_ids = {s.key: _coco_image_id(s, i) for i, s in enumerate(samples)}
         scores = {k: float(v[:, 2].mean()) for k, v in preds.items()}
-        categories = {s.key: s.meta.get("category_id", 1) for s in samples}
+        categories = {s.key: s.meta["category_id"] for s in samples if s.meta.get("category_id") is not None}
         names = {s.key: image_name(s) for s in samples if "coco_image_id" not in s.meta}
         write_coco_results(path, preds, image_ids, scores=scores, category_ids=categories, file_names=names)
         return

@@ -140,21 +140,32 @@ def check_output(path: str | Path, protect: Sequence[Input] = (), keep_out: Sequ
 def refuse_inputs(path: str | Path, protect: Sequence[Input] = (), keep_out: Sequence[Input] = ()) -> None:
     """A UserError naming `path` and the input, when writing `path` would replace an input file of `protect`
     (a file, the same file by another name or link, or any file under a folder of them), or would put a file
-    into a folder of `keep_out` (a data set's folder, whose files a reader takes as data), new file or not."""
+    into a folder of `keep_out` (a data set's folder, whose files a reader takes as data), new file or not.
+    An input that cannot be resolved (a symlink loop) is left to its reader to name."""
     path = Path(path)
-    target = path.resolve()
+    target = _resolved(path)
+    if target is None:
+        return
     for label, p in map(_labelled, keep_out):
-        if p is not None and not p.is_file() and target.is_relative_to(p.resolve()):
+        q = None if p is None or p.is_file() else _resolved(p)
+        if q is not None and target.is_relative_to(q):
             raise UserError(f"lies in an input folder, {label} {p}, where it would become part of the data; "
                             "choose another output file", path=path)  # fmt: skip
     if not path.exists():
         return
     for label, p in map(_labelled, protect):
-        if p is None or not p.exists():
-            continue
-        q = p.resolve()
-        if (q.is_dir() and target.is_relative_to(q)) or (q.is_file() and os.path.samefile(target, q)):
+        q = None if p is None or not p.exists() else _resolved(p)
+        if q is not None and (
+            (q.is_dir() and target.is_relative_to(q)) or (q.is_file() and os.path.samefile(target, q))
+        ):
             raise UserError(f"would overwrite an input, {label} {p}; choose another output file", path=path)
+
+
+def _resolved(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
 
 
 def _labelled(item: Input) -> tuple[str, Path | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -14,12 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cattlepose.cli import app
+from cattlepose.commands.evaluate import run_evaluate
 from cattlepose.core.errors import UserError
 from cattlepose.core.schema import load_schema
+from cattlepose.data.boxes import whole_image
 from cattlepose.data.formats import folder, read_samples
 from cattlepose.data.formats.matching import image_name, match_names
 from cattlepose.data.formats.submission import write_predictions
-from cattlepose.engine.evaluate import run_evaluate
+from cattlepose.data.records import Pose
 from conftest import draw_animal, random_keypoints
 
 runner = CliRunner()
@@ -94,12 +97,13 @@ def test_the_same_file_name_in_two_farms_is_two_photographs(tmp_path):
     assert r["matching"]["method"] == "image path" and r["matching"]["paired"] == 4 and r["extra_predictions"] == []
     # ADK JSON names images by their whole path, as predict writes it
     sub = tmp_path / "p.json"
-    write_predictions("adk-json", sub, samples, {s.key: s.keypoints for s in samples}, SCHEMA)
+    perfect = [Pose(s, s.keypoints[:, :2], 1.0) for s in samples]
+    write_predictions("adk-json", sub, perfect, SCHEMA)
     assert json.loads(sub.read_text())["annotations"][1]["img_path"] == str(samples[1].image)
     assert run_evaluate(sub, gt)["overall"]["pck_bbox@0.1"] == 1.0
     # predict's CSV writer keeps the folders, so the two photo_000.jpg stay apart
     sub = tmp_path / "w.csv"
-    write_predictions("csv", sub, samples, {s.key: s.keypoints for s in samples}, SCHEMA)
+    write_predictions("csv", sub, perfect, SCHEMA)
     rows = list(csv.reader(sub.read_text().splitlines()))
     assert [r[0] for r in rows[1:3]] == ["farm A/photo_000.jpg", "farm B/photo_000.jpg"]
     assert run_evaluate(sub, gt)["overall"]["oks_ap"] == 1.0
@@ -114,7 +118,7 @@ def test_extra_predictions_are_scored_nowhere_and_named(tmp_path):
     r = runner.invoke(app, ["evaluate", str(pred), str(gt), "--json", str(out)], env={"COLUMNS": "300"})
     assert r.exit_code == 0, r.output
     assert "1 prediction(s) for images the ground truth does not hold" in r.output and "farm C/stray.jpg" in r.output
-    assert "matching: one prediction per image" in r.output
+    assert "matching: one prediction per animal" in r.output
     result = json.loads(out.read_text())
     assert result["extra_predictions"] == ["farm C/stray.jpg"] and result["overall"]["pck_bbox@0.1"] == 1.0
 
@@ -251,10 +255,10 @@ def test_coco_results_find_their_images_by_file_name_against_adk_ground_truth(ma
     root = make_adk(n=3)
     samples, _ = read_samples("adk", root, "adk17")
     res = tmp_path / "res.json"
-    crops, _ = folder.read_detailed(root / "images", K)
     by_name = {s.image.name: s for s in samples}
-    preds = {c.key: np.concatenate([by_name[c.image.name].keypoints[:, :2], np.ones((K, 1))], axis=1) for c in crops}
-    write_predictions("coco", res, crops, preds, SCHEMA)
+    crops = [Pose.predicted(c, np.concatenate([by_name[c.image.name].keypoints[:, :2], np.ones((K, 1))], axis=1))
+             for c in whole_image(folder.images(root / "images"))]  # fmt: skip
+    write_predictions("coco", res, crops, SCHEMA)
     doc = json.loads(res.read_text())
     assert [d["file_name"] for d in doc] == ["adk_000.jpg", "adk_001.jpg", "adk_002.jpg"]
     assert {d["category_id"] for d in doc} == {1}  # crops have no category: COCO's default, never null
@@ -270,3 +274,79 @@ def test_coco_results_need_a_score(tmp_path):
     res.write_text(json.dumps(dets))
     with pytest.raises(UserError, match=r"results\.json, field '\[2\]\.score'"):
         run_evaluate(res, gt, schema_spec="from_data")
+
+
+# ---------------------------------------------------------------------------------------------- every format
+def _noisy_poses(gt: Path, wrong: bool, seed: int = 5) -> list[Pose]:
+    """A close pose of every animal of a COCO ground truth, scored, each instance the animal's own (so it keeps
+    its COCO image id, file name and category); with `wrong`, a confident pose of nothing in two images."""
+    rng = np.random.default_rng(seed)
+    samples, _ = read_samples("coco", gt, "from_data")
+    out = []
+    for s in samples:
+        kps = s.keypoints.copy()
+        kps[:, :2] += rng.normal(0, 2.5, (len(kps), 2))
+        kps[:, 2] = 0.9
+        out.append(Pose(s, kps, float(rng.uniform(0.3, 0.9))))
+    if wrong:
+        for n, s in enumerate(samples[::3]):
+            kps = np.concatenate([rng.uniform(0, 96, (len(s.keypoints), 2)), np.full((len(s.keypoints), 1), 0.5)], 1)
+            out.append(Pose(dataclasses.replace(s, ann_id=f"stray{n}"), kps, 0.95))
+    return out
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_a_long_csv_scores_as_the_same_animals_in_coco_results(make_coco, tmp_path, wrong):
+    """One reader, one protocol: the same predicted animals written as a long CSV (images by path) and as COCO
+    results (images by id) give the same numbers, false positives included, as pycocotools computes them."""
+    gt = make_coco(n_images=3, animals=2)
+    _, schema = read_samples("coco", gt, "from_data")
+    poses = _noisy_poses(gt, wrong)
+    results = {}
+    for fmt, name in (("long-csv", "p.csv"), ("coco", "p.json")):
+        write_predictions(fmt, tmp_path / name, poses, schema)
+        results[fmt] = run_evaluate(tmp_path / name, gt, schema_spec="from_data")
+    long, coco = results["long-csv"], results["coco"]
+    assert long["matching"]["method"] == coco["matching"]["method"] == "coco"
+    assert long["matching"]["detections_unpaired"] == 2 * wrong
+    assert long["overall"] == pytest.approx(coco["overall"], abs=1e-12)
+    stats = _pycocotools(gt, tmp_path / "p.json", schema.sigmas)
+    assert long["overall"]["oks_ap"] == pytest.approx(stats[0], abs=1e-12)
+
+
+def test_several_animals_in_an_adk_json_rank_equal_and_a_stray_one_is_a_false_positive(make_coco, tmp_path):
+    gt = make_coco(n_images=2, animals=2)
+    samples, schema = read_samples("coco", gt, "from_data")
+    perfect = [Pose(s, s.keypoints[:, :2], 1.0) for s in samples]
+    stray = Pose(samples[0], np.full((len(samples[0].keypoints), 2), 3.0), 1.0)
+    for poses, ap in ((perfect, 1.0), ([stray, *perfect], None)):
+        write_predictions("adk-json", tmp_path / "p.json", poses, schema)
+        r = run_evaluate(tmp_path / "p.json", gt, schema_spec="from_data")
+        m = r["matching"]
+        assert m["method"] == "coco" and "ADK JSON holds no scores" in m["description"] and m["paired"] == 4
+        assert r["overall"]["pck_bbox@0.1"] == 1.0 and r["overall"]["rmse"] == 0
+        if ap is not None:
+            assert r["overall"]["oks_ap"] == ap
+        else:  # ranked first in file order, the stray pose costs precision
+            assert r["overall"]["oks_ap"] < 1.0 and m["detections_unpaired"] == 1
+
+
+def test_one_scored_animal_per_image_is_paired_and_ranked_by_its_score(make_adk, tmp_path):
+    """A long CSV of crops against one animal per image: each row paired with its image's animal, and the
+    animal's score (not its mean keypoint score) ranks it in OKS AP."""
+    root = make_adk(n=4)
+    samples, _ = read_samples("adk", root, "adk17")
+    rng = np.random.default_rng(2)
+    poses = []
+    for i, s in enumerate(samples):
+        kps = np.concatenate([s.keypoints[:, :2] + rng.normal(0, 3 + 6 * i, (K, 2)), np.full((K, 1), 0.5)], 1)
+        poses.append(Pose(s, kps, 0.1 * (i + 1)))  # the worst pose scored highest
+    write_predictions("long-csv", tmp_path / "p.csv", poses, SCHEMA)
+    r = run_evaluate(tmp_path / "p.csv", root)
+    assert r["matching"]["method"] == "image path" and r["matching"]["paired"] == 4
+    for p in poses:
+        p.score = 1 - p.score  # the best pose scored highest
+    write_predictions("long-csv", tmp_path / "q.csv", poses, SCHEMA)
+    better = run_evaluate(tmp_path / "q.csv", root)
+    assert better["overall"]["oks_ap"] > r["overall"]["oks_ap"]
+    assert better["overall"]["rmse"] == r["overall"]["rmse"]

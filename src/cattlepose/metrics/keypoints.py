@@ -36,7 +36,7 @@ import numpy as np
 
 from cattlepose.core.errors import UserError
 from cattlepose.core.schema import KeypointSchema
-from cattlepose.data.records import Detection, Sample, animal_region
+from cattlepose.data.records import Instance, Pose, Sample, animal_region
 from cattlepose.metrics.names import OKS_KEYS, metric_names, pck_key
 
 VISIBILITY_SPLITS = {"visible": 2, "occluded": 1}
@@ -48,8 +48,11 @@ def evaluate(
     schema: KeypointSchema,
     pck_torso: Sequence[float] = (0.35, 0.1),
     pck_bbox: Sequence[float] = (0.1, 0.2),
+    scores: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Score predictions (Sample.key -> (K, 2) or (K, 3) x, y[, score] in original pixels) against samples.
+    """Score predictions (Sample.key -> (K, 2) or (K, 3) x, y[, score] in original pixels) against samples,
+    each prediction already paired with its animal. `scores` (Sample.key -> the animal's score) rank them in
+    OKS AP; without one, a prediction's mean keypoint score does, or 1 when it has none.
 
     Returns a JSON-serialisable dict: n_samples, n_keypoints (labelled), torso_unavailable, overall,
     per_keypoint, by_visibility, and by_category when the samples hold more than one `meta["category"]`
@@ -59,21 +62,21 @@ def evaluate(
     """
     if not samples:
         raise UserError("nothing to evaluate: the ground truth holds no samples")
-    gt, pred, score = _stack(preds, samples, schema.num_keypoints)
+    gt, pred, score = _stack(preds, samples, schema.num_keypoints, scores)
     oks = oks_metrics(gt, pred, score, samples, schema.sigmas)
     result = _scores(gt, pred, samples, schema, pck_torso, pck_bbox, oks)
     groups = _by_category(samples)
     if len(groups) > 1:
         # scored as a set of its own, so OKS AP ranks each category's detections among themselves
         result["by_category"] = {
-            name: _part(evaluate(preds, part, schema, pck_torso=pck_torso, pck_bbox=pck_bbox))
+            name: _part(evaluate(preds, part, schema, pck_torso=pck_torso, pck_bbox=pck_bbox, scores=scores))
             for name, part in groups.items()
         }
     return result
 
 
 def evaluate_detections(
-    detections: Sequence[Detection],
+    detections: Sequence[Pose],
     samples: Sequence[Sample],
     schema: KeypointSchema,
     pck_torso: Sequence[float] = (0.35, 0.1),
@@ -85,11 +88,12 @@ def evaluate_detections(
     """Score a results file by the COCO protocol (see the module's notes); the keys of `evaluate`, plus
     `matching`: how PCK and pixel errors paired detections with animals, and the counts.
 
-    detections: `Detection.image` is the `Sample.image_id` of the ground-truth image it is in. image_ids: every
-    image of the ground truth (those without an animal hold only false positives); the samples' own images
-    when empty. ignored: annotations COCO ignores (crowds, none labelled): a detection on one counts neither
-    way. by_category_id: detections are scored per `category_id` against `meta["category_id"]` and AP averaged
-    over categories, as COCOeval does; otherwise categories are not told apart.
+    detections: every predicted animal, its `instance.image_id` the `Sample.image_id` of the ground-truth image
+    it is in (`formats.matching.locate`), its `score` what ranks it. image_ids: every image of the ground truth
+    (those without an animal hold only false positives); the samples' own images when empty. ignored:
+    annotations COCO ignores (crowds, none labelled): a detection on one counts neither way. by_category_id:
+    detections are scored per `instance.meta["category_id"]` against the samples' and AP averaged over
+    categories, as COCOeval does; otherwise categories are not told apart.
     """
     if not samples:
         raise UserError("nothing to evaluate: the ground truth holds no samples")
@@ -117,7 +121,7 @@ def evaluate_detections(
             keys = {s.key for s in part}
             if by_category_id:
                 cats = {s.meta.get("category_id") for s in part}
-                dets = [d for d in detections if d.category_id in cats]
+                dets = [d for d in detections if d.instance.meta.get("category_id") in cats]
                 ign = [s for s in ignored if s.meta.get("category_id") in cats]
                 ids = list(scene.image_ids)
             else:
@@ -125,7 +129,8 @@ def evaluate_detections(
                 own = {d for i, d in pairs.items() if samples[i].key in keys}
                 mine = {s.image_id for s in part}
                 paired = set(pairs.values())
-                dets = [d for j, d in enumerate(detections) if j in own or (j not in paired and d.image in mine)]
+                dets = [d for j, d in enumerate(detections)
+                        if j in own or (j not in paired and d.instance.image_id in mine)]  # fmt: skip
                 ign = [s for s in ignored if s.image_id in mine]
                 ids = sorted(mine)
             r = evaluate_detections(dets, part, schema, pck_torso, pck_bbox, ids, ign, by_category_id)
@@ -207,7 +212,7 @@ def _by_category(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
 
 
 def _stack(
-    preds: Mapping[str, np.ndarray], samples: Sequence[Sample], k: int
+    preds: Mapping[str, np.ndarray], samples: Sequence[Sample], k: int, scores: Mapping[str, float] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, K, 3) ground truth, (N, K, 2) predicted xy, (N,) detection scores; every input checked."""
     missing = [s.key for s in samples if s.key not in preds]
@@ -223,7 +228,9 @@ def _stack(
         if not np.all(np.isfinite(p)):
             raise UserError(f"prediction for {s.key} holds NaN or infinite values")
         pred[i] = p[:, :2]
-        if p.shape[1] == 3:
+        if scores is not None and s.key in scores:
+            score[i] = float(scores[s.key])
+        elif p.shape[1] == 3:
             score[i] = float(p[:, 2].mean())
     return gt, pred, score
 
@@ -304,8 +311,7 @@ def oks_metrics(
     """OKS AP (0.50:0.95), AP50, AP75 and AR of paired predictions: each sample its own COCO image holding it
     and its one prediction (scored by `score`). Samples without a labelled keypoint are ignored by COCOeval (as
     COCO does); None when none is labelled."""
-    dets = [Detection(s.key, np.concatenate([pred[i], np.ones((len(pred[i]), 1))], axis=1), float(score[i]))
-            for i, s in enumerate(samples)]  # fmt: skip
+    dets = [Pose(Instance(s.image, image_id=s.key), pred[i], float(score[i])) for i, s in enumerate(samples)]
     scene = _Scene(samples, (), dets, (), False, image_of=lambda s: s.key)
     return _coco_eval(scene, sigmas)[0]
 
@@ -318,7 +324,7 @@ class _Scene:
         self,
         samples: Sequence[Sample],
         ignored: Sequence[Sample],
-        detections: Sequence[Detection],
+        detections: Sequence[Pose],
         image_ids: Sequence[str],
         by_category_id: bool,
         image_of: Callable[[Sample], str] = lambda s: s.image_id,
@@ -343,10 +349,18 @@ class _Scene:
                 "bbox": region, "area": object_area(s, s.keypoints), "iscrowd": crowd,
                 "num_keypoints": int((s.keypoints[:, 2] > 0).sum()), "keypoints": s.keypoints.reshape(-1).tolist(),
             })  # fmt: skip
-        self.results = [{"image_id": image_num[d.image], "category_id": cat(d.category_id),
-                         "keypoints": d.keypoints.reshape(-1).tolist(), "score": float(d.score)}
-                        for d in detections]  # fmt: skip
+        self.results = [
+            {"image_id": image_num[d.instance.image_id], "category_id": cat(d.instance.meta.get("category_id")),
+             "keypoints": _with_scores(d.keypoints).reshape(-1).tolist(), "score": float(d.score)}
+            for d in detections
+        ]  # fmt: skip
         self.n_samples = len(samples)
+
+
+def _with_scores(kps: np.ndarray) -> np.ndarray:
+    """(K, 3) x, y, score: a prediction read without keypoint scores gets 1 (COCOeval reads x and y only)."""
+    kps = np.asarray(kps, dtype=np.float64)
+    return kps if kps.shape[1] == 3 else np.concatenate([kps, np.ones((len(kps), 1))], axis=1)
 
 
 def _coco_eval(

@@ -5,7 +5,8 @@ writes), longer (`/data/test/images/farm A/photo_000.jpg`, an ADK `img_path`) or
 `photo_000` as templates list stems). A name fits an image when one path ends the other, component by
 component (the last one also by stem when the name has no suffix); the longest fit wins. A name that fits two
 images equally (`photo_000.jpg` against `farm A/photo_000.jpg` and `farm B/photo_000.jpg`) is an error naming
-both, never a guess, and so are two predictions for one image.
+both, never a guess, and so are two spellings that name one image. Several animals of one image name it alike
+(a long CSV's rows, an ADK JSON's annotations).
 
 COCO results name images by the ground truth's COCO image id; against ground truth that has none (an ADK
 folder, a CSV), by the `file_name` cattlepose writes beside each detection.
@@ -13,23 +14,26 @@ folder, a CSV), by the `file_name` cattlepose writes beside each detection.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from cattlepose.core.errors import UserError
-from cattlepose.data.records import Detection, Sample
+from cattlepose.data.records import Instance, Pose, Sample
 
-BY_PATH = "one prediction per image, matched to the ground truth by the image's path under the data root"
+BY_PATH = (
+    "one prediction per animal: each image's one prediction paired with its one animal, images matched by their "
+    "path under the data root"
+)
 _SHOWN = 10  # names listed in a message before "..."
 
 
-def image_name(s: Sample) -> str:
+def image_name(inst: Instance) -> str:
     """The image's path under its data root, as its reader recorded it (`meta["file_name"]`), else its file name."""
-    name = s.meta.get("file_name")
-    return "/".join(_parts(name)) if isinstance(name, str) and _parts(name) else s.image.name
+    name = inst.meta.get("file_name")
+    return "/".join(_parts(name)) if isinstance(name, str) and _parts(name) else inst.image.name
 
 
 def listing(names: Sequence[str]) -> str:
@@ -96,81 +100,82 @@ def match_names(
     return out, unmatched
 
 
-def pair_rows(
-    preds: Mapping[str, np.ndarray], samples: Sequence[Sample], source: str | Path, fmt: str
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Sample.key -> prediction from a file of one row per image (wide CSV, ADK JSON), and the names of the rows
-    for images the ground truth does not hold. A ground-truth image of several animals (one row cannot be
-    scored against each of them) and images without a row are UserErrors naming them."""
-    by_image: dict[str, list[Sample]] = {}
-    for s in samples:
-        by_image.setdefault(image_name(s), []).append(s)
-    crowded = [name for name, group in by_image.items() if len(group) > 1]
+def check_one_per_image(samples: Sequence[Sample], source: str | Path) -> None:
+    """A wide CSV has one row per image: a ground-truth image of several animals, which one row cannot be scored
+    against, is a UserError naming it."""
+    count = Counter(image_name(s) for s in samples)
+    crowded = [name for name, n in count.items() if n > 1]
     if crowded:
         first = crowded[0]
         raise UserError(
-            f"the ground truth holds {len(by_image[first])} animals in '{first}' ({len(crowded)} such image(s): "
-            f"{listing(crowded)}); a {fmt} file has one row per image, which cannot be scored against each "
-            "animal: write COCO results (cattlepose predict --format coco)",
+            f"the ground truth holds {count[first]} animals in '{first}' ({len(crowded)} such image(s): "
+            f"{listing(crowded)}); a wide CSV has one row per image, which cannot be scored against each animal: "
+            "write a long CSV or COCO results (cattlepose predict --format long-csv or --format coco)",
             path=source,
         )
-    matched, extra = match_names(preds, by_image, source)
-    missing = sorted(set(by_image) - set(matched.values()))
-    if missing:
-        raise UserError(f"no prediction for {len(missing)} of {len(by_image)} ground-truth image(s): "
-                        f"{listing(missing)}", path=source)  # fmt: skip
-    return {by_image[target][0].key: preds[name] for name, target in matched.items()}, extra
 
 
-def assign_detections(
-    dets: Sequence[Detection],
+def locate(
+    poses: Sequence[Pose],
     samples: Sequence[Sample],
-    image_ids: Sequence[str],
+    fmt: str,
     source: str | Path,
+    images: Mapping[str, str] | None = None,
     categories: Iterable[Any] | None = None,
-) -> tuple[list[Detection], list[str]]:
-    """The detections of the ground truth's images, each with `image` set to that image's `Sample.image_id`,
-    and a description of each image (or category) that is not the ground truth's. `image_ids`: every image of
-    the ground truth, those without an animal included (detections there are false positives, not extras);
-    `categories`: the ground truth's category ids, when detections are scored per category.
+) -> tuple[list[Pose], list[str]]:
+    """The predicted animals in the ground truth's images, each with `instance.image_id` set to its image's
+    `Sample.image_id`, and a description of each prediction the ground truth has no place for (its image's name
+    or id, or its category), in file order.
 
-    Images with an animal and no detection at all are a UserError naming them: the wrong file, or a run cut
-    short, and never scored as if the detector had missed."""
-    coco_ids = all("coco_image_id" in s.meta for s in samples)
+    COCO results (`fmt` "coco") are placed by the ground truth's COCO image ids where it has them, else by each
+    detection's `file_name`; the other formats by the name they give the image. `images`: every image of the
+    ground truth, id -> name (a COCO file's, those without an animal included: a prediction there is a false
+    positive, not an extra); the samples' own images when None. `categories`: the ground truth's category ids,
+    when COCO results are scored per category.
+
+    Images with an animal and no prediction at all are a UserError naming them: the wrong file, or a run cut
+    short, never scored as if nothing had been found."""
+    names = {"/".join(_parts(name)): image_id for image_id, name in (images or {}).items()}
+    names.update({image_name(s): s.image_id for s in samples})
     extra: list[str] = []
-    if coco_ids:
-        known = {str(i) for i in image_ids}
-        image_of = {d.index: d.image for d in dets if d.image in known}
-        extra += sorted({f"image_id {d.image}" for d in dets if d.image not in known})
+    if fmt == "coco" and all("coco_image_id" in s.meta for s in samples):
+        known = set(names.values())
+        place = {j: p.instance.image_id for j, p in enumerate(poses) if p.instance.image_id in known}
+        extra += list(dict.fromkeys(f"image_id {i}" for p in poses if (i := p.instance.image_id) not in known))
     else:
-        nameless = next((d for d in dets if not d.file_name), None)
-        if nameless is not None:
-            raise UserError(
-                "COCO results name images by the ground truth's COCO image ids, and this ground truth (not a COCO "
-                "file) has none: each detection needs the 'file_name' of its image (cattlepose predict writes it), "
-                "or evaluate against a COCO file",
-                path=source,
-                field=f"[{nameless.index}].file_name",
-            )
-        names = {image_name(s): s.image_id for s in samples}
-        matched, unknown = match_names(sorted({d.file_name for d in dets if d.file_name}), names, source,
-                                       what="detection file_name")  # fmt: skip
-        image_of = {d.index: names[matched[d.file_name]] for d in dets if d.file_name in matched}
+        if fmt == "coco":
+            nameless = next((j for j, p in enumerate(poses) if not p.instance.meta.get("file_name")), None)
+            if nameless is not None:
+                raise UserError(
+                    "COCO results name images by the ground truth's COCO image ids, and this ground truth (not a "
+                    "COCO file) has none: each detection needs the 'file_name' of its image (cattlepose predict "
+                    "writes it), or evaluate against a COCO file",
+                    path=source,
+                    field=f"[{nameless}].file_name",
+                )
+            given = [str(p.instance.meta["file_name"]) for p in poses]
+            what = "detection file_name"
+        else:
+            given = [p.instance.image_id for p in poses]
+            what = "prediction"
+        matched, unknown = match_names(list(dict.fromkeys(given)), names, source, what=what)
+        place = {j: names[matched[n]] for j, n in enumerate(given) if n in matched}
         extra += unknown
-    kept = [Detection(image_of[d.index], d.keypoints, d.score, d.category_id, d.file_name, d.index)
-            for d in dets if d.index in image_of]  # fmt: skip
-    found = {d.image for d in kept}
-    missing = sorted({image_name(s) for s in samples if s.image_id not in found})
+    kept = [Pose(dataclasses.replace(p.instance, image_id=place[j]), p.keypoints, p.score)
+            for j, p in enumerate(poses) if j in place]  # fmt: skip
+    found = {p.instance.image_id for p in kept}
+    with_animals = list(dict.fromkeys(image_name(s) for s in samples))
+    missing = list(dict.fromkeys(image_name(s) for s in samples if s.image_id not in found))
     if missing:
-        raise UserError(f"no detection in {len(missing)} ground-truth image(s) with animals: {listing(missing)}",
-                        path=source)  # fmt: skip
+        raise UserError(f"no prediction for {len(missing)} of {len(with_animals)} ground-truth image(s) with "
+                        f"animals: {listing(missing)}", path=source)  # fmt: skip
     if categories is not None:
         wanted = set(categories)
-        other = sorted({str(d.category_id) for d in kept if d.category_id not in wanted})
-        if other and all(d.category_id not in wanted for d in kept):
+        other = list(dict.fromkeys(str(c) for p in kept if (c := p.instance.meta.get("category_id")) not in wanted))
+        if other and all(p.instance.meta.get("category_id") not in wanted for p in kept):
             raise UserError(f"no detection has a category of the ground truth: the results' category_id "
                             f"{', '.join(other)}, the ground truth's {', '.join(map(str, sorted(wanted, key=str)))}",
                             path=source, field="category_id")  # fmt: skip
         extra += [f"category_id {c}" for c in other]
-        kept = [d for d in kept if d.category_id in wanted]
+        kept = [p for p in kept if p.instance.meta.get("category_id") in wanted]
     return kept, extra

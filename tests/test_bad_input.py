@@ -826,6 +826,188 @@ def test_a_broken_image_read_by_a_predict_worker_is_named_and_nothing_is_written
     assert not out.exists()
 
 
+# --- issue 39: evaluate counts every prediction
+def _wide_predictions(path: Path, names: list[str], coco: bool = False) -> Path:
+    """A wide CSV of predictions (every coordinate 10) for `names`: adk17 columns, or make_coco's kp0..kp16."""
+    from cattlepose.core.schema import load_schema
+
+    kps = [f"kp{j}" for j in range(17)] if coco else load_schema("adk17").keypoints
+    rows = [",".join(["image", *[f"{n}_{c}" for n in kps for c in ("x", "y")]])]
+    rows += [",".join([name, *["10"] * (2 * len(kps))]) for name in names]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _farms(root: Path) -> Path:
+    """A CSV ground truth whose two farms each hold a photo_000.jpg."""
+    import numpy as np
+
+    from conftest import draw_animal, random_keypoints
+
+    names = ["farm A/photo_000.jpg", "farm B/photo_000.jpg"]
+    rng = np.random.default_rng(0)
+    lines = []
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        kps = random_keypoints(rng, 17, 96, 64)
+        draw_animal(root / name, (96, 64), kps)
+        lines.append(",".join([name, *[f"{v:g}" for v in kps[:, :2].reshape(-1)]]))
+    gt = _wide_predictions(root / "labels.csv", [])
+    gt.write_text(gt.read_text() + "\n".join(lines) + "\n")
+    return gt
+
+
+def test_evaluate_refuses_a_name_two_farms_share(tmp_path):
+    gt = _farms(tmp_path / "data")
+    pred = _wide_predictions(tmp_path / "p.csv", ["photo_000.jpg"])
+    _fails(["evaluate", str(pred), str(gt)], "p.csv", "'photo_000.jpg' fits 2 images", "farm A/photo_000.jpg",
+           "farm B/photo_000.jpg", unchanged=(tmp_path,))  # fmt: skip
+
+
+def test_evaluate_refuses_one_row_for_a_photo_of_several_animals(make_coco, tmp_path):
+    gt = make_coco(n_images=2, animals=2)
+    pred = _wide_predictions(tmp_path / "p.csv", ["img_0.png", "img_1.png"], coco=True)
+    _fails(["evaluate", str(pred), str(gt), "--schema", "from_data"], "p.csv", "2 animals in 'img_0.png'",
+           "--format coco", unchanged=(tmp_path,))  # fmt: skip
+
+
+def test_evaluate_names_the_images_without_a_prediction(make_adk, tmp_path):
+    root = make_adk(n=4)
+    pred = _wide_predictions(tmp_path / "p.csv", ["adk_000.jpg", "adk_002.jpg"])
+    _fails(["evaluate", str(pred), str(root)], "p.csv", "no prediction for 2 of 4", "adk_001.jpg", "adk_003.jpg",
+           unchanged=(tmp_path,))  # fmt: skip
+
+
+def test_evaluate_names_the_images_coco_results_hold_no_detection_for(make_coco, tmp_path):
+    gt = make_coco(n_images=3, animals=2)
+    doc = json.loads(gt.read_text())
+    res = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+           for a in doc["annotations"] if a["image_id"] != 20]  # fmt: skip
+    pred = tmp_path / "res.json"
+    pred.write_text(json.dumps(res))
+    _fails(["evaluate", str(pred), str(gt), "--schema", "from_data"], "res.json", "no prediction for 1 of 3",
+           "img_1.png", unchanged=(tmp_path,))  # fmt: skip
+
+
+def test_evaluate_needs_file_names_to_place_coco_results_in_an_adk_set(make_adk, tmp_path):
+    root = make_adk(n=2)
+    pred = tmp_path / "res.json"
+    pred.write_text(json.dumps([{"image_id": i, "category_id": 1, "keypoints": [1, 1, 1] * 17, "score": 1}
+                                for i in range(2)]))  # fmt: skip
+    _fails(["evaluate", str(pred), str(root)], "res.json", "[0].file_name", "not a COCO file", unchanged=(tmp_path,))
+
+
+@pytest.mark.parametrize("target", ["predictions", "ground truth", "config", "inside the ground truth"])
+def test_evaluate_json_never_overwrites_an_input(make_adk, tmp_path, target):
+    root = make_adk(n=2)
+    pred = _wide_predictions(tmp_path / "p.csv", ["adk_000.jpg", "adk_001.jpg"])
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("eval:\n  pck_bbox: [0.1]\n")
+    gt_file = tmp_path / "gt.csv"  # the same set as a CSV, for a ground truth that is one file
+    from cattlepose.data.formats import write_samples
+
+    samples, schema = read_samples("adk", root, "adk17")
+    write_samples("csv", samples, gt_file, schema)
+    (tmp_path / "images").symlink_to(root / "images")
+    gt, out, named = {
+        "predictions": (root, pred, str(pred)),
+        "ground truth": (gt_file, gt_file, str(gt_file)),
+        "config": (root, cfg, str(cfg)),
+        "inside the ground truth": (root, root / "annotations" / "metrics.json", str(root)),
+    }[target]
+    text = _fails(["evaluate", str(pred), str(gt), "-c", str(cfg), "--json", str(out)], str(out), named,
+                  unchanged=(tmp_path,))  # fmt: skip
+    assert "choose another output file" in text
+    assert not (root / "annotations" / "metrics.json").exists()
+
+
+# --- issue 39: predict reads what training reads, or names what it skips
+def test_predict_reads_every_image_format_training_reads_and_names_the_rest(run_and_images, tmp_path):
+    from PIL import Image
+
+    run, images = run_and_images
+    src = Image.open(images / "cow_0.jpg")
+    src.convert("P").save(images / "cow_gif.gif")
+    src.save(images / "cow_jfif.jfif", format="JPEG")
+    (images / "more").mkdir()
+    src.save(images / "more" / "cow_9.jpg")
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "sub.csv"
+    r = _predict(run, images, out)
+    assert r.exit_code == 0, r.output
+    text = r.output.replace("\n", "")
+    assert "2 entries not predicted" in text and "more/ (a subfolder; not searched)" in text
+    assert "notes.txt (not an image suffix)" in text
+    names = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+    assert names == ["cow_0.jpg", "cow_1.jpg", "cow_2.jpg", "cow_gif.gif", "cow_jfif.jfif"]
+
+
+# --- issue 39: outputs never overwrite inputs
+def test_predict_never_writes_over_or_into_the_runs_training_data(run, tiny_data, tmp_path, monkeypatch):
+    from cattlepose.commands import predict
+
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: pytest.fail("predicted first"))
+    train = tiny_data / "train"
+    annotation = sorted((train / "annotations").glob("*.json"))[0]
+    _fails(_predict_args(run, tiny_data, annotation), str(annotation), "the run's training data (data.train)",
+           str(train), unchanged=(run, tiny_data))  # fmt: skip
+    _fails(_predict_args(run, tiny_data, train / "sub.csv"), "lies in an input folder", str(train),
+           unchanged=(run, tiny_data))  # fmt: skip
+    assert not (train / "sub.csv").exists()
+    images = tiny_data / "test" / "images"
+    for out in (sorted(images.iterdir())[0], images / "sub.csv"):  # an image, or a file joining them
+        _fails(_predict_args(run, tiny_data, out), str(out), f"lies in an input folder, the input {images}",
+               unchanged=(run, tiny_data))  # fmt: skip
+    assert not (images / "sub.csv").exists()
+
+
+def test_export_never_writes_over_or_into_the_runs_training_data(run, tiny_data, tmp_path):
+    train = tiny_data / "train"
+    onnx = train / "annotations" / "synth_train_000001.onnx"  # its sidecar would be an annotation file
+    _fails(["export", str(run), "-o", str(onnx), "-q"], str(onnx), "lies in an input folder", str(train),
+           unchanged=(run, tiny_data))  # fmt: skip
+    # a run whose data.train is one file: the sidecar beside OUT.onnx would replace it
+    data = tmp_path / "cows.json"
+    samples, schema = read_samples("adk", train, "adk17")
+    from cattlepose.data.formats import write_samples
+
+    write_samples("coco", samples, data, schema)
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace(f"train: {train}", f"train: {data}", 1))
+    assert str(data) in cfg.read_text()
+    _fails(["export", str(run), "-o", str(tmp_path / "cows.onnx"), "-q"], "cows.json",
+           "would overwrite an input, the run's training data (data.train)", unchanged=(run, tmp_path))  # fmt: skip
+    assert not (tmp_path / "cows.onnx").exists()
+
+
+@pytest.mark.parametrize("foreign", ["annotations/mine.json", "images/IMG_0001.jpg", "labels.csv"])
+def test_synth_refuses_a_folder_holding_data_it_did_not_write(tmp_path, foreign):
+    out = tmp_path / "data"
+    r = runner.invoke(app, ["synth", str(out), "--n-train", "2", "--n-test", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    path = out / "train" / foreign
+    path.write_text("a user's file")
+    _fails(["synth", str(out), "--n-train", "2", "--n-test", "1", "-q"], str(path), "did not write",
+           unchanged=(tmp_path,))  # fmt: skip
+    path.unlink()
+    r = runner.invoke(app, ["synth", str(out), "--n-train", "2", "--n-test", "1", "-q"])  # its own files: rewritten
+    assert r.exit_code == 0, r.output
+
+
+def test_synth_keeps_a_users_sample_submission_and_data_folder(tmp_path):
+    out = tmp_path / "comp"
+    out.mkdir()
+    (out / "sample_submission.csv").write_text("image,nose_x,nose_y\nIMG_1.jpg,0,0\n")
+    (out / "images").mkdir()
+    _fails(["synth", str(out), "--n-train", "2", "--n-test", "1", "-q"], "sample_submission.csv", "images/",
+           unchanged=(tmp_path,))  # fmt: skip
+    assert not (out / "train").exists()
+    # a preview inside the data set it writes would become one of its files
+    preview = tmp_path / "new" / "train" / "p.png"
+    _fails(["synth", str(tmp_path / "new"), "--n-train", "2", "--n-test", "0", "--preview", str(preview)], "p.png",
+           "lies in an input folder")  # fmt: skip
+
+
 # ------------------------------------------------------------------ issue 39: photographs, keypoint names, data
 def _train_args(runs: Path, *sets: str) -> list[str]:
     return ["train", *_sets(*TINY, *sets), "--runs-dir", str(runs), "--name", "r", "-q"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cattlepose.core.errors import UserError
 from cattlepose.data.formats import adk
-from cattlepose.data.images import _decode_jpeg, image_size, load_image
+from cattlepose.data.images import IMAGE_SUFFIXES, _decode_jpeg, image_size, load_image, scan_folder
 
 RED = (255, 0, 0)
 
@@ -200,3 +200,29 @@ def test_missing_and_non_image_files_are_user_errors(tmp_path):
         with pytest.raises(UserError) as e:
             fn(tmp_path / "text.jpg")
         assert "text.jpg" in str(e.value)
+
+
+@pytest.mark.parametrize("suffix", sorted(IMAGE_SUFFIXES))
+def test_every_listed_suffix_loads_and_is_listed_in_a_folder(tmp_path, suffix):
+    """The one suffix list: each file it names decodes to the right size and colour, and a folder lists it."""
+    fmt = Image.registered_extensions()[suffix]
+    path = tmp_path / f"cow{suffix}"
+    Image.new("RGB", (12, 8), (200, 40, 40)).save(path, format=fmt)
+    rgb = load_image(path)
+    assert rgb.shape == (8, 12, 3) and rgb.dtype == np.uint8
+    if suffix != ".pbm":  # one bit per pixel: colour is not kept
+        assert np.abs(rgb.astype(int).mean(axis=(0, 1)) - (200, 40, 40)).max() < 12, suffix
+    assert image_size(path) == (12, 8)
+    assert scan_folder(tmp_path) == ([path], [])
+
+
+def test_a_folder_scan_names_every_entry_it_leaves_out(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.JPG", format="JPEG")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "._a.JPG").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork copied along
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    images, skipped = scan_folder(tmp_path)
+    assert images == [tmp_path / "a.JPG"]
+    assert skipped == ["._a.JPG (hidden)", "gone.jpg (a broken link or not a regular file)",
+                       "notes.txt (not an image suffix)", "sub/ (a subfolder; not searched)"]  # fmt: skip

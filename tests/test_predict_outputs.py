@@ -7,8 +7,10 @@ template, COCO files of boxes) and the network is replaced by an exact function 
 the bytes depend only on the code under test: listing and reading the inputs, cropping, mapping keypoints
 back to the image, and the writers.
 
-One change is meant: COCO results gained a `bbox` per animal, the region its keypoints were predicted in (issue
-36). Without it, they are the bytes of before; the boxes themselves are checked against the inputs.
+Two changes are meant: COCO results gained a `bbox` per animal, the region its keypoints were predicted in (issue
+36); without it, they are the bytes of before, the boxes themselves checked against the inputs. And the COCO
+results of a folder of images name each image by `file_name` too (issue 39: `evaluate` finds images without a
+COCO id by it), recorded again in folder.coco.json: each detection gained that key and nothing else changed.
 
 To record them again (only when an output is meant to change, and say why in the commit):
     CATTLEPOSE_RECORD_GOLDEN=1 pytest tests/test_predict_outputs.py -k bytes
@@ -107,7 +109,7 @@ def inputs(tmp_path_factory) -> Path:
 def fake_network(monkeypatch):
     from cattlepose.engine import infer
 
-    monkeypatch.setattr(infer, "torch_batch_fn", lambda ens, flip: _fake_network)
+    monkeypatch.setattr(infer, "torch_batch_fn", lambda ens, flip, *args, **kw: _fake_network)
 
 
 # (golden file, input, format, extra arguments)
@@ -221,8 +223,8 @@ def test_a_detector_plugs_in_as_a_box_source_and_every_format_holds_its_animals(
     adk = json.loads(out["adk-json"].read_text())["annotations"]
     assert [Path(a["img_path"]).name for a in adk] == ["cow_a.png", "cow_a.png", "cow_b.png"]
     assert [a["ID"] for a in adk] == [1, 2, 3]
-    back = read_predictions(out["adk-json"], load_schema("adk17"))
-    assert [(p.instance.image_id, p.instance.ann_id) for p in back] == [
+    back = read_predictions(out["adk-json"], load_schema("adk17"))  # named by the whole img_path
+    assert [(Path(p.instance.image_id).name, p.instance.ann_id) for p in back] == [
         ("cow_a.png", "0"), ("cow_a.png", "1"), ("cow_b.png", "0")]  # fmt: skip
     assert all(isinstance(p, Pose) for p in back)
 
@@ -231,7 +233,7 @@ def test_the_wide_csv_refuses_an_image_with_several_animals_before_predicting(in
     from cattlepose.core.errors import UserError
     from cattlepose.engine import infer
 
-    monkeypatch.setattr(infer, "torch_batch_fn", lambda ens, flip: pytest.fail("predicted first"))
+    monkeypatch.setattr(infer, "torch_batch_fn", lambda *a, **kw: pytest.fail("predicted first"))
     with pytest.raises(UserError) as e:
         _predict(inputs, "images", tmp_path / "p.csv", "csv", boxes=_detector(FOUND))
     assert "image 'cow_a.png' holds 2 animals" in e.value.message and "long-csv" in e.value.message

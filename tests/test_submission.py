@@ -115,9 +115,10 @@ def test_adk_json_round_trip(tmp_path):
     assert doc["annotations"][0]["img_path"] == f"/data/test/images/{NAMES[0]}"
     assert np.asarray(doc["annotations"][0]["joint_self"]).shape == (K, 2)
     back = by_image(read_predictions(tmp_path / "sub.json", SCHEMA))  # format guessed from the JSON's shape
-    assert list(back) == NAMES
+    paths = {n: f"/data/test/images/{n}" for n in NAMES}
+    assert list(back) == list(paths.values())  # named by the whole img_path: two folders may share a file name
     for n in NAMES:
-        np.testing.assert_allclose(back[n], p[n][:, :2], atol=5e-4)
+        np.testing.assert_allclose(back[paths[n]], p[n][:, :2], atol=5e-4)
 
 
 def test_coco_results_round_trip_with_scores(tmp_path):
@@ -279,7 +280,7 @@ def test_long_csv_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "long-csv"])
-def test_files_that_name_images_by_file_name_refuse_two_images_of_one_name(fmt, tmp_path):
+def test_files_that_name_images_by_name_refuse_two_images_of_one_name(fmt, tmp_path):
     from cattlepose.data.formats.submission import check_writable, write_predictions
 
     kps = np.ones((K, 3))
@@ -288,10 +289,16 @@ def test_files_that_name_images_by_file_name_refuse_two_images_of_one_name(fmt, 
                   lambda: write_predictions(fmt, tmp_path / "p.csv", clash, SCHEMA)):  # fmt: skip
         with pytest.raises(UserError) as e:
             check()
-        assert "two images share the file name 'cow.jpg' (/farm_a/cow.jpg and /farm_b/cow.jpg)" in e.value.message
+        assert "two images share the name 'cow.jpg' (/farm_a/cow.jpg and /farm_b/cow.jpg)" in e.value.message
     assert not (tmp_path / "p.csv").exists()
     write_predictions("coco", tmp_path / "p.json", clash, SCHEMA)  # COCO results number the images instead
     assert [d["image_id"] for d in json.loads((tmp_path / "p.json").read_text())] == [0, 1]
+    # named by their path under the data root, as the readers record it, the two stay apart
+    for p, farm in zip(clash, ("farm_a", "farm_b"), strict=True):
+        p.instance.meta["file_name"] = f"{farm}/cow.jpg"
+    write_predictions(fmt, tmp_path / "p.csv", clash, SCHEMA)
+    rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["farm_a/cow.jpg", "farm_b/cow.jpg"]
 
 
 def test_long_csv_reader_names_a_bad_cell_and_an_animal_listed_twice(tmp_path):

@@ -268,8 +268,8 @@ def export(
 @app.command()
 @user_errors
 def evaluate(
-    pred: Annotated[Path, typer.Argument(help="Predictions: csv, adk-json or coco results.")],
-    gt: Annotated[Path, typer.Argument(help="Ground truth: ADK annotation folder or COCO JSON.")],
+    pred: Annotated[Path, typer.Argument(help="Predictions: csv, long-csv, adk-json or coco results.")],
+    gt: Annotated[Path, typer.Argument(help="Ground truth: ADK annotation folder, COCO JSON or CSV.")],
     config: ConfigOpt = None,
     set: SetOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every metric as JSON.")] = None,
@@ -281,10 +281,20 @@ def evaluate(
     from cattlepose.commands.evaluate import run_evaluate
     from cattlepose.core.files import write_json
 
-    result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema, images=images)
+    result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema, images=images,
+                          json_out=json_out)  # fmt: skip
     console = make_console()
     overall = result["overall"]
     console.print(_table(f"{pred} vs {gt}", ["metric", "value"], [[k, _fmt(v)] for k, v in overall.items()]))
+    m = result["matching"]
+    counts = f"{m['paired']} of {m['animals']} animals paired" + (
+        f", {m['detections_unpaired']} of {m['detections']} detections unpaired" if "detections" in m else ""
+    )
+    console.print(Text(f"matching: {m['description']} ({counts})"))
+    if result["extra_predictions"]:
+        extra = result["extra_predictions"]
+        Log().warn(f"{pred}: {len(extra)} prediction(s) for images the ground truth does not hold were not scored: "
+                   f"{', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}")  # fmt: skip
     cols = ["pck_torso@0.35", "pck_bbox@0.1", "rmse"]
     rows = [[name, *[_fmt(m.get(c)) for c in cols]] for name, m in result["per_keypoint"].items()]
     rows += [[f"({split})", *[_fmt(m.get(c)) for c in cols]] for split, m in result["by_visibility"].items()]

@@ -1,8 +1,16 @@
 """`cattlepose evaluate`: a prediction file of any submission format scored against ground truth.
 
-Predictions are paired with ground-truth animals first, image by image: the image is found by file name (CSV,
-long CSV, ADK JSON) or by image id (COCO results); where an image holds several animals, each ground-truth
-animal gets the prediction at the smallest mean keypoint distance (Hungarian matching).
+Command glue: the prediction file is read as predicted animals (`submission.read_predictions`), each placed in
+its ground-truth image (`formats.matching.locate`: by the image's path under the data root, or a COCO image id)
+and then scored one of two ways, which the result's `matching` names:
+- one prediction per animal: where every image holds one predicted animal and one ground-truth animal, and the
+  file is not COCO results (a folder of crops; the ADK2021 test set), each prediction is paired with the
+  animal of its image (`metrics.evaluate`);
+- the COCO protocol otherwise (COCO results always; several animals in an image on either side): every
+  predicted animal competes for the animals of its image, ranked by its score (`metrics.evaluate_detections`).
+  A wide CSV holds one row per image and is refused against an image of several animals.
+Every prediction is counted: images with animals and no prediction are an error, predictions for images the
+ground truth does not hold come back in `extra_predictions`.
 """
 
 from __future__ import annotations
@@ -11,15 +19,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy.optimize import linear_sum_assignment
-
 from cattlepose.core.config import load_config
 from cattlepose.core.errors import UserError
-from cattlepose.data.formats import detect_format, read_samples
+from cattlepose.core.files import check_output
+from cattlepose.data.formats import coco, detect_format, read_samples
+from cattlepose.data.formats.matching import BY_PATH, check_one_per_image, locate
 from cattlepose.data.formats.submission import detect_prediction_format, read_predictions
 from cattlepose.data.records import Pose, Sample
-from cattlepose.metrics.keypoints import evaluate
+from cattlepose.metrics.keypoints import evaluate, evaluate_detections
 
 
 def run_evaluate(
@@ -29,14 +36,40 @@ def run_evaluate(
     overrides: list[str] | None = None,
     schema_spec: str | None = None,
     images: Path | None = None,
+    json_out: Path | None = None,
 ) -> dict[str, Any]:
+    """The metrics of `pred` against `gt`; `json_out` (written by the caller) is checked first: never an input."""
+    if json_out is not None:
+        inputs = [("the predictions", pred), ("the ground truth", gt), ("the config", config), ("--images", images)]
+        check_output(json_out, protect=inputs, keep_out=[("the ground truth", gt), ("--images", images)])
     cfg = load_config(config, overrides or [])
     _not_swapped(pred, gt)
     spec = schema_spec or cfg.data.schema_
-    samples, schema = read_samples(detect_format(gt), gt, spec, images=images, bbox=cfg.data.bbox)
+    gt_format = detect_format(gt)
+    samples, schema = read_samples(gt_format, gt, spec, images=images, bbox=cfg.data.bbox)
     fmt = detect_prediction_format(pred)
-    matched = match_predictions(read_predictions(pred, schema, fmt), samples, fmt)
-    return evaluate(matched, samples, schema, pck_torso=tuple(cfg.eval.pck_torso), pck_bbox=tuple(cfg.eval.pck_bbox))
+    thresholds = {"pck_torso": tuple(cfg.eval.pck_torso), "pck_bbox": tuple(cfg.eval.pck_bbox)}
+    if fmt == "csv":
+        check_one_per_image(samples, pred)
+    gt_images, ignored = coco.read_unscored(gt, schema) if gt_format == "coco" else ({}, [])
+    by_category = fmt == "coco" and gt_format == "coco"  # category ids on both sides
+    categories = {s.meta.get("category_id") for s in [*samples, *ignored]} if by_category else None
+    poses, extra = locate(read_predictions(pred, schema, fmt), samples, fmt, pred, gt_images, categories)
+    paired = None if fmt == "coco" else one_per_animal(poses, samples)
+    if paired is not None:
+        result = evaluate({k: p.keypoints for k, p in paired.items()}, samples, schema, **thresholds,
+                          scores={k: p.score for k, p in paired.items()})  # fmt: skip
+        result["matching"] = {"method": "image path", "description": BY_PATH, "animals": len(samples),
+                              "paired": len(paired)}  # fmt: skip
+    else:
+        result = evaluate_detections(poses, samples, schema, **thresholds, image_ids=list(gt_images),
+                                     ignored=ignored, by_category_id=by_category)  # fmt: skip
+        if fmt in UNSCORED:
+            result["matching"]["description"] += (
+                f"; a {UNSCORED[fmt]} holds no scores: its animals rank equal, in file order"
+            )
+    result["extra_predictions"] = extra
+    return result
 
 
 def _not_swapped(pred: Path, gt: Path) -> None:
@@ -67,38 +100,14 @@ def _not_swapped(pred: Path, gt: Path) -> None:
                     f"`cattlepose evaluate {gt} {pred}`", path=path)  # fmt: skip
 
 
-def match_predictions(poses: list[Pose], samples: list[Sample], fmt: str) -> dict[str, np.ndarray]:
-    """Sample.key -> the keypoints of the predicted animal paired with it. COCO results name images by id,
-    the other formats by file name (or stem); within an image, animals are paired by the smallest mean keypoint
-    distance."""
-    by_id = fmt == "coco"
-    predicted: dict[str, list[Pose]] = {}
-    for p in poses:
-        predicted.setdefault(p.instance.image_id if by_id else Path(p.instance.image_id).name, []).append(p)
-    if not by_id:  # a file may name images by stem (a template's spelling)
-        for name in list(predicted):
-            predicted.setdefault(Path(name).stem, predicted[name])
-    truth: dict[str, list[Sample]] = {}
-    for s in samples:
-        truth.setdefault(str(s.meta.get("coco_image_id", s.image_id)) if by_id else s.image.name, []).append(s)
-    out: dict[str, np.ndarray] = {}
-    missing = []
-    for image, gts in truth.items():
-        cands = predicted.get(image) or ([] if by_id else predicted.get(Path(image).stem, []))
-        if not cands and not by_id:
-            missing.append(image)
-            continue
-        if len(cands) < len(gts):
-            raise UserError(f"image {image}: {len(gts)} animal(s) in the ground truth, {len(cands)} predicted")
-        cost = np.array([[_mean_distance(p.keypoints, g.keypoints) for p in cands] for g in gts])
-        rows, cols = linear_sum_assignment(cost)
-        for r, c in zip(rows, cols, strict=True):
-            out[gts[r].key] = cands[c].keypoints
-    if missing:
-        raise UserError(f"no prediction for {len(missing)} image(s), e.g. {missing[:3]}")
-    return out
+UNSCORED = {"csv": "wide CSV", "adk-json": "ADK JSON"}  # prediction formats without an animal's score
 
 
-def _mean_distance(pred: np.ndarray, gt: np.ndarray) -> float:
-    m = gt[:, 2] > 0
-    return float(np.linalg.norm(pred[m, :2] - gt[m, :2], axis=1).mean()) if m.any() else 0.0
+def one_per_animal(poses: list[Pose], samples: list[Sample]) -> dict[str, Pose] | None:
+    """Sample.key -> the one prediction of its image, where every image holds one predicted and one ground-truth
+    animal (and no prediction lies in an image without one); None otherwise."""
+    truth = {s.image_id: s for s in samples}
+    predicted = {p.instance.image_id: p for p in poses}
+    if len(truth) != len(samples) or len(predicted) != len(poses) or predicted.keys() != truth.keys():
+        return None
+    return {truth[image].key: p for image, p in predicted.items()}

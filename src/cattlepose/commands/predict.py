@@ -19,7 +19,9 @@ from cattlepose.data.boxes import BoxSource, given_boxes, holds_boxes, whole_ima
 from cattlepose.data.folds import parse_fold_list
 from cattlepose.data.formats import folder
 from cattlepose.data.formats.submission import check_format, check_writable, write_predictions
+from cattlepose.data.images import IMAGE_SUFFIXES
 from cattlepose.data.records import Instance
+from cattlepose.data.source import training_paths
 from cattlepose.engine import device as dev
 from cattlepose.engine.infer import Predictions, load_ensemble, predict_batches, predict_samples
 from cattlepose.runs.rundir import RunDir
@@ -29,16 +31,18 @@ BACKENDS = ("torch", "onnx")
 
 def prediction_inputs(
     input: Path, images: Path | None, num_keypoints: int, boxes: BoxSource | None = None
-) -> list[Instance]:
+) -> tuple[list[Instance], list[str]]:
     """The animals to predict: each box of a COCO file (ground truth or detections) or of an ADK folder, or
-    what `boxes` finds in each image of a folder (by default the whole image is the animal)."""
+    what `boxes` finds in each image of a folder (by default the whole image is the animal); and the entries of
+    a folder left out, named (`folder.scan`)."""
     if not input.exists():
         raise UserError(unreadable(input, "input"), path=input)
     if not holds_boxes(input):
-        return (boxes or whole_image)(folder.images(input))
+        sources, skipped = folder.scan(input)
+        return (boxes or whole_image)(sources), skipped
     if boxes is not None:
         raise UserError("holds boxes already; give a folder of images to find the animals in", path=input)
-    return given_boxes(input, num_keypoints, images)
+    return given_boxes(input, num_keypoints, images), []
 
 
 def check_backend(backend: str, onnx: Path | None) -> None:
@@ -76,9 +80,15 @@ def run_predict(
         from cattlepose.engine.export import sidecar_path
 
         sidecar = sidecar_path(onnx)
-    protect = [template, input if input.is_file() else None, run.path, onnx, sidecar]
-    check_output(output, protect=protect)  # before the work
-    instances = prediction_inputs(input, images, run.schema.num_keypoints, boxes)
+    data = [("the run's training data (data.train)", p) for p in training_paths(run.cfg)]
+    protect = [("the --template", template), ("the input", input), ("--images", images), ("the run", run.path),
+               ("the --onnx file", onnx), ("the --onnx sidecar", sidecar), *data]  # fmt: skip
+    folders = [("the input", input), ("--images", images), *data]  # a file written there joins the data
+    check_output(output, protect=protect, keep_out=folders)  # before the work
+    instances, skipped = prediction_inputs(input, images, run.schema.num_keypoints, boxes)
+    if skipped:
+        log.warn(f"{input}: {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not predicted (images are "
+                 f"{', '.join(sorted(IMAGE_SUFFIXES))}): {'; '.join(skipped)}")  # fmt: skip
     check_writable(fmt, instances)  # a format that cannot hold them is named before the work
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     if backend == "torch":
@@ -94,6 +104,7 @@ def run_predict(
     return {
         "images": n_images,
         "animals": len(instances),
+        "skipped": skipped,
         "seconds": preds.seconds,
         "images_per_s": n_images / max(preds.seconds, 1e-9),
         "latency_ms": 1000 * latency,

@@ -116,9 +116,12 @@ def unreadable(path: str | Path, what: str = "file") -> str:
     return f"{what} is not a regular file"
 
 
-def check_output(path: str | Path, protect: Sequence[str | Path | None] = ()) -> None:
-    """Before the work: `path` can be written (not a folder, not under a file, a writable folder with room) and
-    is none of the inputs in `protect` (files, or folders whose every file is an input)."""
+Input = str | Path | None | tuple[str, str | Path | None]  # a path, or (what it is, path)
+
+
+def check_output(path: str | Path, protect: Sequence[Input] = (), keep_out: Sequence[Input] = ()) -> None:
+    """Before the work: `path` can be written (not a folder, not under a file, a writable folder with room),
+    overwrites none of the inputs in `protect` (`refuse_inputs`) and lies in none of the folders in `keep_out`."""
     path = Path(path)
     if path.is_dir():
         raise UserError("is a folder; give a file name, e.g. -o submissions/submission.csv", path=path)
@@ -131,12 +134,42 @@ def check_output(path: str | Path, protect: Sequence[str | Path | None] = ()) ->
         raise UserError(f"cannot be written: the folder {folder} is read-only", path=path)
     if shutil.disk_usage(folder).free < _MIN_FREE:
         raise UserError(f"cannot be written: no space left on the disk of {folder}", path=path)
+    refuse_inputs(path, protect, keep_out)
+
+
+def refuse_inputs(path: str | Path, protect: Sequence[Input] = (), keep_out: Sequence[Input] = ()) -> None:
+    """A UserError naming `path` and the input, when writing `path` would replace an input file of `protect`
+    (a file, the same file by another name or link, or any file under a folder of them), or would put a file
+    into a folder of `keep_out` (a data set's folder, whose files a reader takes as data), new file or not.
+    An input that cannot be resolved (a symlink loop) is left to its reader to name."""
+    path = Path(path)
+    target = _resolved(path)
+    if target is None:
+        return
+    for label, p in map(_labelled, keep_out):
+        q = None if p is None or p.is_file() else _resolved(p)
+        if q is not None and target.is_relative_to(q):
+            raise UserError(f"lies in an input folder, {label} {p}, where it would become part of the data; "
+                            "choose another output file", path=path)  # fmt: skip
     if not path.exists():
         return
-    target = path.resolve()
-    for p in protect:
-        if p is None or not Path(p).exists():
-            continue
-        q = Path(p).resolve()
-        if (q.is_dir() and target.is_relative_to(q)) or (q.is_file() and os.path.samefile(target, q)):
-            raise UserError(f"would overwrite an input ({p}); choose another output file", path=path)
+    for label, p in map(_labelled, protect):
+        q = None if p is None or not p.exists() else _resolved(p)
+        if q is not None and (
+            (q.is_dir() and target.is_relative_to(q)) or (q.is_file() and os.path.samefile(target, q))
+        ):
+            raise UserError(f"would overwrite an input, {label} {p}; choose another output file", path=path)
+
+
+def _resolved(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+
+
+def _labelled(item: Input) -> tuple[str, Path | None]:
+    if isinstance(item, tuple):
+        label, p = item
+        return label, None if p is None else Path(p)
+    return "the input", None if item is None else Path(item)

@@ -16,8 +16,14 @@ from PIL import Image, UnidentifiedImageError
 
 from cattlepose.core.errors import UserError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-_JPEG_SUFFIXES = {".jpg", ".jpeg"}
+# The one list of image file suffixes: what `load_image` decodes (every one is tested), which folder inputs and
+# ADK's find-by-stem search. Training readers take any file an annotation names; a folder given to predict
+# holds the files listed here, and `scan_folder` names every other entry it leaves out.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+     ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".avif"}
+)  # fmt: skip
+_JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
 _ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that makes the image upright (1 and unknown values: none)
 _UPRIGHT = {
@@ -34,7 +40,26 @@ _READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.
 
 def list_images(folder: str | Path) -> list[Path]:
     """The image files of a folder (by suffix), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return scan_folder(folder)[0]
+
+
+def scan_folder(folder: str | Path) -> tuple[list[Path], list[str]]:
+    """(the image files of a folder, sorted by name; every other entry, named, with why it is left out).
+
+    Subfolders are not searched, and hidden files (`.DS_Store`, macOS `._photo.jpg` copies) are not images."""
+    images, skipped = [], []
+    for p in sorted(Path(folder).iterdir()):
+        if p.name.startswith("."):
+            skipped.append(f"{p.name} (hidden)")
+        elif p.is_dir():
+            skipped.append(f"{p.name}/ (a subfolder; not searched)")
+        elif not p.is_file():
+            skipped.append(f"{p.name} (a broken link or not a regular file)")
+        elif p.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(f"{p.name} (not an image suffix)")
+        else:
+            images.append(p)
+    return images, skipped
 
 
 def load_image(path: str | Path) -> np.ndarray:

@@ -71,3 +71,9 @@ def _read(cfg: Config, log: Log) -> tuple[list[Sample], KeypointSchema]:
     if note:
         log.info(f"{d.train_files[0]}: {note}")
     return samples, schema
+
+
+def training_paths(cfg: Config) -> list[Path]:
+    """The files and folders a run's training samples are read from (the synthetic set's folder when
+    `data.train` is null): inputs that no command's output may replace."""
+    return cfg.data.train_files or [cfg.data.synth_dir]

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from cattlepose.core.errors import UserError
-from cattlepose.core.files import atomic_open, write_text
+from cattlepose.core.files import atomic_open, check_output, write_text
 from cattlepose.core.schema import KeypointSchema, load_schema
 from cattlepose.data.formats import adk
 from cattlepose.data.records import Sample
@@ -59,6 +59,13 @@ def synthesize(
     if out.exists() and not out.is_dir():
         raise UserError("the output must be a folder", path=out)
     schema = load_schema("adk17")
+    foreign = foreign_files(out, schema)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" ... ({len(foreign) - 5} more)" if len(foreign) > 5 else "")
+        raise UserError(f"holds {len(foreign)} file(s) cattlepose synth did not write ({shown}); give an empty "
+                        "folder, or one an earlier synth wrote", path=out)  # fmt: skip
+    if preview is not None:
+        check_output(preview, keep_out=[("the data set", out / split) for split in SPLITS])
     done_marker = out / "sample_submission.csv"
     done_marker.unlink(missing_ok=True)  # the set is incomplete until it is rewritten at the very end
 
@@ -89,6 +96,48 @@ def synthesize(
     if preview is not None:
         render_preview(written["train"], preview, n=16, schema=schema)
     return _summary(stats, n_train, n_test, seconds)
+
+
+def foreign_files(out: Path, schema: KeypointSchema) -> list[str]:
+    """What under `out` this command did not write, so must not write among: anything in `train/` and `test/`
+    but its images and annotations (and the temporary files of a write cut short), a `sample_submission.csv`
+    that lists other images, and any other entry of `out` but PNG files (previews) and hidden files."""
+    if not out.is_dir():
+        return []
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        if entry.name in SPLITS and entry.is_dir():
+            foreign += _foreign_in_split(entry)
+        elif entry.name == "sample_submission.csv" and entry.is_file():
+            if not _own_submission(entry, schema):
+                foreign.append(str(entry))
+        elif not (entry.name.startswith(".") or (entry.suffix.lower() == ".png" and entry.is_file())):
+            foreign.append(str(entry) + ("/" if entry.is_dir() else ""))
+    return foreign
+
+
+def _foreign_in_split(root: Path) -> list[str]:
+    foreign = []
+    for entry in sorted(root.iterdir()):
+        if entry.name not in ("images", "annotations") or not entry.is_dir():
+            foreign.append(str(entry) + ("/" if entry.is_dir() else ""))
+            continue
+        for f in sorted(entry.iterdir()):
+            tmp = f.name.startswith(".synth_") and f.name.endswith(".tmp")  # a write a kill cut short
+            if not (f.is_file() and (_OWN_FILE.match(f.name) or tmp)):
+                foreign.append(str(f) + ("/" if f.is_dir() else ""))
+    return foreign
+
+
+def _own_submission(path: Path, schema: KeypointSchema) -> bool:
+    """Whether a sample_submission.csv is one this command wrote: its header, and only synthetic test images."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    head = ["image", *[f"{k}_{c}" for k in schema.keypoints for c in ("x", "y")]]
+    return bool(rows) and rows[0] == head and all(r and _OWN_FILE.match(r[0]) for r in rows[1:])
 
 
 def _clear_own_files(root: Path) -> None:

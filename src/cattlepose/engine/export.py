@@ -37,7 +37,7 @@ from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_path, check_output, write_json
 from cattlepose.core.ui import Log
 from cattlepose.data.dataset import IMAGENET_MEAN, IMAGENET_STD, INPUT_SCALE, INPUT_SHIFT
-from cattlepose.data.source import load_training_data
+from cattlepose.data.source import load_training_data, training_paths
 from cattlepose.data.transforms import BOX_PADDING
 from cattlepose.engine.infer import CropDataset, add_probs, load_fold_weights, model_probs
 from cattlepose.models.batchnorm import fuse_batchnorm
@@ -337,8 +337,9 @@ def export_run(
     if out.suffix != ".onnx":
         raise UserError("an exported model is written as a .onnx file (its sidecar beside it as .json)", path=out)
     chosen = run.model_folds(folds)
+    data = [("the run's training data (data.train)", p) for p in training_paths(run.cfg)]
     for path in (out, sidecar_path(out)):
-        check_output(path, protect=[run.path])
+        check_output(path, protect=[("the run", run.path), *data], keep_out=data)
     graph = export_model(run, chosen, flip)
     size = tuple(run.cfg.model.input_size)
     batches = calibration_batches(run, calibration_images, batch, log) if int8 else []

@@ -11,25 +11,32 @@ Normalisers, per sample, from the ground truth:
 - box: max(w, h) of the annotation box; for whole-image crops (bbox None) max(width, height) of the image;
   the labelled keypoints' extent only when neither is known.
 
-OKS: each sample is its own COCO "image" holding one ground-truth animal and its one prediction (predictions
-are already paired with animals, see `commands.evaluate.match_predictions`), scored by the mean keypoint score
-when predictions carry one. The object area is the box area w*h, or the image area for whole-image crops
-(the animal fills the crop), or the keypoint extent's area as a last resort. COCO itself uses the
-segmentation area, which is smaller than the box, so these OKS values are a little more lenient than COCO's.
+OKS AP through pycocotools' COCOeval, in one of two settings:
+- `evaluate`: predictions already paired with animals (one per animal: a crop's, a ground-truth box's, a CSV
+  row matched by image path). Each animal is its own COCO "image" holding it and its one prediction.
+- `evaluate_detections`: the COCO protocol over a results file. Every detection of an image competes for its
+  animals, ranked by its score; a detection left unmatched is a false positive, an animal left unmatched a miss.
+  PCK and pixel errors need pairs: COCOeval's own matching at OKS 0.5 gives them (AP50's: each detection, in
+  score order, takes the unmatched animal it fits best, if it fits that well, so a stray detection cannot take
+  an animal from a good one); an animal without such a detection is a miss in PCK and left out of pixel
+  errors. The result's `matching` says so.
+The OKS scale is the annotation's own `area` when the data gives one (COCO files: the segmentation's area), else
+the area of the animal's region: its box, or the image for whole-image crops, or the keypoints' extent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from cattlepose.core.errors import UserError
 from cattlepose.core.schema import KeypointSchema
-from cattlepose.data.records import Sample, animal_region
+from cattlepose.data.records import Instance, Pose, Sample, animal_region
 from cattlepose.metrics.names import OKS_KEYS, metric_names, pck_key
 
 VISIBILITY_SPLITS = {"visible": 2, "occluded": 1}
@@ -41,8 +48,11 @@ def evaluate(
     schema: KeypointSchema,
     pck_torso: Sequence[float] = (0.35, 0.1),
     pck_bbox: Sequence[float] = (0.1, 0.2),
+    scores: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Score predictions (Sample.key -> (K, 2) or (K, 3) x, y[, score] in original pixels) against samples.
+    """Score predictions (Sample.key -> (K, 2) or (K, 3) x, y[, score] in original pixels) against samples,
+    each prediction already paired with its animal. `scores` (Sample.key -> the animal's score) rank them in
+    OKS AP; without one, a prediction's mean keypoint score does, or 1 when it has none.
 
     Returns a JSON-serialisable dict: n_samples, n_keypoints (labelled), torso_unavailable, overall,
     per_keypoint, by_visibility, and by_category when the samples hold more than one `meta["category"]`
@@ -52,8 +62,104 @@ def evaluate(
     """
     if not samples:
         raise UserError("nothing to evaluate: the ground truth holds no samples")
+    gt, pred, score = _stack(preds, samples, schema.num_keypoints, scores)
+    oks = oks_metrics(gt, pred, score, samples, schema.sigmas)
+    result = _scores(gt, pred, samples, schema, pck_torso, pck_bbox, oks)
+    groups = _by_category(samples)
+    if len(groups) > 1:
+        # scored as a set of its own, so OKS AP ranks each category's detections among themselves
+        result["by_category"] = {
+            name: _part(evaluate(preds, part, schema, pck_torso=pck_torso, pck_bbox=pck_bbox, scores=scores))
+            for name, part in groups.items()
+        }
+    return result
+
+
+def evaluate_detections(
+    detections: Sequence[Pose],
+    samples: Sequence[Sample],
+    schema: KeypointSchema,
+    pck_torso: Sequence[float] = (0.35, 0.1),
+    pck_bbox: Sequence[float] = (0.1, 0.2),
+    image_ids: Sequence[str] = (),
+    ignored: Sequence[Sample] = (),
+    by_category_id: bool = False,
+) -> dict[str, Any]:
+    """Score a results file by the COCO protocol (see the module's notes); the keys of `evaluate`, plus
+    `matching`: how PCK and pixel errors paired detections with animals, and the counts.
+
+    detections: every predicted animal, its `instance.image_id` the `Sample.image_id` of the ground-truth image
+    it is in (`formats.matching.locate`), its `score` what ranks it. image_ids: every image of the ground truth
+    (those without an animal hold only false positives); the samples' own images when empty. ignored:
+    annotations COCO ignores (crowds, none labelled): a detection on one counts neither way. by_category_id:
+    detections are scored per `instance.meta["category_id"]` against the samples' and AP averaged over
+    categories, as COCOeval does; otherwise categories are not told apart.
+    """
+    if not samples:
+        raise UserError("nothing to evaluate: the ground truth holds no samples")
     k = schema.num_keypoints
-    gt, pred, score = _stack(preds, samples, k)
+    gt = _ground_truth(samples, k)
+    scene = _Scene(samples, ignored, detections, image_ids, by_category_id)
+    oks, pairs = _coco_eval(scene, schema.sigmas, pair=True)
+    pred = np.full((len(samples), k, 2), np.nan)
+    for i, d in pairs.items():
+        pred[i] = detections[d].keypoints[:, :2]
+    result = _scores(gt, pred, samples, schema, pck_torso, pck_bbox, oks)
+    result["matching"] = {
+        "method": "coco",
+        "description": PAIRED_BY_OKS,
+        "animals": len(samples),
+        "paired": len(pairs),
+        "animals_unpaired": len(samples) - len(pairs),
+        "detections": len(detections),
+        "detections_unpaired": len(detections) - len(pairs),
+    }
+    groups = _by_category(samples)
+    if len(groups) > 1:
+        result["by_category"] = {}
+        for name, part in groups.items():
+            keys = {s.key for s in part}
+            if by_category_id:
+                cats = {s.meta.get("category_id") for s in part}
+                dets = [d for d in detections if d.instance.meta.get("category_id") in cats]
+                ign = [s for s in ignored if s.meta.get("category_id") in cats]
+                ids = list(scene.image_ids)
+            else:
+                # the detections paired with this category's animals, and the unpaired ones in its images
+                own = {d for i, d in pairs.items() if samples[i].key in keys}
+                mine = {s.image_id for s in part}
+                paired = set(pairs.values())
+                dets = [d for j, d in enumerate(detections)
+                        if j in own or (j not in paired and d.instance.image_id in mine)]  # fmt: skip
+                ign = [s for s in ignored if s.image_id in mine]
+                ids = sorted(mine)
+            r = evaluate_detections(dets, part, schema, pck_torso, pck_bbox, ids, ign, by_category_id)
+            result["by_category"][name] = _part(r)
+    return result
+
+
+PAIRED_BY_OKS = (
+    "COCO protocol: OKS AP over every detection, ranked by score, unmatched detections false positives; PCK and "
+    "pixel errors over the pairs COCOeval matches at OKS >= 0.5 (AP50's matching); an animal without such a "
+    "detection is a miss in PCK and left out of pixel errors"
+)
+
+
+def _part(r: dict[str, Any]) -> dict[str, Any]:
+    return {key: r[key] for key in ("n_samples", "n_keypoints", "torso_unavailable", "overall")}
+
+
+def _scores(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    samples: Sequence[Sample],
+    schema: KeypointSchema,
+    pck_torso: Sequence[float],
+    pck_bbox: Sequence[float],
+    oks: Mapping[str, float | None],
+) -> dict[str, Any]:
+    """Every metric but OKS (given) of (N, K, 3) ground truth against (N, K, 2) predictions; a NaN prediction
+    (an animal nothing was paired with) is a miss in PCK and left out of the pixel errors."""
     labelled = gt[:, :, 2] > 0
     dist = np.linalg.norm(pred - gt[:, :, :2], axis=2)  # (N, K)
 
@@ -62,7 +168,8 @@ def evaluate(
     if schema.pck_pair is not None:
         norms["torso"] = torso_normaliser(gt, schema.pck_pair)
         thresholds["torso"] = tuple(pck_torso)
-    # PCK hits per threshold, (N, K) each; NaN normalisers (no torso) are excluded through `valid`
+    # PCK hits per threshold, (N, K) each; NaN normalisers (no torso) are excluded through `valid`, NaN
+    # distances (nothing paired) are misses
     pck: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for kind in ("torso", "bbox"):
         if kind not in norms:
@@ -74,7 +181,7 @@ def evaluate(
                 pck[pck_key(kind, a)] = (dist <= a * norm, valid)
 
     overall = _summary(dist, labelled, pck)
-    overall.update(oks_metrics(gt, pred, score, samples, schema.sigmas))
+    overall.update(oks)
     per_keypoint = {}
     for j, name in enumerate(schema.keypoints):
         sel = np.zeros_like(labelled)
@@ -85,7 +192,7 @@ def evaluate(
         mask = gt[:, :, 2] == v
         by_visibility[split] = _summary(dist, mask, pck) | {"n": int(mask.sum())}
     order = metric_names(schema, pck_torso, pck_bbox)
-    result = {
+    return {
         "n_samples": len(samples),
         "n_keypoints": int(labelled.sum()),
         "torso_unavailable": int((~np.isfinite(norms["torso"])).sum()) if "torso" in norms else None,
@@ -93,16 +200,6 @@ def evaluate(
         "per_keypoint": per_keypoint,
         "by_visibility": by_visibility,
     }
-    groups = _by_category(samples)
-    if len(groups) > 1:
-        result["by_category"] = {}
-        for name, part in groups.items():
-            # scored as a set of its own, so OKS AP ranks each category's detections among themselves
-            r = evaluate(preds, part, schema, pck_torso=pck_torso, pck_bbox=pck_bbox)
-            result["by_category"][name] = {
-                key: r[key] for key in ("n_samples", "n_keypoints", "torso_unavailable", "overall")
-            }
-    return result
 
 
 def _by_category(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
@@ -115,28 +212,37 @@ def _by_category(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
 
 
 def _stack(
-    preds: Mapping[str, np.ndarray], samples: Sequence[Sample], k: int
+    preds: Mapping[str, np.ndarray], samples: Sequence[Sample], k: int, scores: Mapping[str, float] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, K, 3) ground truth, (N, K, 2) predicted xy, (N,) detection scores; every input checked."""
     missing = [s.key for s in samples if s.key not in preds]
     if missing:
         raise UserError(f"no prediction for {len(missing)} of {len(samples)} sample(s), e.g. {', '.join(missing[:5])}")
-    gt = np.empty((len(samples), k, 3))
+    gt = _ground_truth(samples, k)
     pred = np.empty((len(samples), k, 2))
     score = np.ones(len(samples))
     for i, s in enumerate(samples):
-        if s.keypoints.shape != (k, 3):
-            raise UserError(f"sample {s.key} has {s.num_keypoints} keypoints, the schema has {k}", field="keypoints")
         p = np.asarray(preds[s.key], dtype=np.float64)
         if p.ndim != 2 or p.shape[0] != k or p.shape[1] not in (2, 3):
             raise UserError(f"prediction for {s.key} has shape {p.shape}; expected ({k}, 2) or ({k}, 3)")
         if not np.all(np.isfinite(p)):
             raise UserError(f"prediction for {s.key} holds NaN or infinite values")
-        gt[i] = s.keypoints
         pred[i] = p[:, :2]
-        if p.shape[1] == 3:
+        if scores is not None and s.key in scores:
+            score[i] = float(scores[s.key])
+        elif p.shape[1] == 3:
             score[i] = float(p[:, 2].mean())
     return gt, pred, score
+
+
+def _ground_truth(samples: Sequence[Sample], k: int) -> np.ndarray:
+    """(N, K, 3) keypoints of the samples, each checked against the schema's count."""
+    gt = np.empty((len(samples), k, 3))
+    for i, s in enumerate(samples):
+        if s.keypoints.shape != (k, 3):
+            raise UserError(f"sample {s.key} has {s.num_keypoints} keypoints, the schema has {k}", field="keypoints")
+        gt[i] = s.keypoints
+    return gt
 
 
 def torso_normaliser(gt: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
@@ -165,7 +271,11 @@ def pck_normaliser(samples: Sequence[Sample], schema: KeypointSchema, kind: str)
 
 
 def object_area(s: Sample, gt: np.ndarray) -> float:
-    """OKS scale s²: the area of the animal's region (`_region`)."""
+    """OKS scale s²: the annotation's own area where the data gives one (`meta["area"]`, as COCO scores), else
+    the area of the animal's region (`_region`)."""
+    area = s.meta.get("area")
+    if isinstance(area, (int, float)) and not isinstance(area, bool) and math.isfinite(area) and area > 0:
+        return float(area)
     region = _region(s, gt)
     return float(region[2] * region[3])
 
@@ -188,7 +298,7 @@ def _summary(dist: np.ndarray, mask: np.ndarray, pck: Mapping[str, tuple[np.ndar
         m = mask & valid
         n = int(m.sum())
         out[name] = float(hit[m].sum() / n) if n else None
-    d = dist[mask]
+    d = dist[mask & np.isfinite(dist)]
     out["rmse"] = float(np.sqrt(np.mean(d**2))) if d.size else None
     out["median_error"] = float(np.median(d)) if d.size else None
     out["mean_error"] = float(d.mean()) if d.size else None
@@ -198,52 +308,102 @@ def _summary(dist: np.ndarray, mask: np.ndarray, pck: Mapping[str, tuple[np.ndar
 def oks_metrics(
     gt: np.ndarray, pred: np.ndarray, score: np.ndarray, samples: Sequence[Sample], sigmas: Sequence[float]
 ) -> dict[str, float | None]:
-    """OKS AP (0.50:0.95), AP50, AP75 and AR through pycocotools' COCOeval, one sample per COCO image.
+    """OKS AP (0.50:0.95), AP50, AP75 and AR of paired predictions: each sample its own COCO image holding it
+    and its one prediction (scored by `score`). Samples without a labelled keypoint are ignored by COCOeval (as
+    COCO does); None when none is labelled."""
+    dets = [Pose(Instance(s.image, image_id=s.key), pred[i], float(score[i])) for i, s in enumerate(samples)]
+    scene = _Scene(samples, (), dets, (), False, image_of=lambda s: s.key)
+    return _coco_eval(scene, sigmas)[0]
 
-    Samples without a labelled keypoint are ignored by COCOeval (as COCO does); None when none is labelled.
-    """
+
+class _Scene:
+    """Ground truth and detections as COCO's API holds them: integer ids for images, categories, annotations
+    (samples 1..N, then the ignored ones) and results (1..D in the order given, as `loadRes` numbers them)."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        ignored: Sequence[Sample],
+        detections: Sequence[Pose],
+        image_ids: Sequence[str],
+        by_category_id: bool,
+        image_of: Callable[[Sample], str] = lambda s: s.image_id,
+    ):
+        gts = [*samples, *ignored]
+        self.image_ids = list(dict.fromkeys([*map(str, image_ids), *(image_of(s) for s in gts)]))
+        image_num = {name: i + 1 for i, name in enumerate(self.image_ids)}
+        cat_keys = [s.meta.get("category_id") for s in gts] if by_category_id else []
+        cat_num = {c: i + 1 for i, c in enumerate(dict.fromkeys(cat_keys))} if by_category_id else {None: 1}
+
+        def cat(c: Any) -> int:
+            return cat_num[c if by_category_id else None]
+
+        self.images = [{"id": n, "width": 0, "height": 0} for n in image_num.values()]
+        self.categories = [{"id": n, "name": str(c)} for c, n in cat_num.items()]
+        self.annotations = []
+        for i, s in enumerate(gts):
+            region = [float(v) for v in _region(s, s.keypoints)]
+            crowd = int(bool(s.meta.get("iscrowd"))) if i >= len(samples) else 0
+            self.annotations.append({
+                "id": i + 1, "image_id": image_num[image_of(s)], "category_id": cat(s.meta.get("category_id")),
+                "bbox": region, "area": object_area(s, s.keypoints), "iscrowd": crowd,
+                "num_keypoints": int((s.keypoints[:, 2] > 0).sum()), "keypoints": s.keypoints.reshape(-1).tolist(),
+            })  # fmt: skip
+        self.results = [
+            {"image_id": image_num[d.instance.image_id], "category_id": cat(d.instance.meta.get("category_id")),
+             "keypoints": _with_scores(d.keypoints).reshape(-1).tolist(), "score": float(d.score)}
+            for d in detections
+        ]  # fmt: skip
+        self.n_samples = len(samples)
+
+
+def _with_scores(kps: np.ndarray) -> np.ndarray:
+    """(K, 3) x, y, score: a prediction read without keypoint scores gets 1 (COCOeval reads x and y only)."""
+    kps = np.asarray(kps, dtype=np.float64)
+    return kps if kps.shape[1] == 3 else np.concatenate([kps, np.ones((len(kps), 1))], axis=1)
+
+
+def _coco_eval(
+    scene: _Scene, sigmas: Sequence[float], pair: bool = False
+) -> tuple[dict[str, float | None], dict[int, int]]:
+    """(OKS AP, AP50, AP75, AR through COCOeval; sample index -> detection index of COCOeval's own matching
+    at OKS 0.5, when `pair`). Nothing labelled: None; no detection: 0."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    empty: dict[str, float | None] = dict.fromkeys(OKS_KEYS)
-    n_labelled = (gt[:, :, 2] > 0).sum(axis=1)
-    if not n_labelled.any():
-        return empty
-    images, anns, results = [], [], []
-    for i, s in enumerate(samples):
-        image_id = i + 1
-        area = object_area(s, gt[i])
-        box = [float(v) for v in _region(s, gt[i])]
-        images.append({"id": image_id, "width": s.width or 0, "height": s.height or 0})
-        anns.append(
-            {
-                "id": image_id,
-                "image_id": image_id,
-                "category_id": 1,
-                "bbox": box,
-                "area": area,
-                "iscrowd": 0,
-                "num_keypoints": int(n_labelled[i]),
-                "keypoints": gt[i].reshape(-1).tolist(),
-            }
-        )
-        kps = np.concatenate([pred[i], np.ones((pred.shape[1], 1))], axis=1)
-        results.append(
-            {"image_id": image_id, "category_id": 1, "keypoints": kps.reshape(-1).tolist(), "score": float(score[i])}
-        )
+    if not any(a["num_keypoints"] for a in scene.annotations[: scene.n_samples]):
+        return dict.fromkeys(OKS_KEYS), {}
+    if not scene.results:  # COCO's loadRes cannot take an empty list; nothing found is nothing right
+        return dict.fromkeys(OKS_KEYS, 0.0), {}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and its summary table
         coco_gt = COCO()
-        coco_gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "animal"}]}
+        coco_gt.dataset = {"images": scene.images, "annotations": scene.annotations, "categories": scene.categories}
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes([dict(r) for r in scene.results])  # loadRes adds keys to the dicts
         ev = COCOeval(coco_gt, coco_dt, iouType="keypoints")
         ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = ev.stats  # keypoints: AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl; -1 = undefined
+        stats = ev.stats  # keypoints: AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl; -1 = undefined
+        pairs: dict[int, int] = {}
+        if pair:
+            # COCOeval's own matching at its loosest threshold, OKS 0.5 (AP50's): each detection, best score
+            # first (the top maxDets of an image), took the unmatched animal it fits best, if it fits that well
+            whole = ev.params.areaRng[0]  # "all" areas
+            for e in ev.evalImgs:
+                if e is None or list(e["aRng"]) != list(whole):
+                    continue
+                for det_id, gt_id in zip(e["dtIds"], e["dtMatches"][0], strict=True):
+                    if 0 < gt_id <= scene.n_samples:
+                        pairs[int(gt_id) - 1] = int(det_id) - 1
 
     def val(x: float) -> float | None:
         return None if x < 0 else float(x)
 
-    return {"oks_ap": val(stats[0]), "oks_ap50": val(stats[1]), "oks_ap75": val(stats[2]), "oks_ar": val(stats[5])}
+    return {
+        "oks_ap": val(stats[0]),
+        "oks_ap50": val(stats[1]),
+        "oks_ap75": val(stats[2]),
+        "oks_ar": val(stats[5]),
+    }, pairs

@@ -183,6 +183,7 @@ def _read_one(
     box, placeholder = _box(ann.get("bbox"), kps, int(width), int(height), bbox_mode, path)
 
     meta = {k: v for k, v in image.items() if k not in _RESERVED_IMAGE_KEYS}
+    meta["file_name"] = img_path.relative_to(img_dir).as_posix()  # the image's name under the data root
     cat = ann.get("category_id")
     if cat is not None:
         meta["category_id"] = cat

@@ -15,6 +15,7 @@ only way: a keypoint name that matches none of the schema's is an error listing 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ BoxMode = Literal["auto", "annotation", "image"]
 # Image-entry keys that describe the file itself; every other key of an image entry travels in Sample.meta.
 _IMAGE_KEYS = ("id", "file_name", "width", "height")
 # Sample.meta keys that belong to the annotation (or identify the image) rather than to the image entry.
-_ANN_META = ("category_id", "category", "occluded_fraction", "coco_image_id", "file_name")
+_ANN_META = ("category_id", "category", "occluded_fraction", "coco_image_id", "file_name", "area")
 
 
 def read(
@@ -178,6 +179,8 @@ class _AnnotationReader:
                     coco_image_id=image_id, file_name=entry["file_name"])  # fmt: skip
         if "occluded_fraction" in ann:
             meta["occluded_fraction"] = ann["occluded_fraction"]
+        if _is_area(ann.get("area")):
+            meta["area"] = float(ann["area"])  # what COCO's OKS scales by (a segmentation's area, when it has one)
         farm = entry.get("farm_name")
         return Sample(image=img_path, keypoints=kps, bbox=box, image_id=str(image_id),
                       group=None if farm is None else str(farm), width=width, height=height, ann_id=str(ann_id),
@@ -205,6 +208,46 @@ class _AnnotationReader:
         if self.order is not None:
             kps = kps[self.order]
         return kps if (kps[:, 2] > 0).any() else None
+
+
+def read_unscored(path: str | Path, schema: KeypointSchema) -> tuple[dict[str, str], list[Sample]]:
+    """What COCO's protocol counts besides the animals `read` gives: every image of the file, its id (as text)
+    -> its `file_name` (a detection in an image without an animal is a false positive), and the annotations
+    `read` skips, crowds and those with no labelled keypoint, as Samples with `meta["iscrowd"]` (COCOeval
+    ignores them: a detection on one counts neither way). Read after `read`, which has checked the file."""
+    path = Path(path)
+    doc = load(path)
+    cats = _categories(doc, path, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # `read` has warned about the names already
+        k, order = _expected_keypoints(cats, schema, path)
+    entries = _images(doc, path)
+    ignored = []
+    for i, ann in enumerate(doc["annotations"]):
+        ids = [ann.get(f) for f in ("category_id", "image_id")] if isinstance(ann, dict) else [None]
+        if not all(isinstance(v, (int, str)) for v in ids) or ids[0] not in cats or ids[1] not in entries:
+            continue
+        try:
+            kps = check_keypoints(ann.get("keypoints"), k, path, f"annotations[{i}].keypoints")
+        except UserError:
+            kps = np.zeros((k or schema.num_keypoints, 3))  # a crowd region without keypoints
+        if order is not None:
+            kps = kps[order]
+        if not (ann.get("iscrowd") or ann.get("num_keypoints") == 0 or not (kps[:, 2] > 0).any()):
+            continue
+        _, entry = entries[ann["image_id"]]
+        try:
+            box = check_box(ann.get("bbox"), path, f"annotations[{i}].bbox")
+        except UserError:
+            box = None
+        meta = {"category_id": ann["category_id"], "iscrowd": int(bool(ann.get("iscrowd")))}
+        if _is_area(ann.get("area")):
+            meta["area"] = float(ann["area"])
+        size = [v if isinstance(v, int) and v > 0 else None for v in (entry.get("width"), entry.get("height"))]
+        ignored.append(Sample(image=Path(str(entry["file_name"])), keypoints=kps, bbox=box,
+                              image_id=str(ann["image_id"]), width=size[0], height=size[1],
+                              ann_id=str(ann.get("id", i)), meta=meta))  # fmt: skip
+    return {str(image_id): str(entry["file_name"]) for image_id, (_, entry) in entries.items()}, ignored
 
 
 def load(path: str | Path, require_categories: bool = True) -> dict[str, Any]:
@@ -445,7 +488,7 @@ def write(samples: Sequence[Sample], path: str | Path, schema: KeypointSchema) -
             "image_id": image_id,
             "category_id": cat_id,
             "bbox": [_num(v) for v in box],
-            "area": _num(float(box[2]) * float(box[3])),
+            "area": _num(s.meta["area"] if _is_area(s.meta.get("area")) else float(box[2]) * float(box[3])),
             "iscrowd": 0,
             "keypoints": [_num(v) for v in kps.reshape(-1)],
             "num_keypoints": int((kps[:, 2] > 0).sum()),
@@ -514,6 +557,10 @@ def _file_name(s: Sample, out_dir: Path) -> str:
         return Path(rel).as_posix()
     name = s.meta.get("file_name")
     return name if isinstance(name, str) and name else s.image.name
+
+
+def _is_area(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
 def _plain(v: Any) -> Any:

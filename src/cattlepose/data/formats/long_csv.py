@@ -1,10 +1,11 @@
 """The long CSV of predictions (`--format long-csv`): one row per animal, so an image holds any number of them.
 
-Columns: `image` (the file name), `instance` (the animal's id in its image: its annotation id where the box
-came from an annotation, else its number in the image from 0), `category` (empty when unknown), `score` (the
-animal's), `box_x, box_y, box_w, box_h` (the region its keypoints were predicted in: its box, or the whole
-image), then `<kp>_x, <kp>_y, <kp>_score` for every keypoint in schema order. All positions are in original
-image pixels. An image in which no animal was found has no row.
+Columns: `image` (its path under the data root, `matching.image_name`: the file name for a folder of images),
+`instance` (the animal's id in its image: its annotation id where the box came from an annotation, else its
+number in the image from 0), `category` (empty when unknown), `score` (the animal's), `box_x, box_y, box_w,
+box_h` (the region its keypoints were predicted in: its box, or the whole image), then `<kp>_x, <kp>_y,
+<kp>_score` for every keypoint in schema order. All positions are in original image pixels. An image in which
+no animal was found has no row.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def read(path: Path, schema: KeypointSchema) -> list[Pose]:
         if len(cells) != len(head):
             raise UserError(f"has {len(cells)} cells, the header has {len(head)}", path=path, field=f"row {row}")
         image, instance, category = (cells[col[c]].strip() for c in ANIMAL_COLUMNS[:3])
+        image = image.replace("\\", "/")  # a path written on Windows names the same image
         if not image:
             raise UserError("no image name", path=path, field=f"row {row}, column 'image'")
         if (image, instance) in seen:

@@ -1,5 +1,5 @@
-"""What every prediction file shares: one animal's prediction checked, and the file name an image goes by in
-the files that name images by file name (the wide and long CSV)."""
+"""What every prediction file shares: one animal's prediction checked, and the name an image goes by in the
+files that name images by name (the wide and long CSV): its path under the data root (`matching.image_name`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cattlepose.core.errors import UserError
+from cattlepose.data.formats.matching import image_name
 from cattlepose.data.records import Instance
 
 
@@ -24,17 +25,17 @@ def check_prediction(key: str, raw: Any, k: int | None) -> np.ndarray:
 
 
 def file_names(instances: Sequence[Instance], fmt: str, one_per_image: bool) -> list[str]:
-    """Each instance's image file name, refusing two images of one name (the file could not tell them apart)
-    and, when `one_per_image`, an image with several animals; the message names the image."""
+    """Each instance's image name (`matching.image_name`), refusing two images of one name (the file could not
+    tell them apart) and, when `one_per_image`, an image with several animals; the message names the image."""
     first: dict[str, Instance] = {}
     count: dict[str, int] = {}
     for inst in instances:
-        name = inst.image.name
+        name = image_name(inst)
         other = first.setdefault(name, inst)
         if (other.image, other.frame) != (inst.image, inst.frame):
             raise UserError(
-                f"two images share the file name '{name}' ({other.image} and {inst.image}); '{fmt}' names "
-                "images by file name: use --format coco, or rename one",
+                f"two images share the name '{name}' ({other.image} and {inst.image}); '{fmt}' names images "
+                "by name: use --format coco, or rename one",
                 field="--format",
             )
         count[name] = count.get(name, 0) + 1
@@ -47,4 +48,4 @@ def file_names(instances: Sequence[Instance], fmt: str, one_per_image: bool) -> 
             path=first[crowded[0]].image,
             field="--format",
         )
-    return [inst.image.name for inst in instances]
+    return [image_name(inst) for inst in instances]

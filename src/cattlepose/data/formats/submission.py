@@ -12,9 +12,14 @@
 - COCO results: `[{image_id, category_id, keypoints: [x, y, score] * K, score, bbox}]`, one per animal; `bbox`
   is the region the keypoints were predicted in (the box, or the whole image).
 
-`read_predictions` reads any of them back as `Pose`s whose instance names the image as the file does: by file
-name (CSV, ADK JSON, long CSV) or by image id (COCO); `commands.evaluate.match_predictions` pairs them with
-ground truth.
+Images are named by their path under the data root (`matching.image_name`: `farm A/photo_000.jpg`), so two
+photographs of one name in two folders stay two. COCO results carry each animal's `category_id` (from a COCO
+input) and, for images without a COCO id (a folder of images), the image's `file_name`, so `evaluate` can find
+the image against any ground truth.
+
+`read_predictions` reads any of them back as `Pose`s whose instance names the image as the file does: by its
+name (CSV, long CSV, ADK JSON: the whole `img_path`) or by image id (COCO results, which keep their `score`,
+`category_id` and `file_name`); `matching.locate` places them in the ground truth's images.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from cattlepose.core.files import atomic_open, unreadable, write_json
 from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.formats import long_csv
 from cattlepose.data.formats.common import load_json
+from cattlepose.data.formats.matching import image_name, listing, match_names
 from cattlepose.data.formats.poses import check_prediction, file_names
 from cattlepose.data.formats.wide_csv import format_coord, parse_number, read_rows
 from cattlepose.data.records import Instance, Pose
@@ -49,7 +55,7 @@ def check_format(fmt: str, field: str = "--format") -> str:
 
 def check_writable(fmt: str, instances: Sequence[Instance]) -> None:
     """What a format cannot hold, found before anything is predicted: the wide CSV holds one animal per image
-    and, like the long CSV, names each image by its file name alone."""
+    and, like the long CSV, names each image by its name alone (`poses.file_names`)."""
     if check_format(fmt) in ("csv", long_csv.FORMAT):
         file_names(instances, fmt, one_per_image=fmt == "csv")
 
@@ -84,10 +90,12 @@ def write_csv(
     schema: KeypointSchema,
     template: Path | None = None,
 ) -> None:
-    """One animal per image as a wide CSV, rows by image file name; with a template, its columns and row order.
+    """One animal per image as a wide CSV, rows by image name (`matching.image_name`); with a template, its
+    columns and row order.
 
-    Every template image needs a prediction (a UserError lists the missing ones); predictions for images the
-    template does not list are left out with a warning.
+    Template rows are matched to predictions as `matching.match_names` matches names (a stem, a file name or a
+    path). Every template image needs a prediction (a UserError lists the missing ones); predictions for images
+    the template does not list are left out with a warning.
     """
     names = file_names([p.instance for p in poses], "csv", one_per_image=True)
     arrays = {n: check_prediction(n, p.keypoints, schema.num_keypoints) for n, p in zip(names, poses, strict=True)}
@@ -96,27 +104,22 @@ def write_csv(
         rows = [[name] + [format_coord(c) for c in arr[:, :2].reshape(-1)] for name, arr in arrays.items()]
     else:
         head, ids = _read_template(template, schema)
-        lookup = name_lookup(arrays)
-        missing = [i for i in ids if find_name(lookup, i) is None]
+        found, missing = match_names(ids, arrays, template, what="template image")
         if missing:
-            raise UserError(
-                f"no prediction for {len(missing)} template image(s): {', '.join(missing[:5])}"
-                f"{' ...' if len(missing) > 5 else ''}",
-                path=template,
-                field=head[0],
-            )
-        used = {find_name(lookup, i) for i in ids}
+            raise UserError(f"no prediction for {len(missing)} template image(s): {listing(missing)}",
+                            path=template, field=head[0])  # fmt: skip
+        used = set(found.values())
         extra = [k for k in arrays if k not in used]
         if extra:
             warnings.warn(
-                f"{len(extra)} predicted image(s) are not in the template {template} and were left out, "
-                f"e.g. {extra[:3]}",
+                f"{len(extra)} predicted image(s) are not in the template {template} and were left out: "
+                f"{listing(extra)}",
                 stacklevel=2,
             )
         index = {c: schema.keypoints.index(c[:-2]) for c in head[1:]}
         rows = []
         for i in ids:
-            arr = arrays[find_name(lookup, i)]  # type: ignore[index]
+            arr = arrays[found[i]]
             rows.append([i] + [format_coord(arr[index[c], 0 if c.endswith("_x") else 1]) for c in head[1:]])
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -140,7 +143,8 @@ def write_adk_json(path: str | Path, poses: Sequence[Pose], schema: KeypointSche
 def write_coco_results(path: str | Path, poses: Sequence[Pose]) -> None:
     """COCO keypoint results, one per animal. Each keypoint's third value is its score (1 when a prediction
     carries none); `score` is the animal's. The image id is the one the image had in its COCO file, else its
-    name when that is a number, else its number in order of appearance; the category id likewise, else 1."""
+    name when that is a number, else its number in order of appearance; the category id likewise, else 1. An
+    image without a COCO id also gets its `file_name` (`matching.image_name`), which `evaluate` finds it by."""
     numbers: dict[tuple[Path, int | None], int] = {}
     out = []
     for pose in poses:
@@ -150,15 +154,16 @@ def write_coco_results(path: str | Path, poses: Sequence[Pose]) -> None:
         if not math.isfinite(pose.score):
             raise UserError(f"score of prediction '{inst.key}' is not finite", field="score")
         number = numbers.setdefault((inst.image, inst.frame), len(numbers))
-        out.append(
-            {
-                "image_id": _coco_image_id(inst, number),
-                "category_id": _coco_category_id(inst),
-                "keypoints": [_plain_num(v) for v in kps.reshape(-1)],
-                "score": float(pose.score),
-                "bbox": [_plain_num(v) for v in inst.crop_box()],
-            }
-        )
+        det = {
+            "image_id": _coco_image_id(inst, number),
+            "category_id": _coco_category_id(inst),
+            "keypoints": [_plain_num(v) for v in kps.reshape(-1)],
+            "score": float(pose.score),
+            "bbox": [_plain_num(v) for v in inst.crop_box()],
+        }
+        if "coco_image_id" not in inst.meta:
+            det["file_name"] = image_name(inst)
+        out.append(det)
     write_json(path, out, indent=None)
 
 
@@ -230,7 +235,9 @@ def detect_prediction_format(path: Path) -> str:
 def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None = None) -> list[Pose]:
     """The animals of a prediction file, in file order. Their keypoints are (K, 2) x, y for CSV and ADK JSON,
     (K, 3) x, y, score for the long CSV and COCO results; their instance's `image_id` is how the file names the
-    image (its file name, or its COCO image id). `fmt` None guesses from the suffix, header and JSON shape."""
+    image (its name, separators as `/`, or its COCO image id). COCO results need each detection's `score` (it
+    ranks them) and keep `category_id` and `file_name` in the instance's `meta`. `fmt` None guesses from the
+    suffix, header and JSON shape."""
     path = Path(path)
     if not path.is_file():
         raise UserError(unreadable(path, "prediction file"), path=path)
@@ -255,7 +262,7 @@ def _read_csv(path: Path, schema: KeypointSchema) -> list[Pose]:
     for row, cells in body:
         if len(cells) != len(head):
             raise UserError(f"has {len(cells)} cells, the header has {len(head)}", path=path, field=f"row {row}")
-        name = cells[col[image_col]].strip()
+        name = cells[col[image_col]].strip().replace("\\", "/")
         if name in out:
             raise UserError(f"image '{name}' appears twice", path=path, field=f"row {row}, column '{image_col}'")
         values = [parse_number(cells[col[c]].strip(), path, row, c) for c in needed]
@@ -281,7 +288,7 @@ def _read_adk_json(path: Path, schema: KeypointSchema) -> list[Pose]:
                 path=path,
                 field=f"{field}.joint_self",
             )
-        name = Path(ann["img_path"].replace("\\", "/")).name
+        name = ann["img_path"].replace("\\", "/")  # the whole path: two folders may hold one file name
         n = count[name] = count.get(name, -1) + 1  # the animals of one image, counted in file order
         out.append(_named(name, joints[:, :2], str(n)))
     return out
@@ -305,11 +312,19 @@ def _read_coco(path: Path, schema: KeypointSchema) -> list[Pose]:
                 field=f"{field}.keypoints",
             )
         kps = kps.reshape(schema.num_keypoints, 3)
+        score = det.get("score")
+        if not (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)):
+            raise UserError(f"score {score!r} must be a finite number (it ranks the detections)", path=path,
+                            field=f"{field}.score")  # fmt: skip
+        file_name = det.get("file_name")
+        if file_name is not None and not (isinstance(file_name, str) and file_name.strip()):
+            raise UserError(
+                f"file_name {file_name!r} must be a non-empty string", path=path, field=f"{field}.file_name"
+            )
+        meta = {"category_id": det.get("category_id")} | ({} if file_name is None else {"file_name": file_name})
         image_id = str(det["image_id"])
         n = count[image_id] = count.get(image_id, -1) + 1
-        score = det.get("score")
-        score = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else float(kps[:, 2].mean())
-        out.append(Pose(Instance(Path(image_id), image_id=image_id, ann_id=str(n)), kps, score))
+        out.append(Pose(Instance(Path(image_id), image_id=image_id, ann_id=str(n), meta=meta), kps, float(score)))
     return out
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,7 @@ def _sample(
         return parse_number(cell(name), path, row, name)
 
     img_path = resolve_inside(img_dir, cell(IMAGE_COLUMN), source=path, field=f"row {row}, column '{IMAGE_COLUMN}'")
+    rel = img_path.relative_to(img_dir).as_posix()  # the image's name under the data root
     if not img_path.is_file():
         raise UserError(f"image not found: {img_path}", path=path, field=f"row {row}, column '{IMAGE_COLUMN}'")
     kps = np.zeros((schema.num_keypoints, 3))
@@ -170,7 +171,9 @@ def _sample(
             values = [number(c) for c in BOX_COLUMNS]
             box = check_box(values, path, f"row {row}, columns {', '.join(BOX_COLUMNS)}")
     group = cell(GROUP_COLUMN) if GROUP_COLUMN in col else ""
-    return Sample(image=img_path, keypoints=kps, bbox=box, width=width, height=height, group=group or None,
+    # `farm A/photo.jpg` and `farm B/photo.jpg` are two images: the id keeps the folders (the stem when there are none)
+    return Sample(image=img_path, keypoints=kps, bbox=box, image_id=str(PurePosixPath(rel).with_suffix("")),
+                  width=width, height=height, group=group or None, meta={"file_name": rel},
                   origin=Origin(path, f"row {row}"))  # fmt: skip
 
 

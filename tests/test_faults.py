@@ -73,10 +73,14 @@ class _FailingSave:
         self.calls += 1
         if self.calls <= self.ok:
             return self.real(obj, f, *args, **kwargs)
-        tmp = Path(f.name if hasattr(f, "name") else f)
+        by_path = isinstance(f, (str, os.PathLike))
+        tmp = Path(f if by_path else f.name)
         self.target = tmp.parent / tmp.name[1:].split(".tmp")[0].rsplit(".", 1)[0]  # .last.pt.abc123.tmp
         self.before = self.target.read_bytes() if self.target.is_file() else None
-        f.write(b"PK\x03\x04 half a checkpoint") if hasattr(f, "write") else tmp.write_bytes(b"PK half")
+        if by_path:
+            tmp.write_bytes(b"PK\x03\x04 half a checkpoint")
+        else:
+            f.write(b"PK\x03\x04 half a checkpoint")
         if self.sig is not None:
             os.kill(os.getpid(), self.sig)
             time.sleep(5)  # the handler raises here

@@ -153,3 +153,49 @@ def test_gates_in_fp32_product_in_bf16_under_autocast(layout: str) -> None:
     torch.testing.assert_close(out.float(), expected, atol=0.02, rtol=0.01)
     out.float().sum().backward()
     assert xb.grad is not None and xb.grad.dtype == torch.bfloat16 and torch.isfinite(xb.grad).all()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_spelling_equals_naive_reference(layout: str, channels_last: bool) -> None:
+    """`forward_fused` and `gates_fused` (what torch.compile traces) compute the same gates as `gates` and the
+    same output as the naive form, values and gradients."""
+    m = randomised(12, layout, torch.float64)
+    x = torch.randn(3, 12, 5, 6, dtype=torch.float64)
+    g = torch.randn_like(x)
+    xa = (x.contiguous(memory_format=torch.channels_last) if channels_last else x.clone()).requires_grad_()
+    pixels = xa.permute(0, 2, 3, 1).reshape(3, 30, 12)
+    for a, b in zip(m.gates_fused(pixels), m.gates(pixels), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    m.forward = m.forward_fused  # the module as the compiler sees it
+    m(xa).backward(g)
+    ours = [xa.grad] + [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    xb = x.clone().requires_grad_()
+    naive_psa(m, xb).backward(g)
+    ref = [xb.grad] + [p.grad.clone() for p in m.parameters()]
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_compiled_equals_naive_reference(layout: str) -> None:
+    """Through torch.compile (aot_eager: the traced graph without code generation) the block takes the fused
+    spelling and still equals the naive form within 1e-5, output and input gradient."""
+    torch._dynamo.reset()
+    m = randomised(16, layout)
+    x = (torch.randn(2, 16, 8, 7) * 2).contiguous(memory_format=torch.channels_last)
+    calls = []
+    fused = m.forward_fused
+    m.forward_fused = lambda x: calls.append(1) or fused(x)
+    xa = x.clone().requires_grad_()
+    out = torch.compile(m, backend="aot_eager", fullgraph=True)(xa)
+    assert calls, "the compiled module did not take forward_fused"
+    xb = x.clone().requires_grad_()
+    ref = naive_psa(m, xb)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-5)

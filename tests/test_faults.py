@@ -332,6 +332,12 @@ def test_another_runs_pair_and_an_older_sidecar_are_refused(run, tiny_data, expo
     _fails(_onnx_predict(run, tiny_data, exported, out), "field 'format'", "cattlepose-onnx/1", "export again",
            unchanged=(run,))  # fmt: skip
     assert not out.exists()
+    # a deployment with the run's config and not its weights: predicted, with a warning that says what is unchecked
+    sidecar.write_text(json.dumps(info))
+    (run / "fold0" / "best.pt").unlink()
+    r = runner.invoke(app, _onnx_predict(run, tiny_data, exported, out), env={"COLUMNS": "400"})
+    assert r.exit_code == 0, r.output
+    assert "cannot be checked against the run's weights" in r.output.replace("\n", "") and out.is_file()
 
 
 # ------------------------------------------------------------------------------------------ minor points

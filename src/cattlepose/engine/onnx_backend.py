@@ -76,21 +76,9 @@ def check_against_run(
     flip: bool | None,
     log: Log | None = None,
 ) -> None:
-    """The exported file predicts for this run: made from its checkpoints as they are now, same input size and
-    keypoints; folds and flip when asked."""
+    """The exported file predicts for this run: same input size and keypoints, folds and flip when asked, and
+    made from its checkpoints as they are now."""
     path = sidecar_path(onnx_path)
-    again = export_line(info, run.path, onnx_path)
-    absent = []
-    for k, digest in info["checkpoints"].items():
-        ckpt = run.checkpoint(int(k))
-        if not ckpt.is_file():
-            absent.append(str(ckpt))
-        elif sha256_file(ckpt) != digest:
-            raise UserError(f"exported from other weights than fold {k}'s {ckpt} holds now (the run was retrained, "
-                            f"or the file belongs to another run); export again: `{again}`", path=path,
-                            field="checkpoints")  # fmt: skip
-    if absent and log is not None:  # a deployment may carry the run's config without its weights
-        log.warn(f"{onnx_path} cannot be checked against the run's weights: {', '.join(absent)} absent")
     size = list(run.cfg.model.input_size)
     if list(info["input_size"]) != size:
         raise UserError(f"input size {info['input_size']} does not match the run's model.input_size {size} "
@@ -106,6 +94,18 @@ def check_against_run(
         was = "with" if info["flip"] else "without"
         raise UserError(f"the file was exported {was} flip; export again {'without' if was == 'with' else 'with'} "
                         "--no-flip, or predict to match", path=path, field="flip")  # fmt: skip
+    again = export_line(info, run.path, onnx_path)
+    absent = []
+    for k, digest in info["checkpoints"].items():
+        ckpt = run.checkpoint(int(k))
+        if not ckpt.is_file():
+            absent.append(str(ckpt))
+        elif sha256_file(ckpt) != digest:
+            raise UserError(f"exported from other weights than fold {k}'s {ckpt} holds now (the run was retrained, "
+                            f"or the file belongs to another run); export again: `{again}`", path=path,
+                            field="checkpoints")  # fmt: skip
+    if absent and log is not None:  # a deployment may carry the run's config without its weights
+        log.warn(f"{onnx_path} cannot be checked against the run's weights: {', '.join(absent)} absent")
 
 
 def providers(device: str = "auto") -> list[str]:

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 import yaml
 
+from cattlepose.commands.evaluate import run_evaluate
+from cattlepose.commands.predict import run_predict
 from cattlepose.core.config import dump_config, load_config
 from cattlepose.core.ui import Log
 from cattlepose.data.synthetic import synthesize
 from cattlepose.engine import kfold
-from cattlepose.engine.evaluate import run_evaluate
 from cattlepose.engine.export import export_run
-from cattlepose.engine.predict import run_predict
 from cattlepose.models.build import build_model
 from cattlepose.runs.rundir import RunDir
 

@@ -19,6 +19,7 @@ import yaml
 
 from cattlepose.core.config import dump_config, load_config
 from cattlepose.core.schema import load_schema
+from cattlepose.data.boxes import whole_image
 from cattlepose.data.formats import folder
 from cattlepose.data.synthetic import synthesize
 from cattlepose.engine.device import resolve_infer_batch
@@ -55,7 +56,7 @@ def main() -> None:
         synthesize(tmp / "synth", n_train=1, n_test=args.images, seed=0)
         make_run(tmp / "run", cfg, schema, args.folds)
         ens = load_ensemble(tmp / "run", device="cpu", folds=list(range(args.folds)))
-        samples = folder.read(tmp / "synth" / "test" / "images", schema.num_keypoints)
+        samples = whole_image(folder.images(tmp / "synth" / "test" / "images"))
         bs = args.batch or resolve_infer_batch(cfg.infer.batch_size, ens.device)
         h, w = cfg.model.input_size
         x = torch.randn(2 * bs, 3, h, w).contiguous(memory_format=torch.channels_last)

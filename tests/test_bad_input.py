@@ -299,6 +299,20 @@ def test_predict_on_a_good_run_works(run_and_images, tmp_path):
     assert len((tmp_path / "sub.csv").read_text().splitlines()) == 4
 
 
+def test_a_wide_csv_of_an_image_with_several_animals_is_refused_naming_it(
+    run_and_images, make_coco, tmp_path, monkeypatch
+):
+    from cattlepose.commands import predict
+
+    run, _ = run_and_images
+    coco = make_coco(n_images=2, animals=2)
+    monkeypatch.setattr(predict, "predict_samples", lambda *a, **k: pytest.fail("predicted first"))
+    out = tmp_path / "sub.csv"
+    _fails(["predict", str(run), str(coco), "-o", str(out), "-f", "csv"], "img_0.png", "holds 2 animals",
+           "(and 1 more image(s))", "--format long-csv or coco", unchanged=(run, coco.parent))  # fmt: skip
+    assert not out.exists()
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -692,7 +706,7 @@ def _out_cases(run: Path, data: Path, tmp_path: Path) -> dict[str, tuple[Path, l
 @pytest.mark.parametrize("case", ["template", "checkpoint", "config", "folder", "under a file"])
 def test_predict_refuses_an_output_it_cannot_or_must_not_write(run, tiny_data, tmp_path, monkeypatch, case):
     out, extra, words = _out_cases(run, tiny_data, tmp_path)[case]
-    from cattlepose.engine import predict
+    from cattlepose.commands import predict
 
     def never(*a, **k):
         raise AssertionError("predicted before checking the output")
@@ -777,7 +791,7 @@ def test_a_full_disk_is_found_before_predicting(run, tiny_data, tmp_path, monkey
     import collections
     import shutil as sh
 
-    from cattlepose.engine import predict
+    from cattlepose.commands import predict
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
@@ -790,8 +804,8 @@ def test_a_read_only_output_folder_is_found_before_predicting(run, tiny_data, tm
     os.access, which is what is made to say no here."""
     import os
 
+    from cattlepose.commands import predict
     from cattlepose.core import files
-    from cattlepose.engine import predict
 
     out = tmp_path / "locked" / "s.csv"
     out.parent.mkdir()
@@ -810,3 +824,208 @@ def test_a_broken_image_read_by_a_predict_worker_is_named_and_nothing_is_written
     args = ["predict", str(run), str(images), "-o", str(out), "-q", "--workers", "1"]
     _fails(args, broken.name, "cannot read image", unchanged=(run,))
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ issue 39: photographs, keypoint names, data
+def _train_args(runs: Path, *sets: str) -> list[str]:
+    return ["train", *_sets(*TINY, *sets), "--runs-dir", str(runs), "--name", "r", "-q"]
+
+
+def _coco_set(make_coco) -> Path:
+    return make_coco(n_images=4, animals=2, k=5)
+
+
+COCO_SETS = ("data.format=coco", "data.schema=from_data", "data.group_by=image")
+
+
+def test_a_file_listed_twice_in_data_train_names_both_entries(make_coco, tmp_path):
+    path = _coco_set(make_coco)
+    runs = tmp_path / "runs"
+    spelled = path.parent / ".." / path.parent.name / path.name  # the same file, written another way
+    for second in (path, spelled):
+        text = _fails(_train_args(runs, *COCO_SETS, f"data.train=[{path},{second}]"), "data.train[1]",
+                      "entries 0 and 1", "data.json", unchanged=(path.parent,))  # fmt: skip
+        assert not runs.exists()
+    assert "are one file" in text
+    _fails(["data", "check", str(path), str(spelled), "--schema", "from_data"], "PATH[1]", "entries 0 and 1")
+
+
+def _copy_annotation(doc: dict, i: int, **change) -> None:
+    """Annotation i again, as the next annotation of the file (a new id), with `change` applied."""
+    doc["annotations"].append({**doc["annotations"][i], "id": 100 + i, **change})
+
+
+def coco_animal_twice_on_one_image(path: Path) -> tuple[list[Path], str, str]:
+    _edit_json(path, lambda d: _copy_annotation(d, 2))
+    return [path], "annotations[8]", "annotations[2]"
+
+
+def coco_animal_twice_under_two_image_ids(path: Path) -> tuple[list[Path], str, str]:
+    def change(d: dict) -> None:
+        d["images"].append({**d["images"][1], "id": 99})  # photo img_1.png again, under id 99
+        _copy_annotation(d, 3, image_id=99)
+
+    _edit_json(path, change)
+    return [path], "annotations[8]", "annotations[3]"
+
+
+def coco_same_box_other_keypoints(path: Path) -> tuple[list[Path], str, str]:
+    def change(d: dict) -> None:
+        kps = d["annotations"][0]["keypoints"]
+        _copy_annotation(d, 0, keypoints=[v + 1 if i % 3 < 2 and kps[i - i % 3 + 2] else v for i, v in enumerate(kps)])
+
+    _edit_json(path, change)
+    return [path], "annotations[8]", "annotations[0]"
+
+
+def coco_animal_in_two_files(path: Path) -> tuple[list[Path], str, str]:
+    """A file and a copy of its first image's entry and animals: same file name and id, same animals."""
+    doc = json.loads(path.read_text())
+    part = {**doc, "images": doc["images"][:1], "annotations": doc["annotations"][:1]}
+    (path.parent / "part.json").write_text(json.dumps(part))
+    return [path, path.parent / "part.json"], "part.json", "data.json, annotations[0]"
+
+
+TWICE_CASES = [coco_animal_twice_on_one_image, coco_animal_twice_under_two_image_ids, coco_same_box_other_keypoints,
+               coco_animal_in_two_files]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TWICE_CASES, ids=lambda f: f.__name__)
+def test_an_animal_annotated_twice_is_refused_naming_both_places(case, make_coco, tmp_path):
+    path = _coco_set(make_coco)
+    files, here, there = case(path)
+    runs = tmp_path / "runs"
+    train = files[0] if len(files) == 1 else f"[{','.join(map(str, files))}]"
+    _fails(_train_args(runs, *COCO_SETS, f"data.train={train}"), here, there, "the same animal",
+           unchanged=(path.parent,))  # fmt: skip
+    assert not runs.exists()
+    _fails(["data", "check", *map(str, files), "--schema", "from_data"], here, there, "the same animal")
+
+
+def test_an_animal_twice_in_a_csv_or_adk_set_through_a_linked_photo(make_adk, tmp_path):
+    import dataclasses
+
+    from cattlepose.core.schema import load_schema
+    from cattlepose.data.formats import adk, wide_csv
+
+    root = make_adk(n=3)
+    link = root / "images" / "adk_link.jpg"
+    link.symlink_to("adk_000.jpg")
+    doc = json.loads((root / "annotations" / "adk_000.json").read_text())
+    doc["label_info"]["image"]["file_name"] = "adk_link.jpg"
+    (root / "annotations" / "adk_link.json").write_text(json.dumps(doc))  # the same photo and animal again
+    runs = tmp_path / "runs"
+    _fails(_train_args(runs, f"data.train={root}"), "adk_link.json", "adk_000.json", unchanged=(root,))
+    (root / "annotations" / "adk_link.json").unlink()
+    samples = adk.read(root, 17)
+    samples.append(dataclasses.replace(samples[0], image=link, image_id="adk_link"))
+    csv = root / "labels.csv"
+    wide_csv.write(samples, csv, load_schema("adk17"))  # rows 2-4 and row 5: adk_000's animal on its link
+    _fails(_train_args(runs, "data.format=csv", f"data.train={csv}"), "row 5", "row 2", "the same animal",
+           unchanged=(root,))  # fmt: skip
+    assert not runs.exists()
+
+
+def test_keypoints_that_match_nothing_by_name_are_listed_not_read_by_position(make_coco, tmp_path):
+    a = make_coco(name="a", n_images=2, animals=2, k=5)
+    b = make_coco(name="b", n_images=2, animals=2, k=5, seed=4)
+    _edit_json(b, lambda d: d["categories"][0].update(keypoints=["kp4", "kp3", "kp2", "kp1", "tailbase"]))
+    runs = tmp_path / "runs"
+    sets = (*COCO_SETS, f"data.train=[{a},{b}]")
+    _fails(_train_args(runs, *sets), "b/data.json", "categories[].keypoints", "tailbase", "kp0", "by name",
+           "data.keypoint_map", unchanged=(a.parent, b.parent))  # fmt: skip
+    _fails(_train_args(runs, *sets, "data.keypoint_map={tailbase: tail}"), "data.keypoint_map", "'tail'")
+    assert not runs.exists()
+    _fails(["data", "check", str(a), str(b), "--schema", "from_data"], "b/data.json", "tailbase")
+    r = runner.invoke(app, _train_args(runs, *sets, "data.keypoint_map={tailbase: kp0}"))
+    assert r.exit_code == 0, r.output
+
+
+# --- the data under a run (data.json)
+@pytest.fixture
+def run_on_copy(trained, tiny_data, tmp_path) -> tuple[Path, Path]:
+    """A private copy of the trained run and of its training data (config.yaml pointed at the copy):
+    (tmp_path/runs/t, tmp_path/data/train)."""
+    data = tmp_path / "data" / "train"
+    shutil.copytree(tiny_data / "train", data)
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained, run)
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace(str(tiny_data / "train"), str(data)))
+    assert str(data) in cfg.read_text()
+    return run, data
+
+
+def _resume(run: Path, *extra: str) -> list[str]:
+    return ["train", "--name", "t", "--runs-dir", str(run.parent), "--resume", "-q", *extra]
+
+
+def _collect(run: Path, *extra: str) -> list[str]:
+    return ["train", "--name", "t", "--runs-dir", str(run.parent), "--collect", "-q", *extra]
+
+
+def test_a_data_set_regenerated_under_a_run_is_refused_by_resume(run_on_copy, tmp_path):
+    """The probe's case: an ADK set regenerated with another seed, same file names."""
+    from cattlepose.data.synthetic import synthesize
+
+    run, data = run_on_copy
+    assert runner.invoke(app, _resume(run)).exit_code == 0  # the copy is the same data, moved
+    synthesize(tmp_path / "other", n_train=12, n_test=3, seed=1)
+    shutil.rmtree(data)
+    shutil.copytree(tmp_path / "other" / "train", data)
+    text = _fails(_resume(run), "data.json", "animals with other keypoints", "(12)", "images with other bytes",
+                  "synth_train_000001", "--accept-data-change", unchanged=(run, data))  # fmt: skip
+    assert _advice(text) == ["train", "--name", "t", "--runs-dir", str(run.parent), "--resume", "--folds", "0,1",
+                             "--accept-data-change"]  # fmt: skip
+
+
+def test_keypoints_edited_before_collect_are_refused_and_the_accept_flag_records_them(run_on_copy):
+    """The probe's case: cv.json would have been rescored against the new labels without a word."""
+    run, data = run_on_copy
+    cv = (run / "cv.json").read_text()
+    ann = sorted((data / "annotations").glob("*.json"))[4]
+    _edit_json(ann, lambda d: _set_kp(d, 0, _adk_ann(d)["keypoints"][0] + 7))
+    text = _fails(_collect(run), "data.json", "animals with other keypoints", ann.stem, f"annotations/{ann.name}",
+                  unchanged=(run, data))  # fmt: skip
+    assert (run / "cv.json").read_text() == cv
+    r = runner.invoke(app, [*_advice(text), "-q"])
+    assert r.exit_code == 0, r.output
+    accepted = json.loads((run / "data.json").read_text())["accepted"]
+    assert len(accepted) == 1 and accepted[0]["command"] == "--collect" and ann.stem in accepted[0]["changes"][0]
+    assert json.loads((run / "cv.json").read_text())["data_changes"] == accepted
+    assert runner.invoke(app, _collect(run)).exit_code == 0  # the record now holds the edited data
+    assert runner.invoke(app, _resume(run)).exit_code == 0
+
+
+def test_animals_removed_under_a_run_are_refused_even_when_accepted(run_on_copy):
+    run, data = run_on_copy
+    gone = sorted((data / "annotations").glob("*.json"))[0]
+    gone.unlink()
+    for args in (_resume(run), _resume(run, "--accept-data-change"), _collect(run, "--accept-data-change")):
+        _fails(args, "data.json", "animals removed", gone.stem, "new run", unchanged=(run, data))
+
+
+def test_touched_images_are_the_same_data(run_on_copy):
+    import os
+
+    run, data = run_on_copy
+    for img in (data / "images").iterdir():
+        os.utime(img, ns=(0, img.stat().st_mtime_ns + 10**9))
+    r = runner.invoke(app, _resume(run))
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "data.json").read_text())["accepted"] == []
+
+
+def test_a_run_from_before_data_json_records_its_data_and_a_damaged_record_is_named(run_on_copy):
+    run, data = run_on_copy
+    (run / "data.json").unlink()
+    r = runner.invoke(app, _collect(run)[:-1])  # not quiet: the note is printed
+    assert r.exit_code == 0, r.output
+    assert "no record of its training data" in r.output.replace("\n", "")
+    record = json.loads((run / "data.json").read_text())
+    assert len(record["animals"]) == 12 and record["accepted"] == []
+    (run / "data.json").write_text("{ not json")
+    text = _fails(_resume(run), "data.json", "damaged", unchanged=(run, data))
+    r = runner.invoke(app, [*_advice(text), "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "data.json").read_text())["animals"] == record["animals"]

@@ -60,6 +60,7 @@ CPU_BENCHMARKS = {
     "bench_model.py": (["--rounds", "1"], "goals of the default, parallel"),
     "bench_loader.py": (["--images", "40", "--steps", "1"], "ratio loader / train"),
     "bench_synth.py": (["--n-train", "8", "--n-test", "8"], "mean pose"),
+    "bench_fingerprint.py": (["--synthetic", "8", "--rounds", "1"], "fingerprint first start / decoding"),
 }
 
 

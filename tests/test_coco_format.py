@@ -39,7 +39,7 @@ def test_every_fixture_reads_with_its_own_schema(fixtures_dir, name):
     doc = json.loads(path.read_text())
     assert [int(s.ann_id) for s in samples] == [a["id"] for a in doc["annotations"]]
     for s, a in zip(samples, doc["annotations"], strict=True):
-        assert s.image_id == str(a["image_id"]) == s.group
+        assert s.image_id == str(a["image_id"]) and s.group is None  # folds group by photograph, not by id
         assert s.keypoints.reshape(-1).tolist() == pytest.approx(a["keypoints"])
         assert s.bbox.tolist() == pytest.approx(a["bbox"])
         assert s.meta["category_id"] == a["category_id"] and s.meta["coco_image_id"] == a["image_id"]
@@ -95,7 +95,7 @@ def test_several_animals_per_image(make_coco, same_samples):
     path = make_coco(n_images=2, animals=3)
     samples = coco.read(path, 17)
     assert len(samples) == 6
-    assert [s.group for s in samples] == ["10"] * 3 + ["20"] * 3
+    assert [s.image_id for s in samples] == ["10"] * 3 + ["20"] * 3 and {s.group for s in samples} == {None}
     assert len({s.key for s in samples}) == 6 and samples[0].key == "10#1"
     assert samples[0].image == samples[2].image
     assert (samples[0].keypoints[-1] == 0).all()
@@ -228,7 +228,7 @@ def test_sheep_and_horses_read_as_one_set_recognised_as_animalpose20(sheep_horse
         assert s.meta["category_id"] == a["category_id"]
         assert s.keypoints.reshape(-1).tolist() == pytest.approx(a["keypoints"])
         assert s.bbox.tolist() == pytest.approx(a["bbox"])
-        assert s.image == SHEEP_HORSE / "images" / s.meta["file_name"] and s.group == str(a["image_id"])
+        assert s.image == SHEEP_HORSE / "images" / s.meta["file_name"] and s.image_id == str(a["image_id"])
     horses = coco.read(path, schema, images=SHEEP_HORSE / "images", category="horse")
     assert [int(s.ann_id) for s in horses] == [int(s.ann_id) for s in samples[6:]]
 

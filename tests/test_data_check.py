@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -121,3 +122,32 @@ def test_check_names_the_shipped_schema_it_recognised(tmp_path):
     report = check_data(path, schema_spec="from_data", images=shared / "images")
     assert not report.problems
     assert report.notes and report.notes[0].startswith("keypoints recognised as animalpose20")
+
+
+def test_several_coco_files_are_checked_as_one_set_and_photographs_under_several_ids_noted(make_coco):
+    """Two files over the same photographs (each with one of a photo's animals), and one photo listed again
+    under another id: legal, noted; an animal in two files or a keypoint name matching nothing: problems."""
+    path = make_coco(n_images=3, animals=2, k=5)
+    doc = json.loads(path.read_text())
+    a, b = path.parent / "a.json", path.parent / "b.json"
+    a.write_text(json.dumps({**doc, "annotations": doc["annotations"][0::2]}))
+    doc["images"].append({**doc["images"][0], "id": 77})
+    b.write_text(json.dumps({**doc, "annotations": [{**x, "image_id": 77 if x["image_id"] == 10 else x["image_id"]}
+                                                    for x in doc["annotations"][1::2]]}))  # fmt: skip
+    report = check_data([a, b], schema_spec="from_data")
+    assert report.ok, report.problems
+    assert report.animals == 6 and report.images == 3 and report.more_paths == [b]
+    (note,) = [n for n in report.notes if "several image ids" in n]
+    assert note.startswith("3 photograph(s)") and "img_0.png (ids a/10, b/77)" in note
+    assert f"{a}, {b}" in _text(report)
+    doc = json.loads(b.read_text())
+    doc["annotations"].append({**json.loads(a.read_text())["annotations"][1], "id": 50})  # a's animal again
+    doc["categories"][0]["keypoints"][4] = "hoof"
+    b.write_text(json.dumps(doc))
+    report = check_data([a, b], schema_spec="from_data")
+    assert [(Path(p.file).name, p.field) for p in report.problems] == [("b.json", "categories[].keypoints")]
+    doc["categories"][0]["keypoints"][4] = "kp4"
+    b.write_text(json.dumps(doc))
+    report = check_data([a, b], schema_spec="from_data")
+    assert [(Path(p.file).name, p.field) for p in report.problems] == [("b.json", "annotations[3]")]
+    assert "a.json, annotations[1]" in report.problems[0].message

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from cattlepose.cli import app
 from cattlepose.core.config import dump_config, load_config
 from cattlepose.core.schema import load_schema
-from cattlepose.data.formats.folder import read as read_folder
+from cattlepose.data.boxes import whole_image
+from cattlepose.data.formats import folder
 from cattlepose.data.formats.submission import SUBMISSION_FORMATS, read_predictions, write_predictions
 from cattlepose.engine.export import export_run, static_same_padding
 from cattlepose.engine.infer import CropDataset, load_ensemble, predict_batches, predict_samples
@@ -80,7 +81,7 @@ def exported(run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def samples(data):
-    return read_folder(data / "test" / "images", 17)
+    return whole_image(folder.images(data / "test" / "images"))
 
 
 @pytest.fixture(scope="module")
@@ -172,17 +173,17 @@ def test_int8_stays_within_its_bound_of_fp32(run, exported, samples, tmp_path):
 @pytest.mark.parametrize("fmt", SUBMISSION_FORMATS)
 def test_every_output_format_through_the_onnx_backend(fmt, run, exported, data, samples, torch_preds, tmp_path):
     schema = load_schema("adk17")
-    suffix = ".csv" if fmt == "csv" else ".json"
+    suffix = ".csv" if fmt.endswith("csv") else ".json"
     ref, out = tmp_path / f"torch{suffix}", tmp_path / f"onnx{suffix}"
-    write_predictions(fmt, ref, samples, torch_preds.as_dict(), schema)  # the torch backend's, same writer
+    write_predictions(fmt, ref, torch_preds.poses(), schema)  # the torch backend's, same writer
     r = runner.invoke(app, ["predict", str(run), str(data / "test" / "images"), "-o", str(out), "-f", fmt,
                             "--workers", "0", "-q", "--backend", "onnx", "--onnx", str(exported)],
                       env=WIDE)  # fmt: skip
     assert r.exit_code == 0, r.output
     a, b = read_predictions(ref, schema, fmt), read_predictions(out, schema, fmt)
-    assert a.keys() == b.keys() and len(b) == 5
-    for key, value in a.items():
-        assert np.abs(value[:, :2] - b[key][:, :2]).max() < 0.5, key
+    assert [p.instance.key for p in a] == [p.instance.key for p in b] and len(b) == 5
+    for p, q in zip(a, b, strict=True):
+        assert np.abs(p.keypoints[:, :2] - q.keypoints[:, :2]).max() < 0.5, p.instance.key
     if fmt == "adk-json":  # the ONNX backend's own measured seconds per image
         assert json.loads(out.read_text())["latency"] > 0
 
@@ -201,8 +202,8 @@ def test_exported_on_the_fly_with_a_template(run, data, tmp_path):
     assert r.exit_code == 0, r.output
     schema = load_schema("adk17")
     a, b = read_predictions(subs["torch"], schema), read_predictions(subs["onnx"], schema)
-    assert [k for k in a] == [k for k in b]
-    assert max(np.abs(a[k][:, :2] - b[k][:, :2]).max() for k in a) < 0.5
+    assert [p.instance.key for p in a] == [p.instance.key for p in b]
+    assert max(np.abs(p.keypoints - q.keypoints).max() for p, q in zip(a, b, strict=True)) < 0.5
 
 
 def test_efficientnet_lite0_exports_with_static_padding_and_agrees(data, tmp_path):
@@ -219,7 +220,7 @@ def test_efficientnet_lite0_exports_with_static_padding_and_agrees(data, tmp_pat
     out = tmp_path / "lite.onnx"
     r = runner.invoke(app, ["export", str(run), "-o", str(out), "--folds", "0", "-q"], env=WIDE)
     assert r.exit_code == 0, r.output
-    samples = read_folder(data / "test" / "images", 17)
+    samples = whole_image(folder.images(data / "test" / "images"))
     ref = predict_samples(load_ensemble(run, [0], device="cpu"), samples, flip=True, batch_size=4, workers=0)
     got = _onnx_preds(out, samples)
     assert np.abs(got.coords - ref.coords).max() < 0.5

@@ -341,17 +341,29 @@ def test_another_runs_pair_and_an_older_sidecar_are_refused(run, tiny_data, expo
 
 
 # ------------------------------------------------------------------------------------------ minor points
-def _relative_run(run: Path, tiny_data: Path, project: Path) -> Path:
+def _relative_run(run: Path, tiny_data: Path, project: Path, train: str = "data/train") -> Path:
     """The run as trained from `project` with `-s data.train=data/train`: a relative path in its config."""
-    shutil.copytree(tiny_data / "train", project / "data" / "train")
+    if train == "data/train":
+        shutil.copytree(tiny_data / "train", project / "data" / "train")
     moved = project / "runs" / "t"
     shutil.copytree(run, moved)
     cfg = moved / "config.yaml"
     lines = cfg.read_text().splitlines()
     i = next(i for i, ln in enumerate(lines) if ln.strip().startswith("train: /"))
-    lines[i] = lines[i].split("train:")[0] + "train: data/train"
+    lines[i] = lines[i].split("train:")[0] + f"train: {train}"
     cfg.write_text("\n".join(lines) + "\n")
     return moved
+
+
+def test_export_int8_finds_relative_data_where_the_run_recorded_it(run, tiny_data, tmp_path, monkeypatch):
+    """Trained from the data's parent folder with `-s data.train=train`; the run lies elsewhere: data.json's
+    record of where the files were tells the folder the path was relative to."""
+    moved = _relative_run(run, tiny_data, tmp_path / "project", train="train")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(app, ["export", str(moved), "-o", str(out), "--int8", "--calibration", "2", "--folds", "0"])
+    assert r.exit_code == 0, r.output
+    assert f"relative to {tiny_data}," in r.output.replace("\n", "")
 
 
 def test_export_int8_from_another_folder_reads_the_runs_relative_data(run, tiny_data, tmp_path, monkeypatch):

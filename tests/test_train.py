@@ -200,18 +200,28 @@ def test_a_non_finite_loss_stops_the_run_and_names_the_step(synth_root, tmp_path
 
 
 def test_compiled_training_matches_eager(synth_root, tmp_path, monkeypatch):
-    from cattlepose.engine import device as dev
-    from cattlepose.engine import fit
+    """train.compile=on compiles the network's regions in place (aot_eager: the compiled path without C++ code
+    generation) and trains to the same numbers; the log says what was compiled and how long it took."""
+    from cattlepose.core.ui import Log
+    from cattlepose.engine import compiling, fit
 
-    monkeypatch.setattr(dev, "COMPILE_BACKEND", "aot_eager")  # the compiled path, without C++ code generation
+    monkeypatch.setattr(compiling, "BACKEND", "aot_eager")
     compiled = []
-    real = dev.compile_fn
-    monkeypatch.setattr(dev, "compile_fn", lambda fn, *a, **k: compiled.append(fn) or real(fn, *a, **k))
-    rows = {}
+    real = compiling.compile_regions
+    monkeypatch.setattr(compiling, "compile_regions", lambda model: compiled.append(model) or real(model))
+    rows, logs = {}, {}
     for mode in ("off", "on"):
         fold, state = _fold_setup(synth_root, tmp_path / mode, f"train.compile={mode}")
+        lines: list[str] = []
+        fold.log = Log(quiet=False)
+        monkeypatch.setattr(fold.log, "info", lines.append)
         rows[mode] = [fit.train_one_epoch(fold, state, e)["train_loss"] for e in range(2)]
-    assert len(compiled) == 1  # network + loss, in the "on" run only
+        logs[mode] = lines
+    assert len(compiled) == 1  # the "on" run only
+    regions = compiled[0].compile_regions()
+    assert len(regions) >= 4 and all(getattr(m, "_compiled_call_impl", None) is not None for _, m in regions)
+    assert sum(line.startswith("compiled the network: ") for line in logs["on"]) == 1  # once, at the first step
+    assert not any("compil" in line for line in logs["off"])
     # the same numbers up to float32 rounding (decomposed ops round differently; 2 epochs of AdamW drift)
     assert rows["on"][0] == pytest.approx(rows["off"][0], rel=1e-5)
     assert rows["on"][1] == pytest.approx(rows["off"][1], rel=1e-3)

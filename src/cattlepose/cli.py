@@ -67,10 +67,11 @@ _ARGV: list[str] | None = None  # the command line, when `main` is the entry poi
 def _after_interrupt(command: str, kwargs: dict[str, Any]) -> str:
     """What an interrupted command left and the command line that carries on: `train --resume` once the run
     folder holds its config, else the same command again."""
+    from cattlepose.commands.train import train_run_dir
     from cattlepose.runs.rundir import CONFIG, train_line
 
     if command == "train" and not kwargs.get("collect"):
-        run_dir = _train_run_dir(kwargs.get("config"), kwargs.get("name"), kwargs["runs_dir"])
+        run_dir = train_run_dir(kwargs.get("config"), kwargs.get("name"), kwargs["runs_dir"])
         if (run_dir / CONFIG).is_file():
             folds = f" --folds {kwargs['folds']}" if kwargs.get("folds") else ""
             return f"finished epochs are kept; resume with `{train_line(run_dir)} --resume{folds}`"
@@ -126,7 +127,9 @@ def _fmt(v: Any) -> str:
 @data_app.command("check")
 @user_errors
 def data_check(
-    path: Annotated[Path, typer.Argument(help="ADK folder, COCO JSON or CSV file.")],
+    path: Annotated[
+        list[Path], typer.Argument(help="ADK folder, COCO JSON or CSV file; several COCO files are checked as one set.")
+    ],
     format: Annotated[str | None, typer.Option("--format", "-f", help="adk | coco | csv (guessed if omitted).")] = None,
     schema: Annotated[str, typer.Option(help="adk17 | ap10k17 | animalpose20 | from_data | PATH.")] = "adk17",
     images: Annotated[Path | None, typer.Option(help="Image folder, if not beside the annotations.")] = None,
@@ -138,7 +141,7 @@ def data_check(
     console = make_console()
     console.print(render(report, plain=plain(console)))
     if report.problems:
-        raise UserError(f"{len(report.problems)} problem(s) found; see above", path=path)
+        raise UserError(f"{len(report.problems)} problem(s) found; see above", path=", ".join(map(str, path)))
 
 
 # ------------------------------------------------------------------------------------------------- info
@@ -153,13 +156,9 @@ def info_model(
 ) -> None:
     """Parameters, MACs and the PSA share of both. Speeds to compare come from `make bench`, which measures
     variants side by side in one process; a single process's figure moves with the machine's load."""
-    from cattlepose.core.config import load_config
-    from cattlepose.core.schema import load_schema
-    from cattlepose.models.info import model_info
+    from cattlepose.commands.info import run_info_model
 
-    cfg = load_config(config, set or [])
-    k = load_schema(cfg.data.schema_).num_keypoints if cfg.data.schema_ != "from_data" else 17
-    info = model_info(cfg, k, measure=measure)
+    info = run_info_model(config, set or [], measure)
     make_console().print(_table("model", ["", "value"], [[k2, _fmt(v)] for k2, v in info.items()]))
     share = info.get("CPU share while timing", 1.0)
     if share < 0.9:
@@ -177,15 +176,9 @@ def preview_aug(
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("augmentations.png"),
 ) -> None:
     """A grid of augmented training crops with their target keypoints."""
-    from cattlepose.core.config import load_config
-    from cattlepose.data.source import load_training_data
-    from cattlepose.report.preview import preview_augmentations
+    from cattlepose.commands.preview import run_preview
 
-    cfg = load_config(config, set or [])
-    log = Log()
-    samples, schema = load_training_data(cfg, log)
-    preview_augmentations(cfg, samples, schema, n, out)
-    log.info(f"wrote {out}")
+    run_preview(config, set or [], n, out, Log())
 
 
 # ------------------------------------------------------------------------------------------------- train
@@ -201,35 +194,25 @@ def train(
         bool, typer.Option(help="Only assemble oof.csv and cv.json from finished folds (after fold-parallel runs).")
     ] = False,
     runs_dir: Annotated[Path, typer.Option(help="Folder holding run directories.")] = Path("runs"),
+    accept_data_change: Annotated[
+        bool,
+        typer.Option(
+            "--accept-data-change",
+            help="Go on although the training data changed since the run started (recorded in data.json, cv.json).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """K-fold training: folds.csv, fold{k}/{best,last}.pt and history.csv, oof.csv, cv.json."""
-    from cattlepose.core.config import load_config
-    from cattlepose.data.folds import parse_fold_list
-    from cattlepose.engine import crossval, kfold
-    from cattlepose.runs.rundir import CONFIG, require_run, train_line
+    """K-fold training: folds.csv, data.json, fold{k}/{best,last}.pt and history.csv, oof.csv, cv.json."""
+    from cattlepose.commands.train import run_train
 
-    run_dir = _train_run_dir(config, name, runs_dir)
     log = Log(quiet)
-    if config is None and (run_dir / CONFIG).is_file() and (resume or collect):
-        config = run_dir / CONFIG  # resuming needs no -c: the run remembers its config
-    if config is None and (resume or collect):
-        require_run(run_dir, "--collect" if collect else "--resume")
-    if collect:
-        report = crossval.collect(run_dir, log=log)
-    else:
-        cfg = load_config(config, set or [])
-        report = kfold.run_training(cfg, run_dir, parse_fold_list(folds, cfg.train.folds), resume=resume, log=log)
+    run_dir, report = run_train(config, set or [], name, folds, resume, collect, runs_dir, log, accept_data_change)
     if report is None:
-        log.info(f"requested folds finished; run `{train_line(run_dir)} --collect` once all are done")
         return
     metrics = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse")
     log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], _cv_rows(report, metrics)))
     log.info(f"wrote {run_dir / 'oof.csv'} and {run_dir / 'cv.json'}")
-
-
-def _train_run_dir(config: Path | None, name: str | None, runs_dir: Path) -> Path:
-    return runs_dir / (name or (config.stem if config else "default"))
 
 
 def _cv_rows(report: dict[str, Any], metrics: tuple[str, ...]) -> list[list[str]]:
@@ -248,15 +231,22 @@ def _cv_rows(report: dict[str, Any], metrics: tuple[str, ...]) -> list[list[str]
 @user_errors
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    input: Annotated[Path, typer.Argument(help="A folder of crops, or a COCO JSON with boxes.")],
+    input: Annotated[
+        Path, typer.Argument(help="A folder of images (each one animal), or the boxes of a COCO JSON or ADK folder.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Submission file.")] = Path(
         "submissions/submission.csv"
     ),
-    format: Annotated[str, typer.Option("--format", "-f", help="csv | adk-json | coco.")] = "csv",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="csv (one animal per image) | long-csv (a row per animal) | adk-json | coco."
+        ),
+    ] = "csv",
     template: Annotated[Path | None, typer.Option(help="Sample submission CSV fixing columns and row order.")] = None,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Skip flip test-time augmentation.")] = False,
     folds: Annotated[str | None, typer.Option(help="Use only these fold models, e.g. 0,1.")] = None,
-    images: Annotated[Path | None, typer.Option(help="Image folder for a COCO INPUT.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Image folder for a COCO or ADK INPUT.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Crops per batch (default: infer.batch_size).")] = None,
     workers: Annotated[
@@ -269,7 +259,7 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Flip + fold ensemble on new images, written as a submission file."""
-    from cattlepose.engine.predict import run_predict
+    from cattlepose.commands.predict import run_predict
 
     log = Log(quiet)
     summary = run_predict(
@@ -277,8 +267,9 @@ def predict(
         images=images, device=device, batch_size=batch_size, workers=workers, log=log, backend=backend, onnx=onnx,
     )  # fmt: skip
     flip_state = "off" if no_flip else "on"
+    animals = f" ({summary['animals']} animals)" if summary["animals"] != summary["images"] else ""
     log.info(
-        f"wrote {output}: {summary['images']} images, {summary['images_per_s']:.1f} images/s, "
+        f"wrote {output}: {summary['images']} images{animals}, {summary['images_per_s']:.1f} images/s, "
         f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {flip_state}, "
         f"{summary['backend']})"
     )
@@ -298,15 +289,9 @@ def export(
 ) -> None:
     """The run's fold + flip ensemble, decoding included, as one ONNX file: (N, H, W, 3) uint8 crops ->
     (N, K, 3) x, y, score in crop pixels; runs with onnxruntime and numpy alone."""
-    from cattlepose.data.folds import parse_fold_list
-    from cattlepose.engine.export import export_run, parse_batch
-    from cattlepose.runs.rundir import RunDir
+    from cattlepose.commands.export import run_export
 
-    log = Log(quiet)
-    n = parse_batch(batch)
-    run = RunDir.open(run_dir)
-    fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
-    export_run(run, output, fold_list, flip=not no_flip, int8=int8, batch=n, calibration_images=calibration, log=log)
+    run_export(run_dir, output, folds, not no_flip, int8, batch, calibration, Log(quiet))
 
 
 @app.command()
@@ -322,8 +307,8 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth: PCK (torso, box), OKS AP, pixel errors; per keypoint, by
     visibility and by category."""
+    from cattlepose.commands.evaluate import run_evaluate
     from cattlepose.core.files import write_json
-    from cattlepose.engine.evaluate import run_evaluate
 
     result = run_evaluate(pred, gt, config=config, overrides=set or [], schema_spec=schema, images=images)
     console = make_console()
@@ -346,22 +331,23 @@ def evaluate(
 @app.command()
 @user_errors
 def validate(
-    submission: Annotated[Path, typer.Argument(help="Submission CSV.")],
-    template: Annotated[Path, typer.Option(help="Sample submission CSV.")],
+    submission: Annotated[Path, typer.Argument(help="Submission CSV (wide, or long: a row per animal).")],
+    template: Annotated[Path | None, typer.Option(help="Sample submission CSV a wide CSV must match.")] = None,
     images: Annotated[Path | None, typer.Option(help="Test image folder: also check coordinates lie inside.")] = None,
 ) -> None:
-    """Check a submission against its template; list every problem (exit 2 if any)."""
-    from cattlepose.data.formats.folder import image_sizes
-    from cattlepose.data.formats.validate import validate_submission
+    """Check a submission, a wide CSV against its template, a long CSV on its own; list every problem (exit 2 if
+    any)."""
+    from cattlepose.commands.validate import run_validate
 
-    problems = validate_submission(submission, template, image_sizes(images) if images else None)
+    problems = run_validate(submission, template, images)
     if problems:
         err = make_console(stderr=True)
         for p in problems:
             # in a log each line names the file, so grep finds the problem and where it is
             err.print(Text(f"{submission}: {p}" if plain(err) else f"  - {p}"), soft_wrap=True)
         raise UserError(f"{len(problems)} problem(s) in the submission", path=submission)
-    make_console().print(f"[green]valid[/]: {escape(str(submission))} matches {escape(str(template))}")
+    against = f" matches {escape(str(template))}" if template is not None else ""
+    make_console().print(f"[green]valid[/]: {escape(str(submission))}{against}")
 
 
 @app.command()

@@ -67,6 +67,8 @@ class DataConfig(_Section):
     # beside their file)
     images: Path | list[Path | None] | None = None
     schema_: str = Field("adk17", alias="schema")  # adk17 | ap10k17 | animalpose20 | from_data | PATH
+    # fold groups: the photograph (the image file itself) is the smallest, and groups sharing one become one;
+    # an animal without a farm is grouped by its photograph; null: every animal alone
     group_by: Literal["farm_name", "image", "category", "source"] | None = "farm_name"
     bbox: Literal["auto", "annotation", "image"] = "auto"  # auto: whole image when the box does not fit
     synth_dir: Path = Path("data/synth")
@@ -80,6 +82,9 @@ class DataConfig(_Section):
     outside_margin: float = Field(0.25, ge=0)
     # COCO: train on this category only (its name or id), e.g. sheep, or on several: [dog, cat, horse]
     category: str | int | list[str | int] | None = None
+    # COCO: keypoint names of the files -> the schema's, for names no spelling rule matches ({tailbase:
+    # tail_base}); the keypoints of every file of a list map by name, and a name that matches nothing is an error
+    keypoint_map: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(**_STRICT, populate_by_name=True)
 

@@ -23,9 +23,10 @@ from rich.text import Text
 from cattlepose.core.config import DataConfig
 from cattlepose.core.errors import UserError, escape_controls
 from cattlepose.core.schema import KeypointSchema, recognition_note
-from cattlepose.data.formats import read_detailed, resolve_format, resolve_schema
-from cattlepose.data.formats.common import outside_policy
+from cattlepose.data.formats import read_detailed, repeated_files, resolve_format, resolve_schema, source_labels
+from cattlepose.data.formats.common import drop_duplicate_animals, outside_policy
 from cattlepose.data.images import load_image
+from cattlepose.data.photos import several_ids
 from cattlepose.data.records import Sample
 
 MAX_LISTED = 200  # problems shown in the table; the count always covers all of them (plain output lists all)
@@ -60,7 +61,7 @@ class Problem:
 
 @dataclass
 class DataReport:
-    path: Path
+    path: Path  # the (first) file or folder checked
     format: str
     schema: KeypointSchema | None
     keypoint_names: list[str]
@@ -74,6 +75,7 @@ class DataReport:
     farms: dict[str, int] = field(default_factory=dict)  # animals per farm (ADK farm_name)
     notes: list[str] = field(default_factory=list)  # repaired quirks and skipped annotations: not problems
     problems: list[Problem] = field(default_factory=list)
+    more_paths: list[Path] = field(default_factory=list)  # the other files of a multi-file set, read as one
 
     @property
     def ok(self) -> bool:
@@ -82,6 +84,7 @@ class DataReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
+            "paths": [str(p) for p in (self.path, *self.more_paths)],
             "format": self.format,
             "schema": None if self.schema is None else self.schema.name,
             "images": self.images,
@@ -100,7 +103,7 @@ class DataReport:
 
 
 def check_data(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     fmt: str | None = None,
     schema_spec: str = "adk17",
     images: str | Path | None = None,
@@ -110,42 +113,81 @@ def check_data(
 ) -> DataReport:
     """Read a data set collecting every problem, decode every image, and summarise.
 
-    A missing path or unknown format is raised as a UserError; everything found inside the data becomes a
-    `Problem` in the report. `progress(done, total)` is called as images are decoded.
+    `path`: one file or folder, or several COCO files checked as training reads them as one set (keypoints
+    mapped by name onto the first file's schema, an animal in two files found). A missing path or unknown
+    format is raised as a UserError; everything found inside the data becomes a `Problem` in the report.
+    `progress(done, total)` is called as images are decoded.
     """
-    path = Path(path)
-    fmt = resolve_format(fmt, path)
+    paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+    fmt = resolve_format(fmt, paths[0])
+    several = len(paths) > 1
+    if several and fmt != "coco":
+        raise UserError("several files are checked as one set only when they are COCO files", path=paths[1])
+    if several and images is not None:
+        raise UserError("--images names one folder; with several files, each file's images are found beside it",
+                        field="--images")  # fmt: skip
     problems: list[Problem] = []
 
     def collect(e: UserError) -> None:
         if not getattr(e, "already_reported", False):
-            problems.append(Problem(e.path or str(path), e.field, e.message))
+            problems.append(Problem(e.path or str(paths[0]), e.field, e.message))
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         schema: KeypointSchema | None
         try:
-            schema = resolve_schema(fmt, path, schema_spec)
+            schema = resolve_schema(fmt, paths[0], schema_spec)
         except UserError as e:
             collect(e)
             schema = None
         samples: list[Sample] = []
-        stats: dict[str, int] = {}
-        if schema is not None:
-            samples, stats = read_detailed(fmt, path, schema, images=images, bbox=bbox, on_error=collect)
+        stats: Counter[str] = Counter()
+        repeats = repeated_files(paths, field="PATH") if several else {}
+        for e in repeats.values():
+            collect(e)
+        for i, (p, label) in enumerate(zip(paths, source_labels(paths), strict=True)):
+            if schema is None or i in repeats:
+                continue
+            try:
+                read, counts = read_detailed(fmt, p, schema, images=images, bbox=bbox, on_error=collect,
+                                             by_name=several)  # fmt: skip
+            except UserError as e:  # a file that cannot be read at all (its keypoints, its layout): the next one can
+                collect(e)
+                continue
+            stats.update(counts)
+            for s in read:
+                if several:
+                    s.image_id, s.meta["source"] = f"{label}/{s.image_id}", label
+            samples += read
+        if several:
+            samples = drop_duplicate_animals(samples, collect)
     notes = [f"{n} {_STAT_NOTES[k]}" for k, n in stats.items() if n and k in _STAT_NOTES]
     notes += [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
     recognised = recognition_note(schema) if schema is not None else None
     if recognised:
         notes.insert(0, recognised)
+    notes += _several_ids_note(samples)
 
     problems += _decode_all(sorted({s.image for s in samples}), workers, progress)
     notes += _outside_notes(samples)
     problems += _far_outside(samples, schema.keypoints if schema is not None else ())
     names = list(schema.keypoints) if schema is not None else []
-    report = DataReport(path=path, format=fmt, schema=schema, keypoint_names=names, notes=notes, problems=problems)
+    report = DataReport(path=paths[0], format=fmt, schema=schema, keypoint_names=names, notes=notes,
+                        problems=problems, more_paths=paths[1:])  # fmt: skip
     _summarise(report, samples)
     return report
+
+
+def _several_ids_note(samples: list[Sample], shown: int = 5) -> list[str]:
+    """Photographs that appear under several image ids: legal (training keeps each photograph's animals in one
+    fold), but usually a file merged twice or a photograph copied between sets."""
+    found = several_ids(samples)
+    if not found:
+        return []
+    listed = "; ".join(f"{label} (ids {', '.join(ids)})" for label, ids in found[:shown])
+    more = f"; ... {len(found) - shown} more" if len(found) > shown else ""
+    return [f"{len(found)} photograph(s) appear under several image ids (training keeps each photograph in one "
+            f"fold): {listed}{more}"]  # fmt: skip
 
 
 def require_decodable(samples: list[Sample]) -> None:
@@ -237,7 +279,7 @@ def render(report: DataReport, plain: bool = False) -> RenderableType:
     summary.add_column("", overflow="fold")
     schema = "-" if report.schema is None else f"{report.schema.name} ({report.schema.num_keypoints} keypoints)"
     rows = [
-        ("data", str(report.path)),
+        ("data", ", ".join(str(p) for p in (report.path, *report.more_paths))),
         ("format", report.format),
         ("schema", schema),
         ("images", str(report.images)),

@@ -1,4 +1,4 @@
-"""Group k-fold assignment: animals of one group (farm, image) never straddle folds. Saved as folds.csv."""
+"""Group k-fold assignment: animals of one group (farm, photograph) never straddle folds. Saved as folds.csv."""
 
 from __future__ import annotations
 
@@ -11,16 +11,52 @@ from sklearn.model_selection import GroupKFold
 
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_open
+from cattlepose.data.photos import photo_labels
 from cattlepose.data.records import Sample
 
 
-def group_of(sample: Sample, group_by: str | None) -> str:
+def fold_groups(samples: Sequence[Sample], group_by: str | None) -> list[str]:
+    """Each sample's fold group. `null`: every animal is its own group. Otherwise the photograph is the smallest
+    group: `image` groups by it, and for farm_name, category or source (a sample without one is grouped by its
+    photograph) groups that share a photograph become one, so no photograph is ever in two folds."""
+    return _groups(samples, group_by)[0]
+
+
+def merged_groups(samples: Sequence[Sample], group_by: str | None) -> list[list[str]]:
+    """The `group_by` groups that had to become one because they share a photograph (each list sorted)."""
+    return _groups(samples, group_by)[1]
+
+
+def _groups(samples: Sequence[Sample], group_by: str | None) -> tuple[list[str], list[list[str]]]:
     if group_by is None:
-        return sample.key
+        return [s.key for s in samples], []
+    photo = photo_labels(samples)
     if group_by == "image":
-        return sample.image_id
-    value = sample.meta.get(group_by, sample.group if group_by == "farm_name" else None)
-    return sample.key if value is None else str(value)
+        return photo, []
+    labels = []
+    for s, p in zip(samples, photo, strict=True):
+        value = s.meta.get(group_by, s.group if group_by == "farm_name" else None)
+        labels.append(p if value is None else str(value))
+    # union-find over groups and photographs: a group joins every group it shares a photograph with
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def find(x: tuple[str, str]) -> tuple[str, str]:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for label, p in zip(labels, photo, strict=True):
+        a, b = find(("group", label)), find(("photo", p))
+        if a != b:
+            parent[b] = a
+    members: dict[tuple[str, str], set[str]] = {}
+    for label in labels:
+        members.setdefault(find(("group", label)), set()).add(label)
+    name = {root: min(held) for root, held in members.items()}
+    merged = sorted(sorted(held) for held in members.values() if len(held) > 1)
+    return [name[find(("group", label))] for label in labels], merged
 
 
 def assign_folds(samples: Sequence[Sample], n_folds: int, group_by: str | None, seed: int) -> list[int]:
@@ -30,12 +66,13 @@ def assign_folds(samples: Sequence[Sample], n_folds: int, group_by: str | None, 
 
     With fewer groups than folds this is impossible, and the error says which setting to change.
     """
-    groups = [group_of(s, group_by) for s in samples]
+    groups, merged = _groups(samples, group_by)
     names = sorted(set(groups))
     if len(names) < n_folds:
+        why = f" ({sum(map(len, merged))} of them share photographs and count as {len(merged)})" if merged else ""
         raise UserError(
-            f"{len(names)} distinct '{group_by}' group(s) cannot fill {n_folds} folds; lower train.folds or set "
-            "data.group_by to image or null",
+            f"{len(names)} distinct '{group_by}' group(s){why} cannot fill {n_folds} folds; lower train.folds or "
+            "set data.group_by to image or null",
             field="data.group_by",
         )
     order = np.random.default_rng(seed).permutation(len(names))
@@ -52,8 +89,8 @@ def write_folds(path: Path, samples: Sequence[Sample], folds: Sequence[int], gro
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["key", "image", "group", "fold"])
-        for s, k in zip(samples, folds, strict=True):
-            w.writerow([s.key, s.image.name, group_of(s, group_by), k])
+        for s, group, k in zip(samples, fold_groups(samples, group_by), folds, strict=True):
+            w.writerow([s.key, s.image.name, group, k])
 
 
 def read_folds(path: Path, samples: Sequence[Sample]) -> list[int]:

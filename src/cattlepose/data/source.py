@@ -65,6 +65,7 @@ def _read(cfg: Config, log: Log) -> tuple[list[Sample], KeypointSchema]:
         bbox=d.bbox,
         max_samples=d.max_samples,
         category=d.category,
+        keypoint_map=d.keypoint_map,
     )
     note = recognition_note(schema)
     if note:

@@ -73,9 +73,12 @@ def _spread(per_fold: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return spread
 
 
-def collect(run_dir: Path, log: Log | None = None) -> dict[str, Any]:
-    """The report from the saved fold predictions (after folds trained in separate processes)."""
+def collect(run_dir: Path, log: Log | None = None, accept_data_change: bool = False) -> dict[str, Any]:
+    """The report from the saved fold predictions (after folds trained in separate processes), scored against
+    the data the run recorded: a changed data set is refused unless `accept_data_change`."""
+    from cattlepose.data.fingerprint import take
     from cattlepose.data.source import load_training_data
+    from cattlepose.runs.rundir import read_data_record
 
     run = RunDir.open(run_dir)
     unfinished = run.unfinished()
@@ -85,7 +88,9 @@ def collect(run_dir: Path, log: Log | None = None) -> dict[str, Any]:
             f"`{run.train_command(','.join(map(str, unfinished)), '--resume')}`",
             path=run.path,
         )
-    samples, _ = load_training_data(run.cfg, log or Log(quiet=True))
-    run.assignment(samples)  # a lost or mismatched folds.csv is named before any prediction
     log = log or Log(quiet=True)
+    samples, _ = load_training_data(run.cfg, log)
+    data = take(samples, previous=read_data_record(run.path, damaged_ok=True))
+    run.check_data(data, accept_data_change, log, ["--collect"])
+    run.assignment(samples)  # a lost or mismatched folds.csv is named before any prediction
     return cv_report(run, samples, {k: read_fold(run, k, samples, log) for k in range(run.cfg.train.folds)})

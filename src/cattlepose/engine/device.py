@@ -1,4 +1,5 @@
-"""Machine-dependent choices in one place: device, mixed precision, loader workers, batch, compilation.
+"""Machine-dependent choices in one place: device, mixed precision, loader workers, batch (whether to compile:
+engine/compiling.py).
 
 Every `auto` setting of the config is resolved here from the machine, so the same training and inference code
 serves a laptop CPU and a GPU box.
@@ -8,17 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import torch
 
 from cattlepose.core.errors import UserError
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-# torch.compile's backend; tests swap in "aot_eager" (no code generation) to run the compiled path quickly
-COMPILE_BACKEND = "inductor"
 CACHE_BUDGET_BYTES = 2 * 1024**3  # decoded images kept in memory when they fit (train.cache_images: auto)
 
 
@@ -85,14 +80,3 @@ def resolve_infer_batch(setting: int | str, device: torch.device) -> int:
     if setting != "auto":
         return int(setting)
     return 256 if device.type == "cuda" else 32
-
-
-def use_compile(setting: str, device: torch.device) -> bool:
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
-
-
-def compile_fn(fn: F, device: torch.device, static: bool) -> F:
-    """`torch.compile` with the options this project uses. On a single CUDA device with static shapes, CUDA
-    graphs replay the whole step as one launch (`reduce-overhead`); under DDP the default mode."""
-    mode = "reduce-overhead" if device.type == "cuda" and static and COMPILE_BACKEND == "inductor" else None
-    return torch.compile(fn, backend=COMPILE_BACKEND, mode=mode, dynamic=False)  # type: ignore[return-value]

@@ -46,7 +46,7 @@ from cattlepose.models.batchnorm import fuse_batchnorm
 from cattlepose.models.codec import HeatmapCodec
 from cattlepose.models.efficientnet import SameConv2d
 from cattlepose.models.psa import PolarizedSelfAttention
-from cattlepose.runs.rundir import CONFIG, RunDir
+from cattlepose.runs.rundir import CONFIG, RunDir, read_data_record
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "crops", "keypoints"
@@ -235,8 +235,9 @@ def calibration_batches(run: RunDir, n_images: int, batch: int | None, log: Log)
 def run_data_config(run: RunDir, log: Log) -> Config:
     """The run's config with its relative data paths (`data.train`, `data.images`, the synthetic set's
     `data.synth_dir`) made absolute. They are relative to the folder the run was trained from: the current
-    folder, or a folder above the run (the default layout is FOLDER/runs/NAME); the nearest that holds every
-    one of them is taken, and a UserError names the key and config.yaml when none does."""
+    folder, a folder above the data the run recorded (data.json's root, where its files were found), or a
+    folder above the run (the default layout is FOLDER/runs/NAME); the first that holds every one of them is
+    taken, and a UserError names the key and config.yaml when none does."""
     d = run.cfg.data
     keys = {"data.train": d.train_files, "data.images": [p for p in d.image_folders or [] if p is not None]}
     if d.train is None:
@@ -245,7 +246,9 @@ def run_data_config(run: RunDir, log: Log) -> Config:
     if not any(relative.values()):
         return run.cfg
     here = Path.cwd()
-    for base in [here, *run.path.resolve().parents]:
+    record = read_data_record(run.path, damaged_ok=True)
+    recorded = [Path(record.root), *Path(record.root).parents] if record is not None and record.root else []
+    for base in [here, *recorded, *run.path.resolve().parents]:
         if all((base / p).exists() for paths in relative.values() for p in paths):
             break
     else:

@@ -8,10 +8,11 @@ The step never waits for the device: losses stay there and are read every `LOSS_
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ from cattlepose.core.schema import KeypointSchema
 from cattlepose.core.ui import Log
 from cattlepose.data.dataset import KeypointDataset, decode_all
 from cattlepose.data.records import Sample
+from cattlepose.engine import compiling, dist
 from cattlepose.engine import device as dev
-from cattlepose.engine import dist
 from cattlepose.engine.infer import Ensemble, predict_samples
 from cattlepose.engine.loader import DeviceBatch, EpochSampler, train_loader
 from cattlepose.engine.optim import EMA, make_optimizer, make_scheduler
@@ -105,6 +106,7 @@ class Fold:
     loader: torch.utils.data.DataLoader
     forward_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     best_metric: str
+    compile_pending: bool = False  # regions compiled, their first step (which compiles them) still to come
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -188,7 +190,7 @@ def setup_fold(
 
     model = build_model(cfg.model, schema.num_keypoints, log=log if info.is_main else None, keypoints=schema.keypoints)
     model = model.to(device, memory_format=torch.channels_last if cfg.model.channels_last else torch.preserve_format)
-    ema = EMA(model, tc.ema) if tc.ema else None
+    ema = EMA(model, tc.ema) if tc.ema else None  # a copy made before compiling: validation runs it eagerly
     opt = make_optimizer(model, cfg, device)
     sched = make_scheduler(opt, round(tc.warmup_epochs * sampler.steps), tc.epochs * sampler.steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dev.amp_dtype(device, tc.amp) == torch.float16)
@@ -206,10 +208,17 @@ def setup_fold(
             logits = net(images)
         return codec.loss(logits.float(), heatmaps, weights)
 
-    if dev.use_compile(tc.compile, device):
-        forward_loss = dev.compile_fn(forward_loss, device, static=not info.enabled)
+    decision = compiling.decide(tc.compile, device, sampler.steps * global_batch * tc.epochs, "train")
+    if decision.compile:
+        names = compiling.compile_regions(model)
+        if info.is_main:
+            log.info(f"compiling {compiling.region_summary(names)} at the first step ({decision.reason})")
+    elif info.is_main and tc.compile != "off":
+        log.info(f"not compiled: {decision.reason}")
     best_metric = selection_metric(cfg, schema)
-    return Fold(cfg, schema, fold_dir, device, info, log, codec, sampler, loader, forward_loss, best_metric), state
+    fold = Fold(cfg, schema, fold_dir, device, info, log, codec, sampler, loader, forward_loss, best_metric,
+                compile_pending=decision.compile)  # fmt: skip
+    return fold, state
 
 
 def train_one_epoch(fold: Fold, state: TrainState, epoch: int) -> dict[str, Any]:
@@ -225,10 +234,11 @@ def train_one_epoch(fold: Fold, state: TrainState, epoch: int) -> dict[str, Any]
     with fold.log.task(f"{fold.dir.name} epoch {epoch + 1}/{tc.epochs}", total=steps) as bar:
         for step, raw in enumerate(fold.loader):
             batch = DeviceBatch.from_loader(raw, device, fold.codec, fold.cfg.model.channels_last, ignore_hidden)
-            loss = fold.forward_loss(batch.images, batch.heatmaps, batch.weights)
-            losses[step] = loss.detach()
-            state.optimizer.zero_grad(set_to_none=True)
-            state.scaler.scale(loss).backward()
+            with _first_compiled_step(fold, bar):
+                loss = fold.forward_loss(batch.images, batch.heatmaps, batch.weights)
+                losses[step] = loss.detach()
+                state.optimizer.zero_grad(set_to_none=True)
+                state.scaler.scale(loss).backward()
             if tc.grad_clip:
                 state.scaler.unscale_(state.optimizer)
                 nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip, foreach=True)
@@ -254,6 +264,18 @@ def train_one_epoch(fold: Fold, state: TrainState, epoch: int) -> dict[str, Any]
     }
 
 
+@contextlib.contextmanager
+def _first_compiled_step(fold: Fold, bar: Any) -> Iterator[None]:
+    """The step that compiles the network (forward and backward) says so on the progress bar and in the log."""
+    if not fold.compile_pending:
+        yield
+        return
+    log = fold.log if fold.info.is_main else Log(quiet=True)
+    with compiling.reporting(log, bar, "the network"):
+        yield
+    fold.compile_pending = False
+
+
 def _check_losses(losses: torch.Tensor, start: int, stop: int, epoch: int, fold: Fold) -> float:
     """Read steps [start, stop) of the epoch's losses; a non-finite one stops the run and names its step.
     Returns the epoch's mean loss so far."""
@@ -271,11 +293,13 @@ def _check_losses(losses: torch.Tensor, start: int, stop: int, epoch: int, fold:
 
 
 def validate(fold: Fold, model: nn.Module, samples: list[Sample]) -> dict[str, float]:
-    """Score a model through the same inference path a submission takes (flip included)."""
+    """Score a model through the same inference path a submission takes (flip included). Eagerly: a model
+    with compiled regions would otherwise compile its eval-mode graphs for a few hundred crops."""
     cfg = fold.cfg
     training = model.training
     ens = Ensemble([model.eval()], fold.codec, fold.schema, cfg, fold.device)
-    preds = predict_samples(ens, samples, workers=0)
+    with compiling.eager():
+        preds = predict_samples(ens, samples, workers=0)
     result = evaluate(preds.as_dict(), samples, fold.schema, tuple(cfg.eval.pck_torso), tuple(cfg.eval.pck_bbox))
     model.train(training)
     return {k: float(v) for k, v in result["overall"].items() if isinstance(v, (int, float))}

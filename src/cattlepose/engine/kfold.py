@@ -13,13 +13,15 @@ from typing import Any
 
 from cattlepose.core.config import Config
 from cattlepose.core.ui import Log
+from cattlepose.data import fingerprint
 from cattlepose.data.check import require_decodable
+from cattlepose.data.folds import merged_groups
 from cattlepose.data.source import load_training_data
 from cattlepose.engine import crossval, dist
 from cattlepose.engine.device import resolve_device
 from cattlepose.engine.fit import train_fold
 from cattlepose.metrics.names import selection_metric
-from cattlepose.runs.rundir import RunDir, started_folds
+from cattlepose.runs.rundir import RunDir, read_data_record, started_folds
 
 
 def run_training(
@@ -28,8 +30,12 @@ def run_training(
     folds: list[int] | None = None,
     resume: bool = False,
     log: Log | None = None,
+    accept_data_change: bool = False,
 ) -> dict[str, Any] | None:
-    """Train the requested folds of a run; when every fold is done, return the CV report (else None)."""
+    """Train the requested folds of a run; when every fold is done, return the CV report (else None).
+
+    A run whose folds have trained goes on only with the data it recorded (`data.json`), unless
+    `accept_data_change`."""
     log = log or Log(quiet=True)
     info = dist.from_env()
     device = resolve_device(cfg.train.device)
@@ -48,7 +54,12 @@ def run_training(
         if info.is_main and not started_folds(run_dir):  # a first start: nothing is written with a bad image
             require_decodable(samples)
         if info.is_main:
-            run, assignment = RunDir.prepare(run_dir, cfg, schema, samples, wanted, resume)
+            data = fingerprint.take(samples, previous=read_data_record(run_dir, damaged_ok=True))
+            run, assignment = RunDir.prepare(run_dir, cfg, schema, samples, wanted, resume, data, accept_data_change,
+                                             log)  # fmt: skip
+            for group in merged_groups(samples, cfg.data.group_by):
+                log.info(f"data.group_by {cfg.data.group_by}: {', '.join(group)} share photographs, so they are one "
+                         "fold group")  # fmt: skip
         dist.barrier(info)
         if not info.is_main:
             run = RunDir(run_dir, cfg, schema)

@@ -12,7 +12,7 @@ Normalisers, per sample, from the ground truth:
   the labelled keypoints' extent only when neither is known.
 
 OKS: each sample is its own COCO "image" holding one ground-truth animal and its one prediction (predictions
-are already paired with animals, see `engine.evaluate.match_predictions`), scored by the mean keypoint score
+are already paired with animals, see `commands.evaluate.match_predictions`), scored by the mean keypoint score
 when predictions carry one. The object area is the box area w*h, or the image area for whole-image crops
 (the animal fills the crop), or the keypoint extent's area as a last resort. COCO itself uses the
 segmentation area, which is smaller than the box, so these OKS values are a little more lenient than COCO's.

@@ -128,3 +128,9 @@ class PoseEfficientNet(PoseNetwork):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(self.backbone(self.adapt(x))))
+
+    def compile_regions(self) -> list[tuple[str, nn.Module]]:
+        """Each block of the encoder (blocks of a stage share one graph) and the decoder with its PSA."""
+        blocks = [(f"backbone.blocks.{i}.{j}", b) for i, stage in enumerate(self.backbone.blocks)
+                  for j, b in enumerate(stage)]  # fmt: skip
+        return [*blocks, ("decoder", self.decoder)]

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import timm
 import torch
-from timm.models.resnet import BasicBlock
+from timm.models.hrnet import HighResolutionModule
+from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from cattlepose.core.backbones import BACKBONES, PsaLayout
@@ -60,6 +61,10 @@ def insert_psa(backbone: nn.Module, layout: PsaLayout) -> list[str]:
     return names
 
 
+# what compile_regions returns: "module" (each multi-resolution module) or "block" (each Basic/Bottleneck block)
+COMPILE_UNIT = "module"
+
+
 class PoseHRNet(PoseNetwork):
     """(N, 3, H, W) ImageNet-normalised images -> (N, K, H/4, W/4) heatmap logits."""
 
@@ -72,3 +77,15 @@ class PoseHRNet(PoseNetwork):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x)[0])
+
+    def compile_regions(self) -> list[tuple[str, nn.Module]]:
+        """Each stage-1 Bottleneck and each multi-resolution module of stages 2-4 (its branches' BasicBlocks with
+        their PSA, and its fuse layers). The modules of a stage are alike, so hrnet_w32 has five distinct regions
+        (two Bottlenecks, stage 2, stage 3, stage 4's last module being pruned): the compile time follows them,
+        not the 104 PSA blocks."""
+        kinds = (Bottleneck, HighResolutionModule) if COMPILE_UNIT == "module" else (Bottleneck, BasicBlock)
+        regions: list[tuple[str, nn.Module]] = []
+        for name, module in self.named_modules():
+            if isinstance(module, kinds) and not any(name.startswith(f"{r}.") for r, _ in regions):
+                regions.append((name, module))
+        return regions

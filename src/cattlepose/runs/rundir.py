@@ -1,11 +1,15 @@
 """`RunDir`: the one way to create, open, check and load a run directory.
 
-    runs/NAME/config.yaml  schema.yaml  folds.csv  oof.csv  cv.json
+    runs/NAME/config.yaml  schema.yaml  folds.csv  data.json  oof.csv  cv.json
               fold{k}/best.pt  last.pt  history.csv  oof.csv  done.json
 
 Training prepares it (under a file lock, so fold-parallel processes agree); predict, collect, report and a
 transfer from the run (`model.pretrained: RUN`) open it. Every damaged or mismatched part is a UserError that
 names the file and says what to do. Nothing else in the package knows these file names.
+
+`data.json` is the fingerprint of the training data (data/fingerprint.py): a start on a run whose folds have
+trained, and a `--collect`, compare the data as read now with it and refuse a change, naming it, unless the
+user accepts it (`--accept-data-change`), which the record keeps and cv.json repeats.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import csv
 import difflib
 import json
 import math
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +33,17 @@ from cattlepose.core.config import Config, config_to_dict, dump_config, load_con
 from cattlepose.core.errors import UserError, first_line
 from cattlepose.core.files import atomic_open, file_lock, try_lock, unreadable, write_json, write_text
 from cattlepose.core.schema import KeypointSchema, schema_from_dict
+from cattlepose.core.ui import Log
 from cattlepose.core.yamlfile import load_yaml
+from cattlepose.data.fingerprint import DataFingerprint, changes
 from cattlepose.data.folds import assign_folds, read_folds, write_folds
 from cattlepose.data.formats.submission import check_prediction
 from cattlepose.data.formats.wide_csv import format_coord, format_number, parse_number, read_rows
 from cattlepose.data.records import Sample
 from cattlepose.metrics.names import lower_is_better, selection_metric
 
-CONFIG, SCHEMA, FOLDS, CV, OOF = "config.yaml", "schema.yaml", "folds.csv", "cv.json", "oof.csv"
+CONFIG, SCHEMA, FOLDS, CV, OOF, DATA = "config.yaml", "schema.yaml", "folds.csv", "cv.json", "oof.csv", "data.json"
+ACCEPT = "--accept-data-change"
 BEST, LAST, HISTORY, DONE = "best.pt", "last.pt", "history.csv", "done.json"  # in each fold{k}/
 LOCK = ".lock"  # held while the run is prepared; in fold{k}/ while that fold trains
 # What decides a checkpoint's predictions: config.yaml must agree with every checkpoint's own config on these
@@ -68,10 +76,21 @@ class RunDir:
 
     @classmethod
     def prepare(
-        cls, path: Path, cfg: Config, schema: KeypointSchema, samples: list[Sample], folds: list[int], resume: bool
+        cls,
+        path: Path,
+        cfg: Config,
+        schema: KeypointSchema,
+        samples: list[Sample],
+        folds: list[int],
+        resume: bool,
+        data: DataFingerprint | None = None,
+        accept_data_change: bool = False,
+        log: Log | None = None,
     ) -> tuple[RunDir, list[int]]:
-        """Create the run (config.yaml, schema.yaml, folds.csv) or check that an existing one was started with
-        this config; refuses to restart a started fold without `resume`. Returns the run and each sample's fold."""
+        """Create the run (config.yaml, schema.yaml, folds.csv, data.json) or check that an existing one was
+        started with this config and this data (`data`, the fingerprint of `samples`; a change is refused unless
+        `accept_data_change`); refuses to restart a started fold without `resume`. Returns the run and each
+        sample's fold."""
         if not (path / FOLDS).is_file():  # too few groups for the folds: found before the folder is made
             assign_folds(samples, cfg.train.folds, cfg.data.group_by, cfg.train.seed)
         with file_lock(path / LOCK):
@@ -90,6 +109,11 @@ class RunDir:
                     raise UserError(
                         f"fold {k} has already started; pass --resume to continue it, or use a new --name", path=path
                     )
+            record = data
+            if data is not None and started:  # checked before folds.csv, whose message would say less
+                flags = [*(["--resume"] if resume else []), *([f"--folds {','.join(map(str, folds))}"] if folds
+                         else [])]  # fmt: skip
+                record = run._data_to_record(data, accept_data_change, log or Log(quiet=True), flags)
             folds_csv = path / FOLDS
             planned = not folds_csv.is_file() or fresh
             if planned:
@@ -106,6 +130,8 @@ class RunDir:
                 write_text(saved, dump_config(cfg))
             if fresh or not (path / SCHEMA).is_file():
                 write_text(path / SCHEMA, yaml.safe_dump(schema.to_dict(), sort_keys=False))
+            if record is not None:
+                run._write_data(record)
             return run, assignment
 
     # ------------------------------------------------------------------------------------------ parts
@@ -267,7 +293,61 @@ class RunDir:
         return self.fold_dir(k) / name
 
     def write_cv(self, report: dict[str, Any]) -> None:
-        write_json(self.path / CV, report)
+        accepted = self.accepted_data_changes()
+        write_json(self.path / CV, {**report, "data_changes": accepted} if accepted else report)
+
+    # ------------------------------------------------------------------------------------------ data
+    def check_data(self, data: DataFingerprint, accept: bool, log: Log, flags: Sequence[str]) -> None:
+        """The data as read now (`data`) against the run's record: a change is refused, naming it, unless
+        `accept`; the record is then brought up to date. `flags`: the command's own, for the advice."""
+        record = self._data_to_record(data, accept, log, flags)
+        if record is not None:
+            self._write_data(record)
+
+    def accepted_data_changes(self) -> list[dict[str, Any]]:
+        """The data changes this run went on with (--accept-data-change): when, by which command, what."""
+        try:
+            record = read_data_record(self.path)
+        except UserError:
+            return []
+        return [] if record is None else record.accepted
+
+    def _data_to_record(
+        self, data: DataFingerprint, accept: bool, log: Log, flags: Sequence[str]
+    ) -> DataFingerprint | None:
+        """What data.json must say after this check (None: it already does); raises on a refused change."""
+        old = read_data_record(self.path, damaged_ok=accept)
+        if old is None:
+            log.info(
+                f"{self.path / DATA}: the run has no record of its training data (it predates data.json, or the "
+                "record was damaged); the data as read now is recorded, and later starts are checked against it"
+            )
+            return data
+        found = changes(old, data)
+        data.accepted = list(old.accepted)
+        if found:
+            listed = "; ".join(map(str, found))
+            if any(not c.acceptable for c in found):
+                raise UserError(
+                    f"the training data changed since this run started: {listed}. The run's folds cannot take "
+                    "animals added or removed: restore the data, or train a new run on it with another --name",
+                    path=self.path / DATA,
+                )
+            if not accept:
+                raise UserError(
+                    f"the training data changed since this run started: {listed}. Restore the data, train a new "
+                    f"run on it with another --name, or go on with the changed data: "
+                    f"`{self.train_command('', *flags, ACCEPT)}` (the run records that it did)",
+                    path=self.path / DATA,
+                )
+            data.accepted.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(flags),
+                                  "changes": [str(c) for c in found]})  # fmt: skip
+            log.warn(f"the training data changed since this run started; going on with it ({ACCEPT}), as "
+                     f"{self.path / DATA} and cv.json record: {listed}")  # fmt: skip
+        return None if data.to_dict() == old.to_dict() else data
+
+    def _write_data(self, data: DataFingerprint) -> None:
+        write_json(self.path / DATA, data.to_dict(), indent=None)
 
     # ------------------------------------------------------------------------------------------ out of fold
     def oof_path(self, k: int | None = None) -> Path:
@@ -333,6 +413,25 @@ def require_run(path: Path, flag: str) -> None:
     have = f"the runs in {path.parent}: {', '.join(runs)}" if runs else f"there are no runs in {path.parent}"
     hint = f"; did you mean `{train_line(path.parent / close[0])} {flag}`?" if close else ""
     raise UserError(f"no run named '{path.name}' to {flag.lstrip('-')} ({have}){hint}", path=path)
+
+
+def read_data_record(run: Path, damaged_ok: bool = False) -> DataFingerprint | None:
+    """The run's data.json; None when it has none (a run from before the record), or when it is damaged and
+    `damaged_ok` (the user accepts whatever the data is now)."""
+    path = run / DATA
+    if not path.is_file():
+        return None
+    try:
+        return DataFingerprint.from_dict(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, UserError) as e:
+        if damaged_ok:
+            return None
+        why = e.message if isinstance(e, UserError) else first_line(e)
+        raise UserError(
+            f"the run's record of its training data is damaged ({why}); `{train_line(run)} --resume {ACCEPT}` "
+            "records the data as it is now",
+            path=path,
+        ) from None
 
 
 def started_folds(path: Path) -> list[int]:

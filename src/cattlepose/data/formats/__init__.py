@@ -18,7 +18,7 @@ from cattlepose.core.errors import UserError
 from cattlepose.core.files import unreadable
 from cattlepose.core.schema import KeypointSchema, load_schema, match_keypoint_names, schema_from_coco_category
 from cattlepose.data.formats import adk, coco
-from cattlepose.data.formats.common import ErrorSink, subsample
+from cattlepose.data.formats.common import ErrorSink, drop_duplicate_animals, subsample
 from cattlepose.data.records import Sample
 
 DATA_FORMATS = ("adk", "coco", "csv")
@@ -73,18 +73,24 @@ def read_sources(
     bbox: str = "auto",
     max_samples: int | None = None,
     category: str | int | Sequence[str | int] | None = None,
+    keypoint_map: dict[str, str] | None = None,
 ) -> tuple[list[Sample], KeypointSchema]:
     """One or several COCO files read as one data set (public sets to pretrain on: Animal-Pose's sheep and
     horses with its dogs and cats), each with its own image folder (`images[i]`, None: found beside the file).
 
-    The schema is the first file's (or the named one); the others' keypoints are read into its order by name.
+    The schema is the first file's (or the named one); every file's keypoints map onto it by name, or the file
+    is refused listing the names that match nothing (`keypoint_map`, file name -> schema name, renames those).
     With several files each sample keeps, in `meta["source"]`, a label of the file it came from, and image ids
     are prefixed with it, so ids that two files share stay apart (`group_by: source` or `category` can make
-    them folds). `category`: one category (name or id), or a list of them, kept from whichever files hold them.
+    them folds; a photograph in two files is still one photograph for the folds). A file listed twice, or an
+    animal annotated in two files, is an error naming both. `category`: one category (name or id), or a list
+    of them, kept from whichever files hold them.
     """
     paths = [Path(p) for p in paths]
     several = not isinstance(category, (str, int)) and category is not None
-    if len(paths) == 1 and not several:
+    if keypoint_map and resolve_format(fmt, paths[0]) != "coco":
+        raise UserError("keypoint names are mapped in COCO files only (data.format: coco)", field="data.keypoint_map")
+    if len(paths) == 1 and not several and not keypoint_map:
         return read_samples(fmt, paths[0], schema_spec, None if images is None else images[0], bbox, max_samples,
                             category)  # fmt: skip
     fmt = resolve_format(fmt, paths[0])
@@ -92,14 +98,18 @@ def read_sources(
         raise UserError("several training files or categories need COCO files (data.format: coco)", field="data.train")
     if images is not None and len(images) != len(paths):
         raise UserError(f"{len(images)} image folders for {len(paths)} training files", field="data.images")
+    for error in repeated_files(paths).values():
+        raise error
     schema = resolve_schema(fmt, paths[0], schema_spec)
+    _check_keypoint_map(keypoint_map, schema)
     samples: list[Sample] = []
     for path, label, root in zip(paths, source_labels(paths), images or [None] * len(paths), strict=True):
-        for s in read_detailed(fmt, path, schema, images=root, bbox=bbox)[0]:
+        for s in coco.read_detailed(path, schema, root, bbox, by_name=True, keypoint_map=keypoint_map)[0]:  # type: ignore[arg-type]
             if len(paths) > 1:
-                s.image_id, s.group = f"{label}/{s.image_id}", f"{label}/{s.group}"
+                s.image_id = f"{label}/{s.image_id}"
                 s.meta["source"] = label
             samples.append(s)
+    drop_duplicate_animals(samples)  # each file was checked alone; this finds an animal in two of them
     if category is not None:
         wanted = [category] if isinstance(category, (str, int)) else list(category)
         found = sorted({str(s.meta.get("category")) for s in samples})
@@ -110,6 +120,34 @@ def read_sources(
             raise UserError(f"no category {', '.join(map(str, missing))} in the data; it holds {', '.join(found)}",
                             field="data.category")  # fmt: skip
     return subsample(samples, max_samples), schema
+
+
+def repeated_files(paths: Sequence[Path], field: str = "data.train") -> dict[int, UserError]:
+    """The same file listed twice (however spelled) would read every animal twice: an error per repeat, by
+    its index in `paths`, naming both entries."""
+    seen: dict[Path, int] = {}
+    errors = {}
+    for i, p in enumerate(paths):
+        first = seen.setdefault(p.resolve(), i)
+        if first != i:
+            same = "" if str(paths[first]) == str(p) else f" ({paths[first]} and {p} are one file)"
+            errors[i] = UserError(
+                f"{field} lists the same file twice, as entries {first} and {i}{same}: every animal in it would "
+                "be read twice; list it once",
+                path=p,
+                field=f"{field}[{i}]",
+            )
+    return errors
+
+
+def _check_keypoint_map(keypoint_map: dict[str, str] | None, schema: KeypointSchema) -> None:
+    wrong = [t for t in (keypoint_map or {}).values() if t not in schema.keypoints]
+    if wrong:
+        raise UserError(
+            f"maps onto {', '.join(map(repr, wrong))}, which schema '{schema.name}' does not have; its keypoints: "
+            f"{', '.join(schema.keypoints)}",
+            field="data.keypoint_map",
+        )
 
 
 def source_labels(paths: Sequence[Path]) -> list[str]:
@@ -129,13 +167,16 @@ def read_detailed(
     bbox: str = "auto",
     on_error: ErrorSink | None = None,
     category: str | int | None = None,
+    by_name: bool = False,
 ) -> tuple[list[Sample], dict[str, int]]:
-    """Samples plus the reader's counts of repaired quirks and skipped annotations (see each format)."""
+    """Samples plus the reader's counts of repaired quirks and skipped annotations (see each format).
+    `by_name` (COCO): the file's keypoints map onto the schema by name or the file is refused."""
     fmt = resolve_format(fmt, path)
     if fmt == "adk":
         return adk.read_detailed(path, schema.num_keypoints, images, bbox, on_error=on_error)  # type: ignore[arg-type]
     if fmt == "coco":
-        return coco.read_detailed(path, schema, images, bbox, category, on_error=on_error)  # type: ignore[arg-type]
+        return coco.read_detailed(path, schema, images, bbox, category, on_error=on_error,  # type: ignore[arg-type]
+                                  by_name=by_name)  # fmt: skip
     from cattlepose.data.formats import wide_csv
 
     try:

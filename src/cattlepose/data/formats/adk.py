@@ -36,7 +36,7 @@ from cattlepose.data.formats.common import (
     validate_samples,
 )
 from cattlepose.data.images import image_size
-from cattlepose.data.records import Sample
+from cattlepose.data.records import Origin, Sample
 
 BoxMode = Literal["auto", "annotation", "image"]
 CATEGORY_NAMES = {1: "cattle", 2: "nuptial", 3: "calf"}
@@ -99,14 +99,15 @@ def read_detailed(
         return [], {"renamed_images": 0, "placeholder_boxes": 0}
     samples: list[Sample] = []
     stats = {"renamed_images": 0, "placeholder_boxes": 0}
-    owner: dict[Path, Path] = {}  # image file -> the annotation file that claimed it first
+    owner: dict[Path, Path] = {}  # photograph (resolved image file) -> the annotation file that claimed it first
     for f in files:
         try:
             sample, used_stem, placeholder = _read_one(f, img_dir, num_keypoints, bbox, check_images)
-            first = owner.setdefault(sample.image, f)
+            first = owner.setdefault(sample.image.resolve(), f)
             if first != f:
                 raise UserError(
-                    f"duplicate image: {sample.image.name} is already annotated by {first.name}",
+                    f"duplicate image: {sample.image.name} is already annotated by {first.name} (one photograph, "
+                    "one animal, one file)",
                     path=f,
                     field="label_info.image.file_name",
                 )
@@ -198,6 +199,7 @@ def _read_one(
         width=int(width),
         height=int(height),
         meta=meta,
+        origin=Origin(path),
     )
     return sample, used_stem, placeholder
 

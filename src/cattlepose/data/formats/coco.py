@@ -1,12 +1,15 @@
 """COCO keypoints JSON: `images`, `annotations` (several animals per image), `categories` with keypoint names.
 
-One Sample per annotation: `image_id` and `group` are the COCO image id as a string (so the animals of one
-image stay in one fold), `ann_id` the annotation id, and `meta` keeps `category_id`, `category`,
-`coco_image_id`, `file_name` and any extra fields of the image entry (AP-10K's `background`, a farm name...).
+One Sample per annotation: `image_id` is the COCO image id as a string, `ann_id` the annotation id, `group`
+the image entry's `farm_name` when it has one (folds otherwise keep each photograph's animals together,
+data/photos.py), and `meta` keeps `category_id`, `category`, `coco_image_id`, `file_name` and any extra fields
+of the image entry (AP-10K's `background`, a farm name...). An animal annotated twice on one photograph (the
+same keypoints or box, under one image id or two) is an error naming both annotations.
 Crowd annotations and annotations without a labelled keypoint are skipped and counted.
 Several categories are read together when they share one keypoint list (AP-10K: 54 species, 17 joints).
 Given a schema whose keypoints the file names in another spelling or order (`left_ear` for `L_EarBase`), the
-keypoints are read by name into the schema's order.
+keypoints are read by name into the schema's order; `by_name` (a file of a multi-file set) makes that the
+only way: a keypoint name that matches none of the schema's is an error listing them, never a read by position.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from cattlepose.data.formats.common import (
     check_box,
     check_image_size,
     check_keypoints,
+    drop_duplicate_animals,
     image_root,
     report_or_raise,
     resolve_inside,
     validate_samples,
 )
 from cattlepose.data.images import image_size
-from cattlepose.data.records import Sample
+from cattlepose.data.records import Origin, Sample
 
 BoxMode = Literal["auto", "annotation", "image"]
 # Image-entry keys that describe the file itself; every other key of an image entry travels in Sample.meta.
@@ -74,18 +78,21 @@ def read_detailed(
     category: int | str | None = None,
     on_error: ErrorSink | None = None,
     boxes_only: bool = False,
+    by_name: bool = False,
+    keypoint_map: dict[str, str] | None = None,
 ) -> tuple[list[Sample], dict[str, int]]:
     """`read`, plus counts: `crowd`, `no_keypoints`, `other_category` (skipped annotations), `size_mismatch`
     (images whose header size differs from the JSON's width/height; the header wins).
 
     `boxes_only`: the animals to predict (detections or ground truth): every non-crowd annotation with a box,
-    keypoints not read (zeros, v = 0) and `categories` optional."""
+    keypoints not read (zeros, v = 0) and `categories` optional. `by_name`: the file's keypoints must map by
+    name onto the schema (`keypoint_map`: file name -> schema name, for names no spelling rule matches)."""
     path = Path(path)
     if bbox not in ("auto", "annotation", "image"):
         raise UserError(f"bbox mode '{bbox}' must be auto, annotation or image", field="data.bbox")
     doc = load(path, require_categories=not boxes_only)
     reader = _AnnotationReader(path, doc, num_keypoints, images, "annotation" if boxes_only else bbox, category,
-                               boxes_only)  # fmt: skip
+                               boxes_only, by_name, keypoint_map)  # fmt: skip
     samples: list[Sample] = []
     for i, ann in enumerate(doc["annotations"]):
         try:
@@ -106,6 +113,8 @@ def read_detailed(
         validate_samples(samples, source=path, num_keypoints=reader.k)
     except UserError as e:
         report_or_raise(e, on_error)
+    if not boxes_only:  # detections to predict may repeat a box; labelled animals may not
+        samples = drop_duplicate_animals(samples, on_error)
     return samples, stats
 
 
@@ -121,6 +130,8 @@ class _AnnotationReader:
         bbox: BoxMode,
         category: int | str | None,
         boxes_only: bool,
+        by_name: bool = False,
+        keypoint_map: dict[str, str] | None = None,
     ):
         self.path, self.bbox, self.boxes_only = path, bbox, boxes_only
         self.cats = _categories(doc, path, category)
@@ -129,7 +140,7 @@ class _AnnotationReader:
             self.k = num_keypoints.num_keypoints if isinstance(num_keypoints, KeypointSchema) else num_keypoints
             self.order = None
         else:
-            self.k, self.order = _expected_keypoints(self.cats, num_keypoints, path)
+            self.k, self.order = _expected_keypoints(self.cats, num_keypoints, path, by_name, keypoint_map)
         self.image_entries = _images(doc, path)
         self.root = _image_root(path, images, self.image_entries)
         self.stats = {"crowd": 0, "no_keypoints": 0, "other_category": 0, "size_mismatch": 0}
@@ -169,8 +180,10 @@ class _AnnotationReader:
                     coco_image_id=image_id, file_name=entry["file_name"])  # fmt: skip
         if "occluded_fraction" in ann:
             meta["occluded_fraction"] = ann["occluded_fraction"]
-        return Sample(image=img_path, keypoints=kps, bbox=box, image_id=str(image_id), group=str(image_id),
-                      width=width, height=height, ann_id=str(ann_id), meta=meta)  # fmt: skip
+        farm = entry.get("farm_name")
+        return Sample(image=img_path, keypoints=kps, bbox=box, image_id=str(image_id),
+                      group=None if farm is None else str(farm), width=width, height=height, ann_id=str(ann_id),
+                      meta=meta, origin=Origin(path, field))  # fmt: skip
 
     def _category(self, ann: dict[str, Any], field: str) -> Any:
         cat_id = ann.get("category_id")
@@ -264,26 +277,51 @@ def _categories(doc: dict[str, Any], path: Path, category: int | str | None) -> 
 
 
 def _expected_keypoints(
-    cats: dict[Any, dict[str, Any]], num_keypoints: int | KeypointSchema | None, path: Path
+    cats: dict[Any, dict[str, Any]],
+    num_keypoints: int | KeypointSchema | None,
+    path: Path,
+    by_name: bool = False,
+    keypoint_map: dict[str, str] | None = None,
 ) -> tuple[int | None, list[int] | None]:
     """The keypoint count to enforce, and the data index of each schema keypoint when the data names the
-    schema's keypoints in another order or spelling (`left_eye` for `L_Eye`), so they are read by name."""
+    schema's keypoints in another order or spelling (`left_eye` for `L_Eye`), so they are read by name.
+
+    `by_name`: names that match nothing are an error (listing them), not a read by position with a warning;
+    `keypoint_map` renames the file's keypoints (file name -> schema name) before they are matched."""
     names = next((c["keypoints"] for c in cats.values() if c.get("keypoints")), None)
     schema = num_keypoints if isinstance(num_keypoints, KeypointSchema) else None
     k = schema.num_keypoints if schema is not None else num_keypoints
+    field = "categories[].keypoints"
     if names is None:
+        if by_name and schema is not None:
+            raise UserError(
+                f"the categories name no keypoints, so they cannot be matched by name to schema '{schema.name}' "
+                "(every file of a multi-file set must name its keypoints)",
+                path=path,
+                field=field,
+            )
         return k, None
     if k is not None and len(names) != k:
         which = f"schema '{schema.name}'" if schema is not None else "schema"
-        raise UserError(
-            f"the category lists {len(names)} keypoints, the {which} has {k}", path=path, field="categories[].keypoints"
-        )
-    if schema is None or tuple(names) == schema.keypoints:
+        raise UserError(f"the category lists {len(names)} keypoints, the {which} has {k}", path=path, field=field)
+    renamed = [(keypoint_map or {}).get(n, n) for n in names]
+    if schema is None or tuple(renamed) == schema.keypoints:
         return len(names), None
-    by_name = match_keypoint_names(names, schema.keypoints)
-    if len(by_name) == len(names) and len(set(by_name.values())) == len(names):
-        order = [names.index(by_name[n]) for n in schema.keypoints]
+    matched = match_keypoint_names(renamed, schema.keypoints)
+    if len(matched) == len(names) and len(set(matched.values())) == len(names):
+        order = [renamed.index(matched[n]) for n in schema.keypoints]
         return len(names), None if order == list(range(len(names))) else order
+    if by_name:
+        taken = set(matched.values())
+        lost = [n for n, r in zip(names, renamed, strict=True) if r not in taken]
+        free = [n for n in schema.keypoints if n not in matched]
+        raise UserError(
+            f"keypoint(s) {', '.join(lost)} match no keypoint of schema '{schema.name}' by name (its keypoints "
+            f"left without a partner: {', '.join(free)}); a multi-file set maps keypoints by name, never by "
+            "position: rename them in the file, or map them with data.keypoint_map (file name: schema name)",
+            path=path,
+            field=field,
+        )
     diff = next(i for i, (a, b) in enumerate(zip(names, schema.keypoints, strict=True)) if a != b)
     warnings.warn(
         f"{path}: keypoint {diff} is '{names[diff]}' in the data and '{schema.keypoints[diff]}' in schema "

@@ -17,6 +17,7 @@ import numpy as np
 
 from cattlepose.core.errors import UserError
 from cattlepose.data.images import IMAGE_SUFFIXES
+from cattlepose.data.photos import duplicate_animals
 from cattlepose.data.records import Sample
 
 ErrorSink = Callable[[UserError], None]
@@ -144,7 +145,10 @@ def validate_samples(samples: Sequence[Sample], source: str | Path, num_keypoint
     counts = Counter(s.key for s in samples)
     dups = [k for k, n in counts.items() if n > 1]
     if dups:
-        raise UserError(f"duplicate image/sample ids: {', '.join(sorted(dups)[:5])}", path=source, field="image id")
+        places = [str(s.origin) for s in samples if s.key == sorted(dups)[0] and s.origin is not None]
+        at = f" ({sorted(dups)[0]}: {' and '.join(places[:2])})" if places else ""
+        raise UserError(f"duplicate image/sample ids: {', '.join(sorted(dups)[:5])}{at}", path=source,
+                        field="image id")  # fmt: skip
     if num_keypoints is not None:
         for s in samples:
             if s.num_keypoints != num_keypoints:
@@ -153,6 +157,23 @@ def validate_samples(samples: Sequence[Sample], source: str | Path, num_keypoint
                     path=source,
                     field="keypoints",
                 )
+
+
+def drop_duplicate_animals(samples: list[Sample], on_error: ErrorSink | None = None) -> list[Sample]:
+    """An animal annotated twice on one photograph (the same keypoints or the same box) is an error naming both
+    places: it would train and validate on itself. With `on_error` each repeat is reported there and dropped."""
+    found = duplicate_animals(samples)
+    for first, again, what in found:
+        where = again.origin
+        error = UserError(
+            f"the same animal is annotated twice on {again.image} (the same {what}): here and at "
+            f"{first.origin or first.key}; remove one of them",
+            path=where.file if where is not None else again.key,
+            field=where.entry if where is not None else None,
+        )
+        report_or_raise(error, on_error)
+    repeats = {id(again) for _, again, _ in found}
+    return [s for s in samples if id(s) not in repeats]
 
 
 def keypoints_inside(box: np.ndarray, keypoints: np.ndarray, margin: float = 0.1) -> bool:

@@ -1,4 +1,4 @@
-"""A folder of crops: each image is one animal and the whole image is its box (the ADK2021 test set)."""
+"""A folder of images: each file one image (`images`), for a box source to find the animals in."""
 
 from __future__ import annotations
 
@@ -8,19 +8,22 @@ import numpy as np
 
 from cattlepose.core.errors import UserError
 from cattlepose.data.images import image_size, list_images
-from cattlepose.data.records import Sample
+from cattlepose.data.records import ImageSource, Sample
 
 
-def read(folder: str | Path, num_keypoints: int) -> list[Sample]:
-    """One Sample per image, keypoints unknown (zeros, v = 0), sizes from the headers."""
+def images(folder: str | Path) -> list[ImageSource]:
+    """Every image of the folder, sorted by name, sizes from the headers."""
     paths = list_images(folder)
     if not paths:
         raise UserError("no images (.jpg, .png, ...) in the folder", path=folder)
-    samples = []
-    for p in paths:
-        w, h = image_size(p)
-        samples.append(Sample(image=p, keypoints=np.zeros((num_keypoints, 3)), width=w, height=h))
-    return samples
+    return [ImageSource.of(p, *image_size(p)) for p in paths]
+
+
+def read(folder: str | Path, num_keypoints: int) -> list[Sample]:
+    """The folder as an unlabelled set of crops, one animal per image, keypoints unknown (zeros, v = 0): what
+    benchmarks time prediction on."""
+    return [Sample(image=s.path, keypoints=np.zeros((num_keypoints, 3)), width=s.width, height=s.height)
+            for s in images(folder)]  # fmt: skip
 
 
 def image_sizes(folder: str | Path) -> dict[str, tuple[int, int]]:

@@ -1,13 +1,20 @@
-"""Submission files: the writers (wide CSV, ADK JSON, COCO results) and their reader; `validate.py` checks them.
+"""Prediction files: the writers (wide CSV, long CSV, ADK JSON, COCO results) and their one reader;
+`validate.py` checks them. Every writer takes `Pose`s, one per animal, in order.
 
-- CSV: `image, <kp>_x, <kp>_y, ...` in schema order, or, given a sample-submission template, exactly its
-  columns and its row order. The template's first column names the image; the others must be `<kp>_x` /
-  `<kp>_y` of schema keypoints. A template may list images by file name or by stem; both are matched.
-- ADK JSON: `{"latency": seconds_per_image, "annotations": [{"ID", "img_path", "joint_self": [[x, y] * K]}]}`.
-- COCO results: `[{image_id, category_id, keypoints: [x, y, score] * K, score}]`.
+- CSV (`csv`): `image, <kp>_x, <kp>_y, ...` in schema order, or, given a sample-submission template, exactly its
+  columns and its row order; one animal per image (a competition's file): an image with several is refused,
+  by name, before anything is predicted. The template's first column names the image; the others must be
+  `<kp>_x` / `<kp>_y` of schema keypoints. A template may list images by file name or by stem; both are matched.
+- Long CSV (`long-csv`, `long_csv.py`): one row per animal, with its image, id in the image, category, score,
+  box and keypoints with their scores.
+- ADK JSON: `{"latency": seconds_per_image, "annotations": [{"ID", "img_path", "joint_self": [[x, y] * K]}]}`;
+  an image with several animals has one annotation per animal, in order, each naming the image.
+- COCO results: `[{image_id, category_id, keypoints: [x, y, score] * K, score, bbox}]`, one per animal; `bbox`
+  is the region the keypoints were predicted in (the box, or the whole image).
 
-`read_predictions` reads any of them back in the keys `engine.evaluate.match_predictions` expects: the image
-file name (CSV, ADK JSON) or `"<image_id>#<n>"` (COCO, n counts detections of one image).
+`read_predictions` reads any of them back as `Pose`s whose instance names the image as the file does: by file
+name (CSV, ADK JSON, long CSV) or by image id (COCO); `commands.evaluate.match_predictions` pairs them with
+ground truth.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ import numpy as np
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_open, unreadable, write_json
 from cattlepose.core.schema import KeypointSchema
+from cattlepose.data.formats import long_csv
 from cattlepose.data.formats.common import load_json
+from cattlepose.data.formats.poses import check_prediction, file_names
 from cattlepose.data.formats.wide_csv import format_coord, parse_number, read_rows
-from cattlepose.data.records import Sample
+from cattlepose.data.records import Instance, Pose
 
-SUBMISSION_FORMATS = ("csv", "adk-json", "coco")
+SUBMISSION_FORMATS = ("csv", long_csv.FORMAT, "adk-json", "coco")
 
 
 def check_format(fmt: str, field: str = "--format") -> str:
@@ -38,36 +47,30 @@ def check_format(fmt: str, field: str = "--format") -> str:
     return fmt
 
 
+def check_writable(fmt: str, instances: Sequence[Instance]) -> None:
+    """What a format cannot hold, found before anything is predicted: the wide CSV holds one animal per image
+    and, like the long CSV, names each image by its file name alone."""
+    if check_format(fmt) in ("csv", long_csv.FORMAT):
+        file_names(instances, fmt, one_per_image=fmt == "csv")
+
+
 def write_predictions(
     fmt: str,
     path: str | Path,
-    samples: Sequence[Sample],
-    preds: Mapping[str, np.ndarray],
+    poses: Sequence[Pose],
     schema: KeypointSchema,
     template: Path | None = None,
     latency: float = 0.0,
 ) -> None:
-    """Predictions (Sample.key -> (K, 3) x, y, score) in one of SUBMISSION_FORMATS. CSV and ADK JSON hold one animal per
-    image (rows by file name); COCO results keep every animal under its image id."""
+    """Predicted animals in one of SUBMISSION_FORMATS (`latency`: seconds per image, for ADK JSON)."""
     if check_format(fmt) == "coco":
-        image_ids = {s.key: _coco_image_id(s, i) for i, s in enumerate(samples)}
-        write_coco_results(path, preds, image_ids, scores={k: float(v[:, 2].mean()) for k, v in preds.items()})
-        return
-    names = [s.image.name for s in samples]
-    if len(set(names)) != len(names):
-        raise UserError(f"'{fmt}' holds one animal per image; use --format coco for several", field="--format")
-    by_name = {s.image.name: preds[s.key] for s in samples}
-    if fmt == "csv":
-        write_csv(path, by_name, schema, template=template)
+        write_coco_results(path, poses)
+    elif fmt == long_csv.FORMAT:
+        long_csv.write(path, poses, schema)
+    elif fmt == "csv":
+        write_csv(path, poses, schema, template=template)
     else:
-        paths = {s.image.name: str(s.image) for s in samples}
-        write_adk_json(path, by_name, schema, latency=latency, image_paths=paths)
-
-
-def _coco_image_id(s: Sample, fallback: int) -> int:
-    if "coco_image_id" in s.meta:
-        return int(s.meta["coco_image_id"])
-    return int(s.image_id) if s.image_id.isdigit() else fallback
+        write_adk_json(path, poses, schema, latency=latency)
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -77,16 +80,17 @@ def csv_header(schema: KeypointSchema) -> list[str]:
 
 def write_csv(
     path: str | Path,
-    preds: Mapping[str, np.ndarray],
+    poses: Sequence[Pose],
     schema: KeypointSchema,
     template: Path | None = None,
 ) -> None:
-    """Predictions (image file name -> (K, 2|3)) as a wide CSV; with a template, its columns and row order.
+    """One animal per image as a wide CSV, rows by image file name; with a template, its columns and row order.
 
     Every template image needs a prediction (a UserError lists the missing ones); predictions for images the
     template does not list are left out with a warning.
     """
-    arrays = {k: check_prediction(k, v, schema.num_keypoints) for k, v in preds.items()}
+    names = file_names([p.instance for p in poses], "csv", one_per_image=True)
+    arrays = {n: check_prediction(n, p.keypoints, schema.num_keypoints) for n, p in zip(names, poses, strict=True)}
     if template is None:
         head = csv_header(schema)
         rows = [[name] + [format_coord(c) for c in arr[:, :2].reshape(-1)] for name, arr in arrays.items()]
@@ -120,65 +124,53 @@ def write_csv(
         w.writerows(rows)
 
 
-def write_adk_json(
-    path: str | Path,
-    preds: Mapping[str, np.ndarray],
-    schema: KeypointSchema,
-    latency: float,
-    image_paths: Mapping[str, str],
-) -> None:
-    """The ADK2021 submission JSON; `image_paths` gives each prediction's `img_path` (same keys as `preds`).
-    IDs count annotations from 1 in the order of `preds`."""
+def write_adk_json(path: str | Path, poses: Sequence[Pose], schema: KeypointSchema, latency: float) -> None:
+    """The ADK2021 submission JSON: one annotation per animal, IDs counting from 1 in order, `img_path` the
+    image's path (an image with several animals is named by each of them)."""
     if not (isinstance(latency, (int, float)) and math.isfinite(latency) and latency >= 0):
         raise UserError(f"latency {latency!r} must be a finite number of seconds >= 0", field="latency")
     anns = []
-    for i, (key, raw) in enumerate(preds.items(), start=1):
-        arr = check_prediction(key, raw, schema.num_keypoints)
-        if key not in image_paths:
-            raise UserError(f"no image path for prediction '{key}'", field="image_paths")
+    for i, pose in enumerate(poses, start=1):
+        arr = check_prediction(pose.instance.key, pose.keypoints, schema.num_keypoints)
         joints = [[_plain_num(x), _plain_num(y)] for x, y in arr[:, :2]]
-        anns.append({"ID": i, "img_path": str(image_paths[key]), "joint_self": joints})
+        anns.append({"ID": i, "img_path": str(pose.instance.image), "joint_self": joints})
     write_json(path, {"latency": float(latency), "annotations": anns})
 
 
-def write_coco_results(
-    path: str | Path,
-    preds_by_key: Mapping[str, np.ndarray],
-    image_ids: Mapping[str, int],
-    category_id: int = 1,
-    scores: Mapping[str, float] | None = None,
-) -> None:
-    """COCO keypoint results. Each keypoint's third value is its score (1 when predictions carry none); the
-    detection score is `scores[key]`, else the mean keypoint score."""
+def write_coco_results(path: str | Path, poses: Sequence[Pose]) -> None:
+    """COCO keypoint results, one per animal. Each keypoint's third value is its score (1 when a prediction
+    carries none); `score` is the animal's. The image id is the one the image had in its COCO file, else its
+    name when that is a number, else its number in order of appearance; the category id likewise, else 1."""
+    numbers: dict[tuple[Path, int | None], int] = {}
     out = []
-    for key, raw in preds_by_key.items():
-        arr = check_prediction(key, raw, None)
-        if key not in image_ids:
-            raise UserError(f"no COCO image id for prediction '{key}'", field="image_ids")
+    for pose in poses:
+        inst = pose.instance
+        arr = check_prediction(inst.key, pose.keypoints, None)
         kps = arr if arr.shape[1] == 3 else np.concatenate([arr, np.ones((len(arr), 1))], axis=1)
-        score = float(scores[key]) if scores is not None and key in scores else float(kps[:, 2].mean())
-        if not math.isfinite(score):
-            raise UserError(f"score of prediction '{key}' is not finite", field="scores")
+        if not math.isfinite(pose.score):
+            raise UserError(f"score of prediction '{inst.key}' is not finite", field="score")
+        number = numbers.setdefault((inst.image, inst.frame), len(numbers))
         out.append(
             {
-                "image_id": int(image_ids[key]),
-                "category_id": int(category_id),
+                "image_id": _coco_image_id(inst, number),
+                "category_id": _coco_category_id(inst),
                 "keypoints": [_plain_num(v) for v in kps.reshape(-1)],
-                "score": score,
+                "score": float(pose.score),
+                "bbox": [_plain_num(v) for v in inst.crop_box()],
             }
         )
     write_json(path, out, indent=None)
 
 
-def check_prediction(key: str, raw: Any, k: int | None) -> np.ndarray:
-    """One animal's prediction as a (K, 2|3) float array, its shape and finiteness checked."""
-    arr = np.asarray(raw, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] not in (2, 3) or (k is not None and arr.shape[0] != k):
-        want = f"({k}, 2) or ({k}, 3)" if k is not None else "(K, 2) or (K, 3)"
-        raise UserError(f"prediction for '{key}' has shape {arr.shape}; expected {want}")
-    if not np.all(np.isfinite(arr)):
-        raise UserError(f"prediction for '{key}' holds NaN or infinite values")
-    return arr
+def _coco_image_id(inst: Instance, fallback: int) -> int:
+    if "coco_image_id" in inst.meta:
+        return int(inst.meta["coco_image_id"])
+    return int(inst.image_id) if inst.image_id.isdigit() else fallback
+
+
+def _coco_category_id(inst: Instance) -> int:
+    cid = inst.meta.get("category_id")
+    return int(cid) if isinstance(cid, (int, np.integer)) and not isinstance(cid, bool) else 1
 
 
 def _plain_num(v: float) -> float:
@@ -225,26 +217,33 @@ def find_name(lookup: Mapping[str, str], name: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- reader
 def detect_prediction_format(path: Path) -> str:
-    """csv by suffix; a JSON object is an ADK submission, a JSON list COCO results."""
+    """A CSV by suffix, long when its header has the animal and box columns; a JSON object is an ADK
+    submission, a JSON list COCO results."""
     if not path.is_file():
         raise UserError(unreadable(path, "prediction file"), path=path)
     if path.suffix.lower() == ".csv":
-        return "csv"
+        return long_csv.FORMAT if long_csv.is_long(read_rows(path)[0]) else "csv"
     doc = load_json(path)
     return "adk-json" if isinstance(doc, dict) else "coco"
 
 
-def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None = None) -> dict[str, np.ndarray]:
-    """Predictions of a submission file: image file name -> (K, 2) for CSV and ADK JSON, `"<image_id>#<n>"` ->
-    (K, 3) (x, y, keypoint score) for COCO results. `fmt` None guesses from the suffix and JSON shape."""
+def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None = None) -> list[Pose]:
+    """The animals of a prediction file, in file order. Their keypoints are (K, 2) x, y for CSV and ADK JSON,
+    (K, 3) x, y, score for the long CSV and COCO results; their instance's `image_id` is how the file names the
+    image (its file name, or its COCO image id). `fmt` None guesses from the suffix, header and JSON shape."""
     path = Path(path)
     if not path.is_file():
         raise UserError(unreadable(path, "prediction file"), path=path)
-    readers = {"csv": _read_csv, "adk-json": _read_adk_json, "coco": _read_coco}
+    readers = {"csv": _read_csv, long_csv.FORMAT: long_csv.read, "adk-json": _read_adk_json, "coco": _read_coco}
     return readers[check_format(fmt or detect_prediction_format(path), field="format")](path, schema)
 
 
-def _read_csv(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
+def _named(image: str, keypoints: np.ndarray, ann_id: str | None = None) -> Pose:
+    """A pose read from a file that names its image by file name and gives no score."""
+    return Pose(Instance(Path(image), image_id=image, ann_id=ann_id), keypoints, 1.0)
+
+
+def _read_csv(path: Path, schema: KeypointSchema) -> list[Pose]:
     head, body = read_rows(path)
     col = {c: i for i, c in enumerate(head)}
     image_col = "image" if "image" in col else head[0]
@@ -252,7 +251,7 @@ def _read_csv(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
     missing = [c for c in needed if c not in col]
     if missing:
         raise UserError(f"missing column(s) {', '.join(missing[:4])}", path=path, field="header")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Pose] = {}
     for row, cells in body:
         if len(cells) != len(head):
             raise UserError(f"has {len(cells)} cells, the header has {len(head)}", path=path, field=f"row {row}")
@@ -260,16 +259,17 @@ def _read_csv(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
         if name in out:
             raise UserError(f"image '{name}' appears twice", path=path, field=f"row {row}, column '{image_col}'")
         values = [parse_number(cells[col[c]].strip(), path, row, c) for c in needed]
-        out[name] = np.asarray(values).reshape(schema.num_keypoints, 2)
-    return out
+        out[name] = _named(name, np.asarray(values).reshape(schema.num_keypoints, 2))
+    return list(out.values())
 
 
-def _read_adk_json(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
+def _read_adk_json(path: Path, schema: KeypointSchema) -> list[Pose]:
     doc = load_json(path)
     anns = doc.get("annotations") if isinstance(doc, dict) else None
     if not isinstance(anns, list):
         raise UserError("an ADK submission is an object with an 'annotations' list", path=path, field="annotations")
-    out: dict[str, np.ndarray] = {}
+    out = []
+    count: dict[str, int] = {}
     for i, ann in enumerate(anns):
         field = f"annotations[{i}]"
         if not isinstance(ann, dict) or not isinstance(ann.get("img_path"), str):
@@ -282,17 +282,16 @@ def _read_adk_json(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
                 field=f"{field}.joint_self",
             )
         name = Path(ann["img_path"].replace("\\", "/")).name
-        if name in out:
-            raise UserError(f"image '{name}' appears twice", path=path, field=f"{field}.img_path")
-        out[name] = joints[:, :2]
+        n = count[name] = count.get(name, -1) + 1  # the animals of one image, counted in file order
+        out.append(_named(name, joints[:, :2], str(n)))
     return out
 
 
-def _read_coco(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
+def _read_coco(path: Path, schema: KeypointSchema) -> list[Pose]:
     doc = load_json(path)
     if not isinstance(doc, list):
         raise UserError("COCO results are a JSON list of detections", path=path)
-    out: dict[str, np.ndarray] = {}
+    out = []
     count: dict[str, int] = {}
     for i, det in enumerate(doc):
         field = f"[{i}]"
@@ -305,10 +304,12 @@ def _read_coco(path: Path, schema: KeypointSchema) -> dict[str, np.ndarray]:
                 path=path,
                 field=f"{field}.keypoints",
             )
+        kps = kps.reshape(schema.num_keypoints, 3)
         image_id = str(det["image_id"])
-        n = count.get(image_id, 0)
-        count[image_id] = n + 1
-        out[f"{image_id}#{n}"] = kps.reshape(schema.num_keypoints, 3)
+        n = count[image_id] = count.get(image_id, -1) + 1
+        score = det.get("score")
+        score = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else float(kps[:, 2].mean())
+        out.append(Pose(Instance(Path(image_id), image_id=image_id, ann_id=str(n)), kps, score))
     return out
 
 

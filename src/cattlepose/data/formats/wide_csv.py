@@ -27,9 +27,16 @@ import numpy as np
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_open
 from cattlepose.core.schema import KeypointSchema
-from cattlepose.data.formats.common import PROBE_IMAGES, check_box, image_root, resolve_inside, validate_samples
+from cattlepose.data.formats.common import (
+    PROBE_IMAGES,
+    check_box,
+    drop_duplicate_animals,
+    image_root,
+    resolve_inside,
+    validate_samples,
+)
 from cattlepose.data.images import image_size
-from cattlepose.data.records import Sample
+from cattlepose.data.records import Origin, Sample
 
 IMAGE_COLUMN = "image"
 SIZE_COLUMNS = ("width", "height")
@@ -94,7 +101,7 @@ def read(path: str | Path, schema: KeypointSchema, images: str | Path | None = N
             raise UserError(f"has {len(cells)} cells, the header has {len(head)}", path=path, field=f"row {row}")
         samples.append(_sample(cells, col, schema, img_dir, path, row))
     validate_samples(samples, source=path, num_keypoints=schema.num_keypoints)
-    return samples
+    return drop_duplicate_animals(samples)  # one photograph under two names (a link), annotated alike
 
 
 def _columns(head: list[str], schema: KeypointSchema, path: Path) -> dict[str, int]:
@@ -165,7 +172,8 @@ def _sample(
             values = [number(c) for c in BOX_COLUMNS]
             box = check_box(values, path, f"row {row}, columns {', '.join(BOX_COLUMNS)}")
     group = cell(GROUP_COLUMN) if GROUP_COLUMN in col else ""
-    return Sample(image=img_path, keypoints=kps, bbox=box, width=width, height=height, group=group or None)
+    return Sample(image=img_path, keypoints=kps, bbox=box, width=width, height=height, group=group or None,
+                  origin=Origin(path, f"row {row}"))  # fmt: skip
 
 
 def _positive_int(cell: str, path: Path, row: int, column: str) -> int:

@@ -1,7 +1,8 @@
 """`cattlepose evaluate`: a prediction file of any submission format scored against ground truth.
 
-Predictions are paired with ground-truth animals first: by image file name (CSV, ADK JSON), or, for COCO results
-with several animals in an image, by the smallest mean keypoint distance (Hungarian matching).
+Predictions are paired with ground-truth animals first, image by image: the image is found by file name (CSV,
+long CSV, ADK JSON) or by image id (COCO results); where an image holds several animals, each ground-truth
+animal gets the prediction at the smallest mean keypoint distance (Hungarian matching).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from cattlepose.core.config import load_config
 from cattlepose.core.errors import UserError
 from cattlepose.data.formats import detect_format, read_samples
 from cattlepose.data.formats.submission import detect_prediction_format, read_predictions
-from cattlepose.data.records import Sample
+from cattlepose.data.records import Pose, Sample
 from cattlepose.metrics.keypoints import evaluate
 
 
@@ -66,29 +67,35 @@ def _not_swapped(pred: Path, gt: Path) -> None:
                     f"`cattlepose evaluate {gt} {pred}`", path=path)  # fmt: skip
 
 
-def match_predictions(preds: dict[str, np.ndarray], samples: list[Sample], fmt: str) -> dict[str, np.ndarray]:
-    """Re-key predictions by Sample.key. CSV / ADK JSON are keyed by image file name; COCO results by image id,
-    with several animals of one image paired to ground truth by the smallest mean keypoint distance."""
-    if fmt != "coco":
-        by_name = {Path(k).name: v for k, v in preds.items()}
-        by_name.update({Path(k).stem: v for k, v in preds.items() if Path(k).stem not in by_name})
-        found = {s.key: by_name.get(s.image.name, by_name.get(s.image.stem)) for s in samples}
-        missing = [s.image.name for s in samples if found[s.key] is None]
-        if missing:
-            raise UserError(f"no prediction for {len(missing)} image(s), e.g. {missing[:3]}")
-        return found  # type: ignore[return-value]
-    groups: dict[str, list[Sample]] = {}
+def match_predictions(poses: list[Pose], samples: list[Sample], fmt: str) -> dict[str, np.ndarray]:
+    """Sample.key -> the keypoints of the predicted animal paired with it. COCO results name images by id,
+    the other formats by file name (or stem); within an image, animals are paired by the smallest mean keypoint
+    distance."""
+    by_id = fmt == "coco"
+    predicted: dict[str, list[Pose]] = {}
+    for p in poses:
+        predicted.setdefault(p.instance.image_id if by_id else Path(p.instance.image_id).name, []).append(p)
+    if not by_id:  # a file may name images by stem (a template's spelling)
+        for name in list(predicted):
+            predicted.setdefault(Path(name).stem, predicted[name])
+    truth: dict[str, list[Sample]] = {}
     for s in samples:
-        groups.setdefault(str(s.meta.get("coco_image_id", s.image_id)), []).append(s)
+        truth.setdefault(str(s.meta.get("coco_image_id", s.image_id)) if by_id else s.image.name, []).append(s)
     out: dict[str, np.ndarray] = {}
-    for image_id, gts in groups.items():
-        cands = [v for k, v in preds.items() if k.split("#")[0] == image_id]
+    missing = []
+    for image, gts in truth.items():
+        cands = predicted.get(image) or ([] if by_id else predicted.get(Path(image).stem, []))
+        if not cands and not by_id:
+            missing.append(image)
+            continue
         if len(cands) < len(gts):
-            raise UserError(f"image {image_id}: {len(gts)} animal(s) in the ground truth, {len(cands)} predicted")
-        cost = np.array([[_mean_distance(p, g.keypoints) for p in cands] for g in gts])
+            raise UserError(f"image {image}: {len(gts)} animal(s) in the ground truth, {len(cands)} predicted")
+        cost = np.array([[_mean_distance(p.keypoints, g.keypoints) for p in cands] for g in gts])
         rows, cols = linear_sum_assignment(cost)
         for r, c in zip(rows, cols, strict=True):
-            out[gts[r].key] = cands[c]
+            out[gts[r].key] = cands[c].keypoints
+    if missing:
+        raise UserError(f"no prediction for {len(missing)} image(s), e.g. {missing[:3]}")
     return out
 
 

@@ -1,8 +1,9 @@
 """`cattlepose predict`: a run's fold + flip ensemble on new images, written as a submission file.
 
-Command glue only: the input becomes Samples (a folder of crops, or the boxes of a COCO file), a backend
-predicts them through `infer.predict_batches` (PyTorch: `infer.py`; ONNX Runtime: `onnx_backend.py` on a
-file `export.py` wrote, or on one exported on the fly), and `submission.py` writes the chosen format.
+Command glue only: the input becomes instances, the animals to predict (`data/boxes.py`: the boxes of a COCO
+file or an ADK folder, or a box source over a folder of images, each image whole by default), a backend
+predicts them through `infer.predict_batches` (PyTorch: `engine/infer.py`; ONNX Runtime: `onnx_backend.py` on
+a file `export.py` wrote, or on one exported on the fly), and `submission.py` writes the chosen format.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import check_output, unreadable
 from cattlepose.core.ui import Log
+from cattlepose.data.boxes import BoxSource, given_boxes, holds_boxes, whole_image
 from cattlepose.data.folds import parse_fold_list
-from cattlepose.data.formats import coco, folder
-from cattlepose.data.formats.submission import check_format, write_predictions
-from cattlepose.data.records import Sample
+from cattlepose.data.formats import folder
+from cattlepose.data.formats.submission import check_format, check_writable, write_predictions
+from cattlepose.data.records import Instance
 from cattlepose.engine import device as dev
 from cattlepose.engine.infer import Predictions, load_ensemble, predict_batches, predict_samples
 from cattlepose.runs.rundir import RunDir
@@ -25,17 +27,18 @@ from cattlepose.runs.rundir import RunDir
 BACKENDS = ("torch", "onnx")
 
 
-def prediction_inputs(input: Path, images: Path | None, num_keypoints: int) -> list[Sample]:
-    """The animals to predict: each image of a folder (the whole image is the animal), or each box of a COCO
-    file (ground truth or detections; keypoints are not read)."""
+def prediction_inputs(
+    input: Path, images: Path | None, num_keypoints: int, boxes: BoxSource | None = None
+) -> list[Instance]:
+    """The animals to predict: each box of a COCO file (ground truth or detections) or of an ADK folder, or
+    what `boxes` finds in each image of a folder (by default the whole image is the animal)."""
     if not input.exists():
         raise UserError(unreadable(input, "input"), path=input)
-    if input.is_dir():
-        return folder.read(input, num_keypoints)
-    samples, _ = coco.read_detailed(input, num_keypoints, images=images, boxes_only=True)
-    if not samples:
-        raise UserError("no annotations with boxes to predict", path=input, field="annotations")
-    return samples
+    if not holds_boxes(input):
+        return (boxes or whole_image)(folder.images(input))
+    if boxes is not None:
+        raise UserError("holds boxes already; give a folder of images to find the animals in", path=input)
+    return given_boxes(input, num_keypoints, images)
 
 
 def check_backend(backend: str, onnx: Path | None) -> None:
@@ -60,8 +63,10 @@ def run_predict(
     log: Log | None = None,
     backend: str = "torch",
     onnx: Path | None = None,
+    boxes: BoxSource | None = None,
 ) -> dict[str, Any]:
-    """`flip` None: flip on, or as the exported file has it (`--onnx`)."""
+    """`flip` None: flip on, or as the exported file has it (`--onnx`). `boxes`: what finds the animals in a
+    folder of images (a detector); each image whole when None."""
     log = log or Log(quiet=True)
     check_format(fmt)
     check_backend(backend, onnx)
@@ -73,21 +78,24 @@ def run_predict(
         sidecar = sidecar_path(onnx)
     protect = [template, input if input.is_file() else None, run.path, onnx, sidecar]
     check_output(output, protect=protect)  # before the work
-    samples = prediction_inputs(input, images, run.schema.num_keypoints)
+    instances = prediction_inputs(input, images, run.schema.num_keypoints, boxes)
+    check_writable(fmt, instances)  # a format that cannot hold them is named before the work
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     if backend == "torch":
-        ens = load_ensemble(run, fold_list, device=device)
-        preds = predict_samples(ens, samples, flip=True if flip is None else flip, batch_size=batch_size,
-                                workers=workers, log=log)  # fmt: skip
+        flip = True if flip is None else flip
+        ens = load_ensemble(run, fold_list, device=device, crops=len(instances), flip=flip, log=log)
+        preds = predict_samples(ens, instances, flip=flip, batch_size=batch_size, workers=workers, log=log)
         models = len(ens.models)
     else:
-        preds, models = _predict_onnx(run, samples, onnx, fold_list, flip, device, batch_size, workers, log)
-    latency = preds.seconds / max(1, len(samples))  # the backend's own batch loop, export time not counted
-    write_predictions(fmt, output, samples, preds.as_dict(), run.schema, template=template, latency=latency)
+        preds, models = _predict_onnx(run, instances, onnx, fold_list, flip, device, batch_size, workers, log)
+    n_images = len({(i.image, i.frame) for i in instances})
+    latency = preds.seconds / max(1, n_images)  # the backend's own batch loop, export time not counted
+    write_predictions(fmt, output, preds.poses(), run.schema, template=template, latency=latency)
     return {
-        "images": len(samples),
+        "images": n_images,
+        "animals": len(instances),
         "seconds": preds.seconds,
-        "images_per_s": len(samples) / max(preds.seconds, 1e-9),
+        "images_per_s": n_images / max(preds.seconds, 1e-9),
         "latency_ms": 1000 * latency,
         "models": models,
         "backend": backend,
@@ -96,7 +104,7 @@ def run_predict(
 
 def _predict_onnx(
     run: RunDir,
-    samples: list[Sample],
+    instances: list[Instance],
     onnx: Path | None,
     folds: list[int] | None,
     flip: bool | None,
@@ -117,6 +125,6 @@ def _predict_onnx(
             check_against_run(read_sidecar(onnx), onnx, run, folds, flip, log)
         model = OnnxEnsemble(onnx, threads=run.cfg.train.threads, device=device)
         batch = batch_size or model.batch or dev.resolve_infer_batch(run.cfg.infer.batch_size, model.device)
-        preds = predict_batches(samples, run.cfg.model.input_size, run.schema.num_keypoints, model, batch,
+        preds = predict_batches(instances, run.cfg.model.input_size, run.schema.num_keypoints, model, batch,
                                 model.device, workers, log)  # fmt: skip
         return preds, len(model.info["folds"])

@@ -1,0 +1,26 @@
+"""`cattlepose export`: a run's fold + flip ensemble as one ONNX file (`engine/export.py` builds and writes it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cattlepose.core.ui import Log
+from cattlepose.data.folds import parse_fold_list
+from cattlepose.engine.export import export_run, parse_batch
+from cattlepose.runs.rundir import RunDir
+
+
+def run_export(
+    run_dir: Path,
+    output: Path,
+    folds: str | None,
+    flip: bool,
+    int8: bool,
+    batch: str,
+    calibration: int,
+    log: Log,
+) -> None:
+    n = parse_batch(batch)
+    run = RunDir.open(run_dir)
+    fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
+    export_run(run, output, fold_list, flip=flip, int8=int8, batch=n, calibration_images=calibration, log=log)

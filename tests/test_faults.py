@@ -216,7 +216,7 @@ def test_a_signal_while_a_temporary_file_is_created_or_renamed_waits_for_the_end
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_predict_writes_nothing_and_says_so(run, tiny_data, tmp_path, monkeypatch, sig, code):
-    from cattlepose.engine import predict
+    from cattlepose.commands import predict
 
     def interrupted(*a, **k):
         os.kill(os.getpid(), sig)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cattlepose.core.errors import UserError
+from cattlepose.core.signals import exit_code, interrupts_raise, signal_name
 from cattlepose.core.ui import Log, make_console, plain, print_error
 
 app = typer.Typer(
@@ -38,17 +41,43 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 
 
 def user_errors(fn: F) -> F:
-    """A UserError becomes a one-paragraph message on stderr and exit code 2; anything else is a bug (exit 1)."""
+    """A UserError becomes a one-paragraph message on stderr and exit code 2; anything else is a bug (exit 1).
+    SIGINT and SIGTERM unwind the command (temporary files removed) and end it with one line saying how to
+    resume or rerun it, exit 130 or 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with interrupts_raise():
+                return fn(*args, **kwargs)
         except UserError as e:
             print_error(str(e))
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as e:
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job
+                print_error(f"interrupted ({signal_name(e)}); {_after_interrupt(fn.__name__, kwargs)}")
+            raise typer.Exit(exit_code(e)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_ARGV: list[str] | None = None  # the command line, when `main` is the entry point (not a test's runner)
+
+
+def _after_interrupt(command: str, kwargs: dict[str, Any]) -> str:
+    """What an interrupted command left and the command line that carries on: `train --resume` once the run
+    folder holds its config, else the same command again."""
+    from cattlepose.commands.train import train_run_dir
+    from cattlepose.runs.rundir import CONFIG, train_line
+
+    if command == "train" and not kwargs.get("collect"):
+        run_dir = train_run_dir(kwargs.get("config"), kwargs.get("name"), kwargs["runs_dir"])
+        if (run_dir / CONFIG).is_file():
+            folds = f" --folds {kwargs['folds']}" if kwargs.get("folds") else ""
+            return f"finished epochs are kept; resume with `{train_line(run_dir)} --resume{folds}`"
+    again = f"`cattlepose {shlex.join(_ARGV)}`" if _ARGV else "the same command"
+    kept = "nothing was written; " if command in ("predict", "export", "evaluate") else ""
+    return f"{kept}rerun {again}"
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
@@ -346,6 +375,8 @@ def report(
 
 
 def main() -> None:
+    global _ARGV
+    _ARGV = sys.argv[1:]
     try:
         app()
     except UserError as e:  # raised outside a command body (e.g. while parsing a config path)

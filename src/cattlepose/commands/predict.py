@@ -133,7 +133,7 @@ def _predict_onnx(
             onnx = Path(scratch) / "model.onnx"
             export_run(run, onnx, folds, flip=True if flip is None else flip)
         elif onnx.is_file():  # the sidecar against the run first: it names what differs
-            check_against_run(read_sidecar(onnx), onnx, run, folds, flip)
+            check_against_run(read_sidecar(onnx), onnx, run, folds, flip, log)
         model = OnnxEnsemble(onnx, threads=run.cfg.train.threads, device=device)
         batch = batch_size or model.batch or dev.resolve_infer_batch(run.cfg.infer.batch_size, model.device)
         preds = predict_batches(instances, run.cfg.model.input_size, run.schema.num_keypoints, model, batch,

@@ -13,6 +13,11 @@ from cattlepose.engine import crossval, kfold
 from cattlepose.runs.rundir import CONFIG, require_run, train_line
 
 
+def train_run_dir(config: Path | None, name: str | None, runs_dir: Path) -> Path:
+    """RUNS_DIR/NAME, the name defaulting to the config file's stem, else `default`."""
+    return runs_dir / (name or (config.stem if config else "default"))
+
+
 def run_train(
     config: Path | None,
     overrides: list[str],
@@ -25,7 +30,7 @@ def run_train(
     accept_data_change: bool = False,
 ) -> tuple[Path, dict[str, Any] | None]:
     """The run folder and, once every fold is done, the cross-validation report (None while folds remain)."""
-    run_dir = runs_dir / (name or (config.stem if config else "default"))
+    run_dir = train_run_dir(config, name, runs_dir)
     if config is None and (run_dir / CONFIG).is_file() and (resume or collect):
         config = run_dir / CONFIG  # resuming needs no -c: the run remembers its config
     if config is None and (resume or collect):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -13,34 +14,106 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from cattlepose.core.errors import UserError
+from cattlepose.core.errors import UserError, first_line
+from cattlepose.core.signals import held
 
-_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
-                 errno.EEXIST, errno.EFBIG, errno.ELOOP}  # fmt: skip
 _MIN_FREE = 1 << 20  # bytes a submission needs at least
+# torch.save reports a failed write (a full disk, a file-size limit) as a RuntimeError of its zip writer, the
+# operating system's reason lost: these words in its message mean the file could not be written
+_TORCH_WRITER = ("PytorchStreamWriter", "inline_container", "file write failed")
+
+
+def write_failure(e: BaseException, path: str | Path | None = None) -> str | None:
+    """Why writing `path` failed, in words, when `e` (or an exception it came from) is the system refusing the
+    write: any OSError (a full disk, a quota, a read-only or vanished folder, a file-size limit), or torch's zip
+    writer failing. None for anything else (a bug, which keeps its traceback). A file other than `path` and its
+    temporary names (a scratch file on another disk) is named."""
+    seen: set[int] = set()
+    chain: BaseException | None = e
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError):
+            why = chain.strerror or str(chain) or type(chain).__name__
+            other = chain.filename
+            if other is not None and path is not None:
+                mine = Path(path)
+                name = Path(os.fsdecode(other))
+                if name == mine or (name.parent == mine.parent and name.name.startswith(f".{mine.name}.")):
+                    other = None
+            return why if other is None else f"{why}: {os.fsdecode(other)}"
+        chain = chain.__cause__ or chain.__context__
+    if isinstance(e, RuntimeError) and any(w in str(e) for w in _TORCH_WRITER):
+        return f"the writer stopped: {first_line(e)}"
+    return None
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Blame a failure to write, inside the block, on `path` as a UserError (exit 2) that says the previous file
+    is unchanged; other errors pass through."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        why = write_failure(e, path)
+        if why is None:
+            raise
+        raise UserError(f"cannot write the file ({why}{_free_space(Path(path))}); nothing was written to it (an "
+                        "earlier version stays whole) and no temporary file remains", path=path) from None  # fmt: skip
+
+
+def _free_space(path: Path) -> str:
+    folder = path.parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f"; {free / 2**20:.1f} MiB free on its disk" if free < 64 * 2**20 else ""
+
+
+@contextlib.contextmanager
+def staged(*paths: str | Path) -> Iterator[list[Path]]:
+    """Temporary names beside each of `paths` (hidden: `.NAME.*.tmp`); when the block finishes cleanly, each
+    replaces its path, all renamed together at the end; on any error or interrupt every temporary file is
+    removed and the old files stay whole. The block blames its write failures on a file with `writing`."""
+    finals = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for path in finals:
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with held():
+                    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                    tmps.append(Path(tmp))
+                    os.close(fd)
+                # mkstemp's 0600 would outlive the rename: modes as open() gives them
+                tmps[-1].chmod(0o666 & ~_umask())
+        yield list(tmps)
+        with held():  # a pair (a model and its sidecar) is renamed whole or not at all
+            for tmp, path in zip(tmps, finals, strict=True):
+                with writing(path):
+                    os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
-    path = Path(path)
-    tmp_path: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
-        tmp_path.chmod(0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename: modes as open() gives them
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except OSError as e:
-        if e.errno not in _WRITE_ERRORS:
-            raise
-        # a full disk, a read-only folder: the user's to fix, and the old file (if any) is still whole
-        raise UserError(f"cannot write the file ({e.strerror}); nothing was written", path=path) from None
-    finally:
-        if tmp_path is not None and tmp_path.exists():
-            tmp_path.unlink()
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error (or an interrupt) it is
+    removed. A failed write (a full disk, torch's writer failing) is a UserError naming `path`."""
+    with staged(path) as (tmp,), writing(path):
+        yield tmp
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex (about 1 GB/s)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _umask() -> int:

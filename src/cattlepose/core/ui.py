@@ -24,6 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cattlepose.core.errors import escape_controls
+
 # Width of a console writing to a file or a pipe: wide enough that no table ever needs to wrap a cell (paths
 # included), so rows are laid out at their natural width. Nothing pads to it (tables do not expand).
 PLAIN_WIDTH = 100_000
@@ -57,7 +59,8 @@ def plain(console: Console) -> bool:
 
 def print_error(message: str, console: Console | None = None) -> None:
     """`error: message` as one paragraph on stderr (never wrapped by us; a terminal wraps it on screen)."""
-    (console or make_console(stderr=True)).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    text = escape(escape_controls(message, keep_newlines=True))
+    (console or make_console(stderr=True)).print(f"[bold red]error:[/] {text}", soft_wrap=True)
 
 
 class Task:
@@ -85,11 +88,12 @@ class Log:
     def info(self, message: str) -> None:
         """A line of text; taken literally (square brackets in paths are not rich markup)."""
         if not self.quiet:
-            self.console.print(escape(message))
+            self.console.print(escape(escape_controls(message, keep_newlines=True)))
 
     def warn(self, message: str) -> None:
         # warnings are shown even in quiet mode: they say something is off
-        make_console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}")
+        text = escape(escape_controls(message, keep_newlines=True))
+        make_console(stderr=True).print(f"[yellow]warning:[/] {text}")
 
     def show(self, renderable: Any) -> None:
         if not self.quiet:

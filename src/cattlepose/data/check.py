@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cattlepose.core.config import DataConfig
-from cattlepose.core.errors import UserError
+from cattlepose.core.errors import UserError, escape_controls
 from cattlepose.core.schema import KeypointSchema, recognition_note
 from cattlepose.data.formats import read_detailed, repeated_files, resolve_format, resolve_schema, source_labels
 from cattlepose.data.formats.common import drop_duplicate_animals, outside_policy
@@ -44,6 +44,11 @@ class Problem:
     file: str
     field: str | None
     message: str
+
+    def __post_init__(self) -> None:  # names from a data file may hold NUL or ESC: shown escaped, never raw
+        self.file = escape_controls(self.file)
+        self.field = None if self.field is None else escape_controls(self.field)
+        self.message = escape_controls(self.message, keep_newlines=True)
 
     def __str__(self) -> str:
         where = self.file + (f", field '{self.field}'" if self.field else "")

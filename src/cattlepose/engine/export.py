@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import logging
 import tempfile
 import warnings
@@ -33,8 +34,9 @@ from timm.layers.conv2d_same import Conv2dSame
 from timm.layers.padding import get_same_padding
 from torch import nn
 
+from cattlepose.core.config import Config
 from cattlepose.core.errors import UserError
-from cattlepose.core.files import atomic_path, check_output, write_json
+from cattlepose.core.files import check_output, sha256_file, staged, writing
 from cattlepose.core.ui import Log
 from cattlepose.data.dataset import IMAGENET_MEAN, IMAGENET_STD, INPUT_SCALE, INPUT_SHIFT
 from cattlepose.data.source import load_training_data, training_paths
@@ -44,11 +46,12 @@ from cattlepose.models.batchnorm import fuse_batchnorm
 from cattlepose.models.codec import HeatmapCodec
 from cattlepose.models.efficientnet import SameConv2d
 from cattlepose.models.psa import PolarizedSelfAttention
-from cattlepose.runs.rundir import RunDir
+from cattlepose.runs.rundir import CONFIG, RunDir, read_data_record
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "crops", "keypoints"
-SIDECAR_FORMAT = "cattlepose-onnx/1"
+# /2: the sidecar holds the SHA-256 of the graph file and of each fold checkpoint it was made from
+SIDECAR_FORMAT = "cattlepose-onnx/2"
 CALIBRATION_IMAGES = 32  # training crops the int8 ranges are measured on
 _CALIBRATION_BATCH = 8
 
@@ -212,7 +215,7 @@ class _CropReader:
 
 def calibration_batches(run: RunDir, n_images: int, batch: int | None, log: Log) -> list[np.ndarray]:
     """Up to `n_images` of the run's training images, evenly spaced, cropped as inference crops them."""
-    samples, _ = load_training_data(run.cfg, log)
+    samples, _ = load_training_data(run_data_config(run, log), log)
     if not samples:
         raise UserError("the run's training data has no images to calibrate int8 on", field="data.train")
     pick = np.unique(np.linspace(0, len(samples) - 1, min(n_images, len(samples))).round().astype(int))
@@ -227,6 +230,47 @@ def calibration_batches(run: RunDir, n_images: int, batch: int | None, log: Log)
     if batch and len(batches[-1]) < batch:  # a fixed-batch graph takes only full batches: repeat crops
         batches[-1] = np.resize(np.concatenate([batches[-1], crops]), (batch, *crops.shape[1:]))
     return batches
+
+
+def run_data_config(run: RunDir, log: Log) -> Config:
+    """The run's config with its relative data paths (`data.train`, `data.images`, the synthetic set's
+    `data.synth_dir`) made absolute. They are relative to the folder the run was trained from: the current
+    folder, a folder above the data the run recorded (data.json's root, where its files were found), or a
+    folder above the run (the default layout is FOLDER/runs/NAME); the first that holds every one of them is
+    taken, and a UserError names the key and config.yaml when none does."""
+    d = run.cfg.data
+    keys = {"data.train": d.train_files, "data.images": [p for p in d.image_folders or [] if p is not None]}
+    if d.train is None:
+        keys = {"data.synth_dir": [d.synth_dir]}
+    relative = {k: [p for p in paths if not p.is_absolute()] for k, paths in keys.items()}
+    if not any(relative.values()):
+        return run.cfg
+    here = Path.cwd()
+    record = read_data_record(run.path, damaged_ok=True)
+    recorded = [Path(record.root), *Path(record.root).parents] if record is not None and record.root else []
+    for base in [here, *recorded, *run.path.resolve().parents]:
+        if all((base / p).exists() for paths in relative.values() for p in paths):
+            break
+    else:
+        key, paths = next((k, v) for k, v in relative.items() if v)
+        raise UserError(
+            f"{key} {paths[0]} is relative to the folder the run was trained from, and neither {here} nor a "
+            f"folder above the run holds it; run the command from that folder, or write the absolute path in "
+            f"{run.path / CONFIG}",
+            path=run.path / CONFIG,
+            field=key,
+        )
+    if base == here:
+        return run.cfg
+
+    def absolute(value: object) -> object:
+        if isinstance(value, list):
+            return [absolute(v) for v in value]
+        return base / value if isinstance(value, Path) and not value.is_absolute() else value
+
+    update = {"train": absolute(d.train), "images": absolute(d.images), "synth_dir": absolute(d.synth_dir)}
+    log.info(f"the run's data paths are relative to {base}, where it was trained: read from there")
+    return run.cfg.model_copy(update={"data": d.model_copy(update=update)})
 
 
 @contextlib.contextmanager
@@ -309,17 +353,18 @@ def sidecar(run: RunDir, folds: list[int], flip: bool, int8: bool, batch: int | 
         "batch": batch or "dynamic",
         "opset": OPSET,
         "run": str(run.path),
+        "checkpoints": checkpoint_fingerprints(run, folds),
     }
 
 
+def checkpoint_fingerprints(run: RunDir, folds: list[int]) -> dict[str, str]:
+    """Fold -> the SHA-256 of the best.pt an export is made from: retraining the run changes them, which tells
+    a stale export from a current one (the graph's own weights are fused and rounded, so they cannot be
+    compared with a checkpoint's)."""
+    return {str(k): sha256_file(run.checkpoint(k)) for k in folds}
+
+
 # ----------------------------------------------------------------------------------------------------- command
-@contextlib.contextmanager
-def _both(out: Path) -> Iterator[tuple[Path, Path]]:
-    """Temporary names for the .onnx and its sidecar that become theirs only when both are written."""
-    with atomic_path(out) as tmp_onnx, atomic_path(sidecar_path(out)) as tmp_json:
-        yield tmp_onnx, tmp_json
-
-
 def export_run(
     run_dir: str | Path | RunDir,
     out: str | Path,
@@ -330,7 +375,8 @@ def export_run(
     calibration_images: int = CALIBRATION_IMAGES,
     log: Log | None = None,
 ) -> dict[str, Any]:
-    """Write OUT.onnx and OUT.json; every check (run, folds, output) comes before the export."""
+    """Write OUT.onnx and OUT.json; every check (run, folds, output) comes before the export. Both files become
+    theirs together at the end; a failure writing either names that file and leaves the previous pair whole."""
     log = log or Log(quiet=True)
     out = Path(out)
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
@@ -338,19 +384,48 @@ def export_run(
         raise UserError("an exported model is written as a .onnx file (its sidecar beside it as .json)", path=out)
     chosen = run.model_folds(folds)
     data = [("the run's training data (data.train)", p) for p in training_paths(run.cfg)]
-    for path in (out, sidecar_path(out)):
+    json_path = sidecar_path(out)
+    for path in (out, json_path):
         check_output(path, protect=[("the run", run.path), *data], keep_out=data)
+    info = sidecar(run, chosen, flip, int8, batch)  # the checkpoints' fingerprints before they are read
     graph = export_model(run, chosen, flip)
     size = tuple(run.cfg.model.input_size)
     batches = calibration_batches(run, calibration_images, batch, log) if int8 else []
-    info = sidecar(run, chosen, flip, int8, batch)
-    with _both(out) as (tmp_onnx, tmp_json), tempfile.TemporaryDirectory() as scratch:
-        fp32 = Path(scratch) / "fp32.onnx" if int8 else tmp_onnx
-        to_onnx(graph, fp32, size, batch)
-        if int8:
-            info["float_nodes"] = quantize_int8(fp32, tmp_onnx, graph, batches)
-            info["calibration_images"] = sum(len(b) for b in batches)
-        write_json(tmp_json, info)
-    log.info(f"wrote {out} and {sidecar_path(out)} ({len(chosen)} fold(s), flip {'on' if flip else 'off'}"
+    with staged(out, json_path) as (tmp_onnx, tmp_json):
+        with writing(out), _scratch(out, int8) as scratch:
+            fp32 = scratch / "fp32.onnx" if scratch else tmp_onnx
+            to_onnx(graph, fp32, size, batch)
+            if int8:
+                info["float_nodes"] = quantize_int8(fp32, tmp_onnx, graph, batches)
+                info["calibration_images"] = sum(len(b) for b in batches)
+        info["graph_sha256"] = sha256_file(tmp_onnx)
+        with writing(json_path):
+            tmp_json.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    log.info(f"wrote {out} and {json_path} ({len(chosen)} fold(s), flip {'on' if flip else 'off'}"
              f"{', int8' if int8 else ''})")  # fmt: skip
-    return {"onnx": str(out), "sidecar": str(sidecar_path(out)), **info}
+    return {"onnx": str(out), "sidecar": str(json_path), **info}
+
+
+@contextlib.contextmanager
+def _scratch(out: Path, needed: bool) -> Iterator[Path | None]:
+    """A hidden folder beside the output for int8's float graph: on the output's disk, so a full disk is the
+    output's, and removed however the export ends."""
+    if not needed:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as scratch:
+        yield Path(scratch)
+
+
+def export_line(info: dict[str, Any], run: str | Path, out: str | Path) -> str:
+    """The `cattlepose export` line that writes `out` again as its sidecar `info` describes it."""
+    parts = ["cattlepose export", str(run), "-o", str(out)]
+    if info.get("folds") is not None:
+        parts += ["--folds", ",".join(str(k) for k in info["folds"])]
+    if info.get("flip") is False:
+        parts.append("--no-flip")
+    if info.get("int8"):
+        parts.append("--int8")
+    if isinstance(info.get("batch"), int):
+        parts += ["--batch", str(info["batch"])]
+    return " ".join(parts)

@@ -23,7 +23,7 @@ from torch import nn
 
 from cattlepose.core.config import Config, config_to_dict
 from cattlepose.core.errors import UserError
-from cattlepose.core.files import atomic_open, atomic_path
+from cattlepose.core.files import atomic_open
 from cattlepose.core.schema import KeypointSchema
 from cattlepose.core.ui import Log
 from cattlepose.data.dataset import KeypointDataset, decode_all
@@ -334,8 +334,10 @@ def save_weights(fold: Fold, state: TrainState, name: str, **extra: Any) -> None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # through a Python file: a failed write then keeps the system's reason (a full disk), which torch.save to a
+    # path replaces by its zip writer's "unexpected pos"
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:

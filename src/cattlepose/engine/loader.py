@@ -72,6 +72,11 @@ class _Loader(DataLoader):
     them: one message naming the file, not the worker's traceback that torch wraps around it."""
 
     def __iter__(self) -> Iterator:  # type: ignore[override]
+        if self.num_workers > 0:
+            # OpenCV's thread pool, once the parent process has used it, is copied half-alive into each forked
+            # worker, where `cv2.setNumThreads(1)` then waits forever on it: 1 training run in 4 hung that way
+            # with 2 workers on a 2-core machine. Shrinking the pool before the fork leaves the workers none.
+            cv2.setNumThreads(1)
         try:
             yield from super().__iter__()
         except UserError as e:

@@ -1,8 +1,10 @@
 """`predict --backend onnx`: an exported ensemble (engine/export.py) run by ONNX Runtime, as a `BatchFn` for
 `infer.predict_batches`, so crops, boxes, back-projection and writers are those of the PyTorch backend.
 
-The file is checked before any work: it must have its sidecar (OUT.json), agree with the run on the input
-size and the keypoints (and, when they are asked for, on folds and flip), and load in ONNX Runtime. Threads:
+The file is checked before any work: it must have its sidecar (OUT.json), be the very graph the sidecar was
+written with (the SHA-256 of its bytes), come from the run's checkpoints as they are now (the SHA-256 of each
+fold's best.pt: a retrained run's old export is refused), agree with the run on the input size and the
+keypoints (and, when they are asked for, on folds and flip), and load in ONNX Runtime. Threads:
 `train.threads` or every core (engine/device.py); the CUDA provider where ONNX Runtime has one and the device
 is not forced to the CPU.
 """
@@ -17,9 +19,10 @@ import numpy as np
 import torch
 
 from cattlepose.core.errors import UserError, first_line
-from cattlepose.core.files import unreadable
+from cattlepose.core.files import sha256_file, unreadable
+from cattlepose.core.ui import Log
 from cattlepose.engine import device as dev
-from cattlepose.engine.export import INPUT_NAME, SIDECAR_FORMAT, sidecar_path
+from cattlepose.engine.export import INPUT_NAME, SIDECAR_FORMAT, export_line, sidecar_path
 from cattlepose.runs.rundir import RunDir
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -38,19 +41,43 @@ def read_sidecar(onnx_path: Path) -> dict[str, Any]:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"not a readable sidecar JSON ({first_line(e)}); export again", path=path) from None
-    if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
+    if not isinstance(info, dict) or not str(info.get("format", "")).startswith("cattlepose-onnx/"):
         raise UserError(f"not a cattlepose export's sidecar (format is not {SIDECAR_FORMAT})", path=path,
                         field="format")  # fmt: skip
-    for key in ("input_size", "keypoints", "flip", "folds"):
+    if info["format"] != SIDECAR_FORMAT:
+        raise UserError(f"written by another cattlepose version ({info['format']}, this one reads "
+                        f"{SIDECAR_FORMAT}: the fingerprints that tie a file to its graph and its run); export "
+                        f"again: `{export_line(info, info.get('run', 'RUN_DIR'), onnx_path)}`", path=path,
+                        field="format")  # fmt: skip
+    for key in ("input_size", "keypoints", "flip", "folds", "graph_sha256", "checkpoints"):
         if key not in info:
             raise UserError("missing; export again", path=path, field=key)
     return info
 
 
+def check_graph(info: dict[str, Any], onnx_path: Path) -> None:
+    """The .onnx is the file its sidecar was written with: the SHA-256 of its bytes, as export computed it."""
+    have, want = sha256_file(onnx_path), str(info["graph_sha256"])
+    if have != want:
+        raise UserError(
+            f"not the graph its sidecar {sidecar_path(onnx_path)} was written with (SHA-256 {have[:12]}..., the "
+            f"sidecar records {want[:12]}...): another export's file, or one changed or corrupt since; export "
+            f"again, which writes both: `{export_line(info, info.get('run', 'RUN_DIR'), onnx_path)}`",
+            path=onnx_path,
+            field="graph_sha256",
+        )
+
+
 def check_against_run(
-    info: dict[str, Any], onnx_path: Path, run: RunDir, folds: list[int] | None, flip: bool | None
+    info: dict[str, Any],
+    onnx_path: Path,
+    run: RunDir,
+    folds: list[int] | None,
+    flip: bool | None,
+    log: Log | None = None,
 ) -> None:
-    """The exported file predicts for this run: same input size and keypoints; folds and flip when asked."""
+    """The exported file predicts for this run: same input size and keypoints, folds and flip when asked, and
+    made from its checkpoints as they are now."""
     path = sidecar_path(onnx_path)
     size = list(run.cfg.model.input_size)
     if list(info["input_size"]) != size:
@@ -67,6 +94,18 @@ def check_against_run(
         was = "with" if info["flip"] else "without"
         raise UserError(f"the file was exported {was} flip; export again {'without' if was == 'with' else 'with'} "
                         "--no-flip, or predict to match", path=path, field="flip")  # fmt: skip
+    again = export_line(info, run.path, onnx_path)
+    absent = []
+    for k, digest in info["checkpoints"].items():
+        ckpt = run.checkpoint(int(k))
+        if not ckpt.is_file():
+            absent.append(str(ckpt))
+        elif sha256_file(ckpt) != digest:
+            raise UserError(f"exported from other weights than fold {k}'s {ckpt} holds now (the run was retrained, "
+                            f"or the file belongs to another run); export again: `{again}`", path=path,
+                            field="checkpoints")  # fmt: skip
+    if absent and log is not None:  # a deployment may carry the run's config without its weights
+        log.warn(f"{onnx_path} cannot be checked against the run's weights: {', '.join(absent)} absent")
 
 
 def providers(device: str = "auto") -> list[str]:
@@ -92,6 +131,7 @@ class OnnxEnsemble:
         if not self.path.is_file():
             raise UserError(unreadable(self.path, "exported model"), path=self.path)
         self.info = read_sidecar(self.path)
+        check_graph(self.info, self.path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = dev.resolve_threads(threads)
         options.inter_op_num_threads = 1

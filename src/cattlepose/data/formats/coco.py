@@ -14,6 +14,7 @@ only way: a keypoint name that matches none of the schema's is an error listing 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from cattlepose.core.errors import UserError
 from cattlepose.core.files import write_json
 from cattlepose.core.schema import KeypointSchema, match_keypoint_names
 from cattlepose.data.formats.common import (
+    PROBE_IMAGES,
     ErrorSink,
     check_box,
     check_image_size,
@@ -391,9 +393,8 @@ def _images(doc: dict[str, Any], path: Path) -> dict[Any, tuple[int, dict[str, A
 
 def _image_root(path: Path, images: str | Path | None, entries: dict[Any, tuple[int, dict[str, Any]]]) -> Path:
     here = path.parent
-    first = next(iter(entries.values()), None)
-    name = first[1]["file_name"] if first is not None and isinstance(first[1]["file_name"], str) else ""
-    return image_root(path, images, name, [here, here / "images", here.parent / "images"], here)
+    names = [im["file_name"] for _, im in itertools.islice(entries.values(), PROBE_IMAGES)]
+    return image_root(path, images, names, [here, here / "images", here.parent / "images"], here)
 
 
 def _image_size(

@@ -206,21 +206,27 @@ def load_json(path: Path) -> Any:
         raise UserError(f"cannot read file ({e.strerror})", path=path) from None
 
 
+PROBE_IMAGES = 32  # image names tried against each candidate folder: one missing file does not decide it
+
+
 def image_root(
-    annotation_file: Path, images: str | Path | None, first_name: str, candidates: Sequence[Path], default: Path
+    annotation_file: Path, images: str | Path | None, names: Sequence[str], candidates: Sequence[Path], default: Path
 ) -> Path:
-    """The folder image names are relative to: `images` when given (it must exist), else the first of
-    `candidates` that holds the first image named in the file, else `default`."""
+    """The folder image names are relative to: `images` when given (it must exist), else the candidate that
+    holds the most of the first `PROBE_IMAGES` names (the first such candidate on a tie), else `default`. One
+    missing image then is reported alone, instead of moving every other image to a folder that lacks them."""
     if images is not None:
         root = Path(images)
         if not root.is_dir():
             raise UserError("image folder not found", path=root, field="images")
         return root
-    name = first_name.strip().replace("\\", "/")
+    probe = [n.strip().replace("\\", "/") for n in names[:PROBE_IMAGES] if isinstance(n, str) and n.strip()]
+    best, found = default, 0
     for cand in candidates:
-        if name and (cand / name).is_file():
-            return cand
-    return default
+        n = sum((cand / name).is_file() for name in probe)
+        if n > found:
+            best, found = cand, n
+    return best
 
 
 def far_outside(sample: Sample, margin: float) -> np.ndarray:

@@ -28,6 +28,7 @@ from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_open
 from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.formats.common import (
+    PROBE_IMAGES,
     check_box,
     drop_duplicate_animals,
     image_root,
@@ -92,7 +93,8 @@ def read(path: str | Path, schema: KeypointSchema, images: str | Path | None = N
     col = _columns(head, schema, path)
     if not body:
         raise UserError("the data set is empty: the CSV has a header and no rows", path=path)
-    img_dir = _image_root(path, images, body[0][1][col[IMAGE_COLUMN]] if col[IMAGE_COLUMN] < len(body[0][1]) else "")
+    i = col[IMAGE_COLUMN]
+    img_dir = _image_root(path, images, [cells[i] for _, cells in body[:PROBE_IMAGES] if i < len(cells)])
     samples = []
     for row, cells in body:
         if len(cells) != len(head):
@@ -132,10 +134,10 @@ def _columns(head: list[str], schema: KeypointSchema, path: Path) -> dict[str, i
     return col
 
 
-def _image_root(path: Path, images: str | Path | None, first: str) -> Path:
+def _image_root(path: Path, images: str | Path | None, names: list[str]) -> Path:
     here = path.parent
     default = here / "images" if (here / "images").is_dir() else here
-    return image_root(path, images, first, [here / "images", here, here.parent / "images"], default)
+    return image_root(path, images, names, [here / "images", here, here.parent / "images"], default)
 
 
 def _sample(

@@ -1,11 +1,11 @@
-"""Ablation at the default budget: PSA none / parallel / sequential, augmentation light / heavy.
+"""Ablation at the default budget: PSA none / parallel / sequential, PSA in fewer blocks, augmentation light / heavy.
 
 Each variant is a full k-fold run of the default config with one setting changed (2 folds by default), trained
 with the real CLI, so the numbers are what `make train` would report. Variants already trained are reused
 (`--resume`), so an interrupted ablation continues. Prints one markdown table from the runs' cv.json, with the
 out-of-fold metrics split by visible and occluded keypoints, and the training wall time of each run.
 
-    .venv/bin/python benchmarks/ablation.py [--folds 2] [--config configs/default.yaml] [--only psa_none,...]
+    .venv/bin/python benchmarks/ablation.py [--folds 2] [--config configs/default.yaml] [--only psa_none,...] [-s k=v]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ VARIANTS: dict[str, list[str]] = {
     "psa_parallel+heavy": [],  # the default config
     "psa_none": ["model.psa=none"],
     "psa_sequential": ["model.psa=sequential"],
+    "psa_last": ["model.psa_placement=last"],  # the last BasicBlock of each branch of each module
+    "psa_stage4": ["model.psa_placement=stage4"],
     "aug_light": ["augment.level=light"],
     "aug_none": ["augment.level=none"],
 }
@@ -31,7 +33,7 @@ def train(name: str, overrides: list[str], args: argparse.Namespace) -> float:
     cli = Path(sys.executable).parent / "cattlepose"
     cmd = [str(cli), "train", "-c", args.config, "--name", name, "--runs-dir", args.runs_dir, "--resume", "-q"]
     cmd += ["-s", f"train.folds={args.folds}"]
-    for o in overrides:
+    for o in [*overrides, *args.set]:
         cmd += ["-s", o]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=2)
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
+    ap.add_argument("-s", "--set", action="append", default=[], help="override for every variant, e.g. train.threads=1")
     args = ap.parse_args()
     names = args.only.split(",") if args.only else list(VARIANTS)
     lines = [

@@ -14,6 +14,7 @@ on the held-out images:
                  (recipe+lite1+s160 is configs/real_small_cpu.yaml as it ships)
   ...+species    starting from a run on every other species of --data and --extra-data (90% of them), itself
                  started as the variant's network is (ImageNet for a lite): ImageNet -> other species -> target
+  ...+psalast, +psa4  PSA in the last BasicBlock of each HRNet branch only, or in stage 4's blocks only
   ...+nopsa, +s160  no PSA, a 160x160 input (any multiple of 32) for the fine-tune; pretraining runs take
                  --pretrain-epochs and --pretrain-size (runs of other settings need another --runs folder:
                  one that disagrees with the command is refused, never reused)
@@ -120,7 +121,7 @@ def main() -> None:
     hrnet = ["model.backbone=hrnet_w18_small", "model.pretrained=null", "model.input_size=[128,128]", "train.epochs=80"]
     pre, species = [*hrnet, *pre], [*hrnet, *species]
 
-    arch_parts = ("lite", "nopsa", "s")  # what describes the network, so a pretraining run shares it
+    arch_parts = ("lite", "nopsa", "psalast", "psa4", "s")  # what describes the network, so a pretraining run shares it
 
     def network(parts: list[str]) -> list[str]:
         """Overrides of the network parts of a variant (backbone, PSA, input size)."""
@@ -130,6 +131,10 @@ def main() -> None:
                 out += [f"model.backbone=tf_efficientnet_{part}", "model.pretrained=imagenet"]
             elif part == "nopsa":
                 out.append("model.psa=none")
+            elif part == "psalast":
+                out.append("model.psa_placement=last")
+            elif part == "psa4":
+                out.append("model.psa_placement=stage4")
             elif part.startswith("s") and part[1:].isdigit():
                 out.append(f"model.input_size=[{part[1:]},{part[1:]}]")
         return out

@@ -103,6 +103,21 @@ def test_psa_sits_in_every_basic_block_of_stages_2_to_4() -> None:
     assert not any(isinstance(m, PolarizedSelfAttention) for m in model.backbone.layer1.modules())
 
 
+@pytest.mark.parametrize(("placement", "expected"), [("every", 104), ("last", 26), ("stage4", 48)])
+def test_psa_placement_chooses_the_blocks(placement: str, expected: int) -> None:
+    """hrnet_w32: 104 BasicBlocks in stages 2-4 (8 modules, 26 branches of 4 blocks); `last` keeps the last block of
+    each branch, `stage4` the 48 blocks of stage 4; the other blocks keep their identity `aa`."""
+    model = build_model(cfg("hrnet_w32", "parallel", psa_placement=placement), K)
+    with_psa = {name for name, m in model.backbone.named_modules() if isinstance(m, PolarizedSelfAttention)}
+    assert len(with_psa) == len(model.psa_blocks) == expected
+    if placement == "last":
+        assert all(name.endswith(".3.aa") for name in with_psa)  # each branch's fourth and last block
+    if placement == "stage4":
+        assert all(name.startswith("stage4.") for name in with_psa)
+    x = torch.randn(1, 3, 64, 64)
+    assert model(x).shape == (1, K, 16, 16)
+
+
 @pytest.mark.parametrize("psa", LAYOUTS)
 def test_channels_last_matches_nchw(psa: str) -> None:
     torch.manual_seed(0)

@@ -12,6 +12,11 @@ from typing import Literal, get_args
 
 PsaLayout = Literal["none", "parallel", "sequential"]
 PSA_LAYOUTS: tuple[str, ...] = get_args(PsaLayout)
+# Which HRNet BasicBlocks of stages 2-4 hold a PSA: every one (the PSA paper's and this project's default), the last
+# block of each branch of each multi-resolution module (a quarter of them), or stage 4's blocks alone. EfficientNet
+# networks hold one PSA in their decoder whatever this says.
+PsaPlacement = Literal["every", "last", "stage4"]
+PSA_PLACEMENTS: tuple[str, ...] = get_args(PsaPlacement)
 
 
 @dataclass(frozen=True)

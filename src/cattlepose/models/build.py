@@ -28,7 +28,7 @@ def build_model(
     and forward works in either.
     """
     if BACKBONES[model_cfg.backbone].family == "hrnet":
-        model: nn.Module = PoseHRNet(model_cfg.backbone, num_keypoints, model_cfg.psa)
+        model: nn.Module = PoseHRNet(model_cfg.backbone, num_keypoints, model_cfg.psa, model_cfg.psa_placement)
     else:
         model = PoseEfficientNet(model_cfg.backbone, num_keypoints, model_cfg.psa)
     if model_cfg.pretrained:

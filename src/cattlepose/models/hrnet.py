@@ -23,7 +23,7 @@ from timm.models.hrnet import HighResolutionModule
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
-from cattlepose.core.backbones import BACKBONES, PsaLayout
+from cattlepose.core.backbones import BACKBONES, PsaLayout, PsaPlacement
 from cattlepose.models.pose import PoseNetwork
 from cattlepose.models.psa import PolarizedSelfAttention
 
@@ -46,18 +46,23 @@ def prune_unused_fuse(backbone: nn.Module) -> int:
     return removed
 
 
-def insert_psa(backbone: nn.Module, layout: PsaLayout) -> list[str]:
-    """Put PSA into the `aa` slot of every BasicBlock of stages 2-4; returns the names of the blocks changed."""
+def insert_psa(backbone: nn.Module, layout: PsaLayout, placement: PsaPlacement = "every") -> list[str]:
+    """Put PSA into the `aa` slot of the BasicBlocks of stages 2-4 that `placement` names (every one, the last of
+    each branch of each module, or stage 4's); returns the names of the blocks changed."""
     if layout == "none":
         return []
+    stages = ("stage4",) if placement == "stage4" else ("stage2", "stage3", "stage4")
     names = []
-    for stage in ("stage2", "stage3", "stage4"):
-        for name, module in getattr(backbone, stage).named_modules():
-            if isinstance(module, BasicBlock):
-                if not isinstance(module.aa, nn.Identity):
-                    raise RuntimeError(f"{stage}.{name}.aa is {type(module.aa).__name__}, expected Identity")
-                module.aa = PolarizedSelfAttention(module.conv1.out_channels, layout)
-                names.append(f"{stage}.{name}")
+    for stage in stages:
+        for m, module in enumerate(getattr(backbone, stage)):
+            for b, branch in enumerate(module.branches):
+                blocks = [(i, blk) for i, blk in enumerate(branch) if isinstance(blk, BasicBlock)]
+                for i, block in blocks[-1:] if placement == "last" else blocks:
+                    if not isinstance(block.aa, nn.Identity):
+                        raise RuntimeError(f"{stage}.{m}.branches.{b}.{i}.aa is {type(block.aa).__name__}, "
+                                           "expected Identity")  # fmt: skip
+                    block.aa = PolarizedSelfAttention(block.conv1.out_channels, layout)
+                    names.append(f"{stage}.{m}.branches.{b}.{i}")
     return names
 
 
@@ -70,11 +75,13 @@ COMPILE_UNIT = "block"
 class PoseHRNet(PoseNetwork):
     """(N, 3, H, W) ImageNet-normalised images -> (N, K, H/4, W/4) heatmap logits."""
 
-    def __init__(self, backbone: str, num_keypoints: int, psa: PsaLayout = "parallel"):
+    def __init__(
+        self, backbone: str, num_keypoints: int, psa: PsaLayout = "parallel", psa_placement: PsaPlacement = "every"
+    ):
         super().__init__(backbone, num_keypoints, psa)
         self.backbone = create_backbone(backbone)
         prune_unused_fuse(self.backbone)
-        self.psa_blocks = insert_psa(self.backbone, psa)
+        self.psa_blocks = insert_psa(self.backbone, psa, psa_placement)
         self.make_head(BACKBONES[backbone].width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -111,7 +111,7 @@ def model_info(cfg: Config, num_keypoints: int, measure: bool = True) -> dict[st
     macs, psa_macs = count_macs(model, torch.zeros(1, 3, h, w))
     info: dict[str, Any] = {
         "backbone": mc.backbone,
-        "psa": mc.psa,
+        "psa": mc.psa if mc.psa == "none" else f"{mc.psa}, {mc.psa_placement}",
         "input_size": f"{h}x{w}",
         "heatmap_size": f"{h // 4}x{w // 4}",
         "keypoints": num_keypoints,

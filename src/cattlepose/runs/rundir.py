@@ -48,7 +48,8 @@ BEST, LAST, HISTORY, DONE = "best.pt", "last.pt", "history.csv", "done.json"  # 
 LOCK = ".lock"  # held while the run is prepared; in fold{k}/ while that fold trains
 # What decides a checkpoint's predictions: config.yaml must agree with every checkpoint's own config on these
 CONTRACT = (
-    "model.backbone", "model.psa", "model.input_size", "codec.kind", "codec.sigma", "codec.loss", "codec.decode",
+    "model.backbone", "model.psa", "model.psa_placement", "model.input_size", "codec.kind", "codec.sigma",
+    "codec.loss", "codec.decode",
     "codec.blur_kernel", "data.schema", "train.folds",
 )  # fmt: skip
 _ABSENT = object()

@@ -18,18 +18,41 @@ def test_bench_gpu_says_so_and_exits_0_without_cuda():
     assert out.returncode == 0 and "no CUDA device" in out.stdout
 
 
+def test_bench_gpu_prints_each_row_as_it_is_measured(tmp_path):
+    """The CPU rehearsal (`--device cpu --compile-backend aot_eager`): the first row reaches the reader while the
+    script is still measuring, so a run cut short by a time limit keeps what it measured."""
+    cmd = [sys.executable, "-u", str(ROOT / "benchmarks" / "bench_gpu.py"), "--device", "cpu", "--config",
+           str(ROOT / "configs" / "default.yaml"), "--steps", "1", "--variants", "eager,regional",
+           "--skip", "loader,train,predict", "-s", "train.batch_size=2", "-s", "model.input_size=[32,32]",
+           "--compile-backend", "aot_eager"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    rows, running_at_first_row = [], None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("| network step"):
+            if running_at_first_row is None:
+                running_at_first_row = proc.poll() is None
+            rows.append(line)
+    assert proc.wait(timeout=600) == 0
+    assert running_at_first_row, "the first row came only when the script had ended"
+    names = [r.split("|")[1].strip() for r in rows]
+    assert names == [f"network step, PSA {p}, {v}" for v in ("eager", "regional") for p in ("none", "parallel")]
+    assert all("s compiling" in r for r in rows[2:])  # each compiled variant says how long it compiled
+
+
 @pytest.mark.slow
 def test_bench_gpu_script_runs_end_to_end_on_cpu(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--device", "cpu", "--config",
            str(ROOT / "configs" / "default.yaml"), "--images", "48", "--steps", "1", "--epochs", "2", "--folds", "2",
            "-s", "train.batch_size=8", "-s", "model.input_size=[64,64]", "-s", "train.threads=2",
-           "--compile-backend", "aot_eager"]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+           "--compile-backend", "aot_eager", "--variants", "eager,regional", "--predict-compile", "auto"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     table = [line for line in out.stdout.splitlines() if line.startswith("| ")]
     names = [line.split("|")[1].strip() for line in table[1:]]
-    for wanted in ("network step, PSA parallel, compile on", "training loader alone", "one item: augment",
-                   "cattlepose train (default.yaml, synthetic)", "predict, 2 folds + flip"):  # fmt: skip
+    for wanted in ("network step, PSA parallel, regional", "training loader alone", "one item: augment",
+                   "cattlepose train (default.yaml, PSA parallel, compile on)", "PSA ÷ none, cattlepose train, "
+                   "compile on", "predict, 2 folds + flip, 48 crops, compile auto"):  # fmt: skip
         assert wanted in names, names
     values = {n: line.split("|")[2].strip() for n, line in zip(names, table[1:], strict=True)}
     assert float(values["training loader alone"].replace(",", "")) > 0

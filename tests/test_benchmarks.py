@@ -84,10 +84,17 @@ CPU_BENCHMARKS = {
     "bench_loader.py": (["--images", "40", "--steps", "1"], "ratio loader / train"),
     "bench_synth.py": (["--n-train", "8", "--n-test", "8"], "mean pose"),
     "bench_fingerprint.py": (["--synthetic", "8", "--rounds", "1"], "fingerprint first start / decoding"),
+    "bench_augment.py": (["--before", "HEAD", "--crops", "4", "--rounds", "1"], "| this tree |"),
+    "bench_psa_ops.py": (["--channels", "8", "--size", "8", "--batch", "2", "--rounds", "1"], "| parallel | after |"),
 }
 
 
-@pytest.mark.parametrize("script", sorted(CPU_BENCHMARKS))
+SLOW_BENCHMARKS = {"bench_psa_ops.py"}  # compiles PSA blocks with inductor's C++ backend: minutes here
+
+
+@pytest.mark.parametrize(
+    "script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW_BENCHMARKS else s for s in sorted(CPU_BENCHMARKS)]
+)
 def test_make_bench_scripts_run_at_a_tiny_size(script, tmp_path):
     """`make bench` runs every benchmarks/bench_*.py; each must finish and print its ratio line."""
     args, wanted = CPU_BENCHMARKS[script]

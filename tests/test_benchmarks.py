@@ -84,6 +84,10 @@ CPU_BENCHMARKS = {
     "bench_loader.py": (["--images", "40", "--steps", "1"], "ratio loader / train"),
     "bench_synth.py": (["--n-train", "8", "--n-test", "8"], "mean pose"),
     "bench_fingerprint.py": (["--synthetic", "8", "--rounds", "1"], "fingerprint first start / decoding"),
+    "bench_compile.py": (
+        ["--mode", "block", "--backend", "aot_eager", "--config", "configs/default.yaml", "--size", "32"],
+        "| block |",
+    ),  # fmt: skip
     "bench_augment.py": (["--before", "HEAD", "--crops", "4", "--rounds", "1"], "| this tree |"),
     "bench_psa_ops.py": (["--channels", "8", "--size", "8", "--batch", "2", "--rounds", "1"], "| parallel | after |"),
 }

@@ -215,7 +215,11 @@ class EvalConfig(_Section):
     pck_bbox: list[float] = [0.1, 0.2]
 
 
+TASKS = ("keypoints", "detect")  # what a run's networks predict: keypoints in a box, or the boxes of an image
+
+
 class Config(_Section):
+    task: Literal["keypoints", "detect"] = "keypoints"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     codec: CodecConfig = CodecConfig()

@@ -75,6 +75,22 @@ class RunDir:
         run._check_fold_count()
         return run
 
+    @property
+    def task(self) -> str:
+        """What the run's networks predict (`config.task`): "keypoints" or "detect"."""
+        return self.cfg.task
+
+    def require_task(self, task: str, flag: str) -> RunDir:
+        """A detector run where a keypoint run belongs, or the reverse, is named before any work."""
+        if self.task != task:
+            what = {"keypoints": "a keypoint run", "detect": "a detector run"}
+            raise UserError(
+                f"{flag} needs {what[task]}, and this is {what[self.task]} (config.yaml task: {self.task})",
+                path=self.path,
+                field=flag,
+            )
+        return self
+
     @classmethod
     def prepare(
         cls,

@@ -1,7 +1,10 @@
 """Pose of one synthetic animal and the 3-D joint positions it gives (same units as `anatomy`).
 
 A pose is a gait (standing or a walking phase), a head carriage (up, level, down, grazing), the view
-(facing, a little yaw for 3/4 views, camera elevation, roll). `joints()` returns every point the renderer and
+(facing, a little yaw for 3/4 views, camera elevation, roll). The walking video (`walk.py`) adds lameness
+signs (a head bob at stride frequency, an arched back, one side's shorter swing) and a stance in which the hoof
+moves back at constant speed, so it can stay planted while the body moves on; all default to off, and a
+pose without them gives the same joints as before. `joints()` returns every point the renderer and
 the labels need, as (x, y, z) with z toward the camera for the near side (+half width) and away for the far
 side. The near side is the animal's right when it faces +x (see `near_side`).
 """
@@ -22,6 +25,8 @@ HEAD_BEND = {"up": (75, 100), "level": (60, 90), "down": (45, 70), "graze": (30,
 # walking: lateral-sequence footfalls, phase offsets per leg (fore/rear x left/right)
 GAIT_OFFSET = {("rear", "left"): 0.0, ("fore", "left"): 0.25, ("rear", "right"): 0.5, ("fore", "right"): 0.75}
 LEGS = (("fore", "near"), ("fore", "far"), ("rear", "near"), ("rear", "far"))
+# the anatomical order of `Pose.leg_scale`
+ANATOMICAL_LEGS = (("fore", "right"), ("fore", "left"), ("rear", "right"), ("rear", "left"))
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,11 @@ class Pose:
     roll: float  # radians, image-plane rotation
     leg_jitter: tuple[float, ...]  # 8 values: upper/lower angle offsets of the four legs (LEGS order)
     tail_swing: float
+    # lameness and the walking video (defaults: none of it, the still images' poses)
+    head_bob: float = 0.0  # vertical head oscillation at stride frequency: the poll's amplitude (withers heights)
+    back_arch: float = 0.0  # the loin (rear_spine) and the back line over it raised by this (withers heights)
+    leg_scale: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # swing amplitude per ANATOMICAL_LEGS
+    planted: bool = False  # stance at constant angular speed (video); False: the sine of the still images
 
 
 def near_side(facing: int) -> str:
@@ -71,14 +81,22 @@ def _leg_angles(pose: Pose, limb: str, side: str, i: int) -> tuple[float, float]
     j1, j2 = pose.leg_jitter[2 * i], pose.leg_jitter[2 * i + 1]
     swing = lift = 0.0
     if pose.walking:
-        t = 2 * np.pi * (pose.phase + GAIT_OFFSET[(limb, anat_side)])
-        swing = pose.stride * np.sin(t)
+        u = pose.phase + GAIT_OFFSET[(limb, anat_side)]
+        t = 2 * np.pi * u
+        amp = pose.stride * pose.leg_scale[ANATOMICAL_LEGS.index((limb, anat_side))]
+        swing = amp * (stance_sweep(u) if pose.planted and np.cos(t) <= 0 else np.sin(t))
         lift = max(0.0, np.cos(t)) ** 2  # the leg swings forward with its lower part folded
     if limb == "fore":
         upper = swing + j1
         return upper, upper - 1.3 * lift + j2
     upper = -0.28 + swing + 0.35 * lift + j1  # stifle -> hock points down and back
     return upper, 0.10 + swing - 0.6 * lift + j2
+
+
+def stance_sweep(u: float) -> float:
+    """The planted stance: the leg's swing goes from +1 (hoof down, u = 0.25) to -1 (hoof up, u = 0.75) linearly
+    in time, so the hoof moves back under the body at a constant speed, which the body's own speed cancels."""
+    return 1.0 - 4.0 * min((u - 0.25) % 1.0, 0.5)
 
 
 def side_to_anatomy(facing: int, side: str) -> str:
@@ -100,7 +118,7 @@ def joints(a: Anatomy, p: Pose) -> dict[str, np.ndarray]:
     L, d, h = a.length, a.depth, a.hump
     pts: dict[str, tuple[float, float, float]] = {
         "hip": (0.03, 0.955, 0.0),
-        "rear_spine": (0.36 * L, 0.985, 0.0),
+        "rear_spine": (0.36 * L, 0.985 + p.back_arch, 0.0),
         "fore_spine": (L, 0.97 + h, 0.0),
     }
     for i, (limb, side) in enumerate(LEGS):
@@ -131,6 +149,8 @@ def joints(a: Anatomy, p: Pose) -> dict[str, np.ndarray]:
     nd = np.array([np.cos(p.neck_angle), np.sin(p.neck_angle)])
     nn = np.array([-nd[1], nd[0]])  # the upper side of the neck
     poll = base + a.neck_len * nd
+    if p.head_bob:
+        poll = poll + np.array([0.0, p.head_bob * np.sin(2 * np.pi * p.phase)])
     pts["neck_root"] = (*(base - 0.18 * nd), 0.0)
     pts["neck_base"] = (*base, 0.0)
     pts["poll"] = (*poll, 0.0)

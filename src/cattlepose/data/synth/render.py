@@ -148,14 +148,17 @@ def _shade(c: tuple[float, ...], k: float) -> tuple[float, float, float]:
     return tuple(float(np.clip(v * k, 0, 255)) for v in c)  # type: ignore[return-value]
 
 
-def _outline(a: Anatomy, z: float) -> np.ndarray:
-    """Side outline of the barrel (neck root to rump) at lateral offset z, smoothed; (N, 3)."""
+def _outline(a: Anatomy, z: float, arch: float = 0.0) -> np.ndarray:
+    """Side outline of the barrel (neck root to rump) at lateral offset z, smoothed; (N, 3). `arch` raises the
+    back line over the loin (`Pose.back_arch`)."""
     L, d, h = a.length, a.depth, a.hump
     ctrl = [
         (0.02, 1.0), (-a.rump, 0.86), (-0.8 * a.rump, 0.62), (0.04, 1 - 0.93 * d), (0.35 * L, 1 - d - 0.02),
         (0.72 * L, 1 - 1.02 * d), (L + 0.04, 1 - 0.94 * d), (L + a.chest, 1 - 0.58 * d), (L + 0.8 * a.chest, 0.86),
         (L + 0.05, 1.0 + h), (L - 0.1, 1.0 + h), (0.6 * L, 0.985), (0.35 * L, 1.0), (0.12 * L, 1.0),
     ]  # fmt: skip
+    if arch:  # the back line's last three points, loin highest (ctrl[-2] is over rear_spine)
+        ctrl[-3:] = [(x, y + arch * k) for (x, y), k in zip(ctrl[-3:], (0.6, 1.0, 0.55), strict=True)]
     p = chaikin(np.array(ctrl), 2, closed=True)
     return np.column_stack([p, np.full(len(p), z)])
 
@@ -222,7 +225,7 @@ def _animal_shapes(s: Scene, to_px) -> tuple[list[Shape], dict[str, np.ndarray]]
     tip = tail3[-1]
     tuft = to_px(np.column_stack([ellipse(tip[:2] + np.array([0.0, -0.04]), 0.035, 0.08, 0, 10), np.zeros(10)]))
     shapes.append(Shape([tuft], _shade(base, 0.55), parts.TAIL))
-    body = [to_px(_outline(a, zz)) for zz in (0.7 * a.half_width, -0.7 * a.half_width)]
+    body = [to_px(_outline(a, zz, p.back_arch)) for zz in (0.7 * a.half_width, -0.7 * a.half_width)]
     shapes.append(Shape(body, base, parts.BODY))
     neck = px("neck_root", "neck_base", "poll")
     nw = a.neck_width * scale

@@ -1,0 +1,1 @@
+"""Animals through time: tracking, smoothing and gait signals (between metrics and runs)."""

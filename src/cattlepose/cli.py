@@ -115,6 +115,54 @@ def synth(
     log.show(_table(f"synthetic cattle -> {out}", ["", "value"], [[k, _fmt(v)] for k, v in summary.items()]))
 
 
+@app.command("synth-video")
+@user_errors
+def synth_video(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: walk.mp4 and truth.json.")],
+    animals: Annotated[int, typer.Option(min=1, help="Cattle walking across (alternate directions).")] = 3,
+    seconds: Annotated[float, typer.Option(help="Video length.")] = 4.0,
+    fps: Annotated[float, typer.Option(help="Frames per second.")] = 25.0,
+    size: Annotated[str, typer.Option(help="Frame size WxH (even numbers).")] = "640x360",
+    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """A video of cattle walking across a farm, each with a known lameness, and its ground truth (truth.json)."""
+    from cattlepose.data.synth_video import parse_size, synthesize_video
+
+    log = Log(quiet)
+    frame_size = parse_size(size)
+    with log.task("synth-video", total=max(1, round(seconds * fps))) as bar:
+        summary = synthesize_video(
+            out, animals=animals, seconds=seconds, fps=fps, size=frame_size, seed=seed,
+            progress=lambda done, total: bar.update(1),
+        )  # fmt: skip
+    log.show(_table(f"synthetic video -> {out}", ["", "value"], [[k, _fmt(v)] for k, v in summary.items()]))
+
+
+@app.command()
+@user_errors
+def gait(
+    tracks: Annotated[Path, typer.Argument(help="Tidy keypoint-track CSV, or a synth-video truth.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: strides.csv, summary.csv, figures.")],
+    fps: Annotated[float | None, typer.Option(help="Frame rate (default: from the file's time column).")] = None,
+    kind: Annotated[str | None, typer.Option(help="raw or smoothed rows (default: smoothed when present).")] = None,
+    min_score: Annotated[float, typer.Option(help="Keypoints scored below this are not seen.")] = 0.3,
+    plots: Annotated[bool, typer.Option(help="A figure per track.")] = True,
+    quiet: QuietOpt = False,
+) -> None:
+    """Gait signals per stride and per track: stride duration and length, head bob, back arch, tracking, step
+    asymmetry."""
+    from cattlepose.commands.gait import run_gait
+
+    res = run_gait(tracks, out, fps=fps, kind=kind, min_score=min_score, plots=plots)
+    cols = ["track", "strides", "stride_duration_s", "stride_length_bl", "head_bob_bl", "back_arch_bl",
+            "tracking_bl", "step_asymmetry", "shorter_side"]  # fmt: skip
+    rows = [[_fmt(s[c]) for c in cols] for s in res["tracks"]]
+    log = Log(quiet)
+    log.show(_table(f"gait at {res['fps']:.4g} fps -> {out}", cols, rows))
+    log.info(f"wrote {res['strides']}, {res['summary']}" + (f" and {len(res['figures'])} figures" if plots else ""))
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"

@@ -1,0 +1,218 @@
+"""Gait signals against synthetic ground truth: the true keypoint tracks of walkers with known lameness
+(`data/synth/walk.py`), clean and with pixel noise, through the library and the `gait` command."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from typer.testing import CliRunner
+
+from cattlepose.cli import app
+from cattlepose.core.errors import UserError
+from cattlepose.data.synth.render import ADK17
+from cattlepose.data.synth.walk import WALK_FARMS, Lameness, make_walker, stride_truth, true_keypoints
+from cattlepose.data.synth_video import synthesize_video
+from cattlepose.tracks.gait import HOOVES, KeypointTrack, gait_table
+from cattlepose.tracks.gait_io import read_table
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "250"}
+FPS = 25.0
+SECONDS = 6.0
+
+
+def walk(lameness: Lameness, seed: int, facing: int = 1, noise: float = 0.0, category: str = "cow"):
+    """A walker and its true keypoint track (every keypoint scored 1), optionally with Gaussian pixel noise."""
+    rng = np.random.default_rng(seed)
+    w = make_walker(rng, seed, facing, lameness, (640, 360), 0.5, SECONDS, WALK_FARMS[seed % 2], category)
+    n = int(SECONDS * FPS)
+    xy = true_keypoints(w, np.arange(n) / FPS)
+    if noise:
+        xy = xy + np.random.default_rng(100 + seed).normal(0.0, noise, xy.shape)
+    kp = np.concatenate([xy, np.ones((*xy.shape[:2], 1))], axis=-1)
+    return w, KeypointTrack(str(seed), np.arange(n), kp)
+
+
+def lame_herd(noise: float = 0.0):
+    """Six cows, head bob and back arch in different orders, walking both ways."""
+    bobs = [0.0, 0.015, 0.03, 0.045, 0.06, 0.075]
+    arches = [0.045, 0.0, 0.075, 0.015, 0.06, 0.03]
+    return [walk(Lameness(b, a), seed=i + 1, facing=1 if i % 2 else -1, noise=noise)
+            for i, (b, a) in enumerate(zip(bobs, arches, strict=True))]  # fmt: skip
+
+
+@pytest.mark.parametrize("noise", [0.0, 3.0])
+def test_stride_duration_within_5_percent(noise: float) -> None:
+    herd = lame_herd(noise)
+    results = gait_table([t for _, t in herd], ADK17, FPS)
+    for (w, _), g in zip(herd, results, strict=True):
+        assert g.summary["strides"] >= 3
+        assert g.summary["stride_duration_s"] == pytest.approx(w.period, rel=0.05)
+        durations = np.array([r["duration_s"] for r in g.strides])
+        assert np.mean(np.abs(durations / w.period - 1) <= 0.05) >= (1.0 if noise == 0 else 0.9)
+        # stride length: the body's travel in one stride
+        truth = stride_truth(w, SECONDS, FPS)
+        assert g.summary["stride_length_px"] == pytest.approx(truth["stride_length_px"], rel=0.05)
+
+
+def test_footfalls_match_the_true_touch_downs() -> None:
+    w, track = walk(Lameness(), seed=7)
+    (g,) = gait_table([track], ADK17, FPS)
+    truth = stride_truth(w, SECONDS, FPS)["footfalls"]
+    for hoof in HOOVES:
+        true = np.array(truth[hoof])
+        found = g.footfalls[hoof]
+        assert len(found) >= len(true) - 2  # the first and last may fall outside a complete peak
+        assert all(np.min(np.abs(true - f)) <= 1.0 for f in found), hoof
+
+
+@pytest.mark.parametrize("signal,truth_key", [("head_bob_bl", "head_bob"), ("back_arch_bl", "back_arch")])
+def test_head_bob_and_back_arch_rank_as_the_truth(signal: str, truth_key: str) -> None:
+    herd = lame_herd()
+    results = gait_table([t for _, t in herd], ADK17, FPS)
+    truth = [getattr(w.lameness, truth_key) for w, _ in herd]
+    measured = [g.summary[signal] for g in results]
+    assert spearmanr(truth, measured).statistic >= 0.9, (truth, measured)
+    if signal == "head_bob_bl":  # the amplitude itself, in body lengths
+        for (w, _), g in zip(herd, results, strict=True):
+            expected = w.lameness.head_bob * w.scale / g.summary["body_length_px"]
+            assert g.summary[signal] == pytest.approx(expected, abs=0.002)
+
+
+def test_a_shortened_side_shows_as_step_asymmetry_on_that_side() -> None:
+    cases = [(None, 0.0), ("left", 0.3), ("right", 0.3), ("left", 0.15)]
+    tracks = [walk(Lameness(short_side=s, short=k), seed=20 + i, facing=1 if i % 2 else -1)
+              for i, (s, k) in enumerate(cases)]  # fmt: skip
+    results = gait_table([t for _, t in tracks], ADK17, FPS)
+    sound, left, right, mild = (g.summary for g in results)
+    assert abs(sound["step_asymmetry"]) < 0.03 and sound["shorter_side"] == ""
+    assert left["step_asymmetry"] < -0.15 and left["shorter_side"] == "left"
+    assert right["step_asymmetry"] > 0.15 and right["shorter_side"] == "right"
+    assert left["step_asymmetry"] < mild["step_asymmetry"] < sound["step_asymmetry"]  # more lameness, more asymmetry
+    # with pixel noise the side is still found
+    (noisy,) = gait_table([walk(Lameness(short_side="left", short=0.3), seed=21, noise=3.0)[1]], ADK17, FPS)
+    assert noisy.summary["shorter_side"] == "left"
+
+
+def test_gaps_are_bridged_or_cut() -> None:
+    w, track = walk(Lameness(), seed=3)
+    kp = track.keypoints.copy()
+    kp[40:44, :, 2] = 0.0  # 4 frames unseen: filled
+    keep = np.ones(len(track.frames), bool)
+    keep[90:110] = False  # 20 frames missing rows: the track is cut there
+    cut = KeypointTrack("gappy", track.frames[keep], kp[keep])
+    (g,) = gait_table([cut], ADK17, FPS)
+    assert g.summary["stride_duration_s"] == pytest.approx(w.period, rel=0.05)
+    assert all(not (r["start_frame"] < 100 < r["end_frame"]) for r in g.strides)  # no stride across the cut
+    assert np.isnan(g.protraction["fore_left_foot"][95])
+
+
+def test_a_standing_animal_has_no_strides() -> None:
+    _, track = walk(Lameness(), seed=4)
+    still = track.keypoints.copy()
+    still[..., :2] = still[:1, :, :2]  # the first frame, held
+    (g,) = gait_table([KeypointTrack("still", track.frames, still)], ADK17, FPS)
+    assert g.strides == [] and "not walking" in g.summary["note"]
+    (short,) = gait_table([KeypointTrack("short", track.frames[:10], track.keypoints[:10])], ADK17, FPS)
+    assert short.strides == [] and "long enough" in short.summary["note"]
+
+
+def test_keypoints_found_by_name_in_another_spelling() -> None:
+    w, track = walk(Lameness(), seed=5)
+    names = [n.replace("fore_", "front_").replace("rear_", "back_") for n in ADK17]
+    order = np.random.default_rng(0).permutation(len(names))
+    moved = KeypointTrack("renamed", track.frames, track.keypoints[:, order])
+    (g,) = gait_table([moved], [names[i] for i in order], FPS)
+    assert g.summary["stride_duration_s"] == pytest.approx(w.period, rel=0.05)
+
+
+def test_missing_keypoints_are_named_with_the_signals_that_need_them() -> None:
+    names = [n for n in ADK17 if n not in ("fore_head", "rear_left_foot")]
+    with pytest.raises(UserError) as e:
+        gait_table([], names, FPS)
+    msg = str(e.value)
+    assert "lack rear_left_foot, fore_head" in msg
+    assert "head bob: fore_head, fore_spine" in msg and "step asymmetry:" in msg
+    with pytest.raises(UserError, match="frame rate"):
+        gait_table([], ADK17, 0.0)
+
+
+def write_tidy(path: Path, tracks: list[KeypointTrack], names=ADK17, noise_raw: float = 0.0) -> None:
+    """The tidy CSV as `cattlepose video` writes it: smoothed rows (here the truth) and raw rows (noisier)."""
+    rng = np.random.default_rng(0)
+    with open(path, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["video", "frame", "time", "track", "keypoint", "x", "y", "score", "kind", "interpolated"])
+        for kind in ("raw", "smoothed"):
+            for t in tracks:
+                for i, frame in enumerate(t.frames):
+                    for k, name in enumerate(names):
+                        x, y, s = t.keypoints[i, k]
+                        if kind == "raw":
+                            x, y = x + rng.normal(0, noise_raw), y + rng.normal(0, noise_raw)
+                        wr.writerow(["walk.mp4", frame, f"{frame / FPS:.4f}", t.track, name, f"{x:.2f}", f"{y:.2f}",
+                                     f"{s:.3f}", kind, 0])  # fmt: skip
+
+
+def test_gait_command_on_a_tidy_csv(tmp_path: Path) -> None:
+    herd = lame_herd()[:2]
+    tidy = tmp_path / "tracks.csv"
+    write_tidy(tidy, [t for _, t in herd], noise_raw=40.0)
+    out = tmp_path / "gait"
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)  # fps from the time column
+    assert res.exit_code == 0, res.output
+    summary = read_table(out / "summary.csv")
+    assert [r["track"] for r in summary] == ["1", "2"]
+    for (w, _), row in zip(herd, summary, strict=True):
+        assert float(row["stride_duration_s"]) == pytest.approx(w.period, rel=0.05)
+    strides = read_table(out / "strides.csv")
+    assert len(strides) >= 8 * 3 and set(strides[0]) >= {"hoof", "duration_s", "head_bob_bl", "step_bl"}
+    assert (out / "gait_1.png").stat().st_size > 10_000 and (out / "gait_2.png").is_file()
+    # the raw rows (40 px of noise here) give other numbers: the kind is honoured
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(tmp_path / "raw"), "--kind", "raw", "--no-plots"],
+                        env=WIDE)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert read_table(tmp_path / "raw" / "summary.csv") != summary
+    assert not (tmp_path / "raw" / "gait_1.png").exists()
+
+
+def test_gait_command_refuses_bad_input(tmp_path: Path) -> None:
+    _, track = walk(Lameness(), seed=6)
+    names = [n for n in ADK17 if n != "hip"]
+    tidy = tmp_path / "tracks.csv"
+    write_tidy(tidy, [KeypointTrack("1", track.frames[:30], np.delete(track.keypoints[:30], ADK17.index("hip"), 1))],
+               names)  # fmt: skip
+    out = tmp_path / "gait"
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
+    assert res.exit_code == 2 and "lack hip" in res.output and "back arch" in res.output
+    assert not out.exists()
+    tidy.write_text("video,frame,track,keypoint,x,y\nv,0,1,hip,1,2\n")
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
+    assert res.exit_code == 2 and "no column time, score" in res.output
+    tidy.write_text("video,frame,time,track,keypoint,x,y,score\nv,0,0,1,hip,abc,2,1\n")
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
+    assert res.exit_code == 2 and "line 2: x is 'abc'" in res.output
+    res = runner.invoke(app, ["gait", str(tmp_path / "none.csv"), "-o", str(out)], env=WIDE)
+    assert res.exit_code == 2 and "not found" in res.output
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(tidy)], env=WIDE)
+    assert res.exit_code == 2 and "folder" in res.output
+
+
+def test_gait_command_on_a_synthetic_videos_truth(tmp_path: Path) -> None:
+    synthesize_video(tmp_path / "v", animals=2, seconds=5.0, fps=25, size=(320, 180), seed=2,
+                     lameness=[Lameness(0.05, 0.0), Lameness(0.0, 0.05, "left", 0.3)])  # fmt: skip
+    res = runner.invoke(app, ["gait", str(tmp_path / "v" / "truth.json"), "-o", str(tmp_path / "g"), "--no-plots"],
+                        env=WIDE)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    import json
+
+    animals = json.loads((tmp_path / "v" / "truth.json").read_text())["animals"]
+    rows = read_table(tmp_path / "g" / "summary.csv")
+    for animal, row in zip(animals, rows, strict=True):
+        assert float(row["stride_duration_s"]) == pytest.approx(animal["stride_duration_s"], rel=0.05)
+    assert float(rows[0]["head_bob_bl"]) > 3 * float(rows[1]["head_bob_bl"])
+    assert rows[1]["shorter_side"] == "left"

@@ -14,6 +14,7 @@ from cattlepose.tracks.gait import HOOVES, TrackGait
 
 HOOF_COLOURS = {"fore_left_foot": "#ff7f0e", "fore_right_foot": "#1f77b4", "rear_left_foot": "#d62728",
                 "rear_right_foot": "#17becf"}  # fmt: skip
+MIN_SPAN = 0.02  # body lengths: the least y range of the head and back panels
 
 
 def gait_figure(g: TrackGait, fps: float) -> Figure:
@@ -28,13 +29,16 @@ def gait_figure(g: TrackGait, fps: float) -> Figure:
         if len(ff):
             ax_p.plot(ff / fps, np.interp(ff, g.frames, g.protraction[h]), "o", color=col, ms=5)
     ax_p.set_ylabel("hoof ahead of\nwithers (body lengths)")
-    ax_p.legend(loc="upper right", fontsize=8, ncol=4)
+    ax_p.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, ncol=4, frameon=False)
     ax_h.plot(t, g.head, color="#2ca02c", lw=1.2)
     ax_h.set_ylabel("head above\nwithers (body lengths)")
     ax_a.plot(t, g.arch, color="#9467bd", lw=1.2)
     ax_a.set_ylabel("back arch\n(body lengths)")
-    for ax in (ax_p, ax_h, ax_a):
+    for ax, y in ((ax_p, None), (ax_h, g.head), (ax_a, g.arch)):
         ax.ticklabel_format(axis="y", useOffset=False)
+        if y is not None and np.isfinite(y).any() and np.nanmax(y) - np.nanmin(y) < MIN_SPAN:
+            mid = 0.5 * (np.nanmax(y) + np.nanmin(y))  # a flat signal drawn flat, not its rounding noise
+            ax.set_ylim(mid - MIN_SPAN / 2, mid + MIN_SPAN / 2)
     ax_a.set_xlabel("time (s)")
     for ax in (ax_h, ax_a):
         for ff in g.footfalls["rear_left_foot"]:

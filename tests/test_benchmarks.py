@@ -84,6 +84,7 @@ CPU_BENCHMARKS = {
     "bench_loader.py": (["--images", "40", "--steps", "1"], "ratio loader / train"),
     "bench_synth.py": (["--n-train", "8", "--n-test", "8"], "mean pose"),
     "bench_fingerprint.py": (["--synthetic", "8", "--rounds", "1"], "fingerprint first start / decoding"),
+    "bench_gait.py": (["--animals", "6", "--seconds", "3", "--noise", "0,3"], "| noise px | strides |"),
     "bench_compile.py": (
         ["--mode", "block", "--backend", "aot_eager", "--config", "configs/default.yaml", "--size", "32"],
         "| block |",

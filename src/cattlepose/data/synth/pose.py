@@ -22,7 +22,10 @@ HEAD_MIX = (0.25, 0.35, 0.2, 0.2)
 # neck angle (degrees above horizontal) and head bend relative to the neck, per carriage: (lo, hi) ranges
 NECK_ANGLE = {"up": (28, 50), "level": (5, 28), "down": (-30, -5), "graze": (-68, -45)}
 HEAD_BEND = {"up": (75, 100), "level": (60, 90), "down": (45, 70), "graze": (30, 50)}
-# walking: lateral-sequence footfalls, phase offsets per leg (fore/rear x left/right)
+# walking: phase offsets per leg (fore/rear x left/right). A leg touches down when its own phase (the pose's
+# plus its offset) reaches 0.25, so these give the footfall order LF, LH, RF, RH (a diagonal sequence) in the
+# still images; the walking video's planted poses run the offsets backwards (`leg_offset`) for the lateral
+# sequence of a walking cow, LH, LF, RH, RF.
 GAIT_OFFSET = {("rear", "left"): 0.0, ("fore", "left"): 0.25, ("rear", "right"): 0.5, ("fore", "right"): 0.75}
 LEGS = (("fore", "near"), ("fore", "far"), ("rear", "near"), ("rear", "far"))
 # the anatomical order of `Pose.leg_scale`
@@ -81,7 +84,7 @@ def _leg_angles(pose: Pose, limb: str, side: str, i: int) -> tuple[float, float]
     j1, j2 = pose.leg_jitter[2 * i], pose.leg_jitter[2 * i + 1]
     swing = lift = 0.0
     if pose.walking:
-        u = pose.phase + GAIT_OFFSET[(limb, anat_side)]
+        u = pose.phase + leg_offset(pose, limb, anat_side)
         t = 2 * np.pi * u
         amp = pose.stride * pose.leg_scale[ANATOMICAL_LEGS.index((limb, anat_side))]
         swing = amp * (stance_sweep(u) if pose.planted and np.cos(t) <= 0 else np.sin(t))
@@ -91,6 +94,12 @@ def _leg_angles(pose: Pose, limb: str, side: str, i: int) -> tuple[float, float]
         return upper, upper - 1.3 * lift + j2
     upper = -0.28 + swing + 0.35 * lift + j1  # stifle -> hock points down and back
     return upper, 0.10 + swing - 0.6 * lift + j2
+
+
+def leg_offset(pose: Pose, limb: str, side: str) -> float:
+    """The phase offset of a leg (anatomical side): GAIT_OFFSET, negated for planted (video) poses."""
+    offset = GAIT_OFFSET[(limb, side)]
+    return -offset if pose.planted else offset
 
 
 def stance_sweep(u: float) -> float:

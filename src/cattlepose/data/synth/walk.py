@@ -31,9 +31,9 @@ from cattlepose.data.synth.geometry import fill
 from cattlepose.data.synth.occluders import Shape, fence, post
 from cattlepose.data.synth.pose import (
     ANATOMICAL_LEGS,
-    GAIT_OFFSET,
     Pose,
     joints,
+    leg_offset,
     near_side,
 )
 from cattlepose.data.synth.render import (
@@ -80,7 +80,7 @@ def _hoof_reach(pose: Pose, scene: Scene, leg: int, s: float) -> float:
     limb, side = ANATOMICAL_LEGS[leg]
     near = near_side(pose.facing)
     view = "near" if side == near else "far"
-    u = 0.25 + (0.0 if s > 0 else 0.5) - GAIT_OFFSET[(limb, side)]  # the leg's own phase at touch-down / lift-off
+    u = 0.25 + (0.0 if s > 0 else 0.5) - leg_offset(pose, limb, side)  # the leg's own phase: touch-down / lift-off
     j = joints(scene.anatomy, replace(pose, phase=u % 1.0))
     return float(j[f"{limb}_{view}_foot"][0])
 
@@ -252,7 +252,7 @@ def stride_truth(w: Walker, duration: float, fps: float) -> dict[str, object]:
     phase0 = w.scene.pose.phase
     footfalls: dict[str, list[float]] = {}
     for limb, side in ANATOMICAL_LEGS:
-        first = (0.25 - GAIT_OFFSET[(limb, side)] - phase0) % 1.0  # in strides from t = 0
+        first = (0.25 - leg_offset(w.scene.pose, limb, side) - phase0) % 1.0  # in strides from t = 0
         times = (first + np.arange(int(duration / w.period) + 2)) * w.period
         footfalls[f"{limb}_{side}_foot"] = [round(float(t * fps), 3) for t in times if t < duration]
     return {

@@ -15,10 +15,10 @@ length below is also given in body lengths, `_bl`, so animals of any size and di
   protraction" event of kinematic gait analysis; it needs no ground line, which a 2-D side view does not give
   (the hoof's height and speed minimum, the other classic cues, depend on the camera's tilt and on noise far
   more). With 3 px of keypoint noise, smoothing over 0.35 of a stride instead of 0.2 s took the strides
-  within 5 % of their true duration from 87 % to all (tests/test_gait.py's
-  six cows; 95 % of 688 strides of 30 cows in benchmarks/bench_gait.py). The stride period that
-  spaces the peaks is the first peak of the hooves' mean autocorrelation between 0.4 and 3 s reaching 0.7 of
-  the highest (a multiple of the period correlates about as well as the period itself).
+  within 5 % of their true duration from 91 % to all (tests/test_gait.py's six cows; 95 % of 688 strides of
+  30 cows in benchmarks/bench_gait.py). The stride period that spaces the peaks is the first peak of the
+  hooves' mean autocorrelation between 0.4 and 3 s reaching 0.7 of the highest (a multiple of the period
+  correlates about as well as the period itself).
 - **Stride** (per hoof): from one footfall of a hoof to its next. Duration: their time difference. Length:
   the distance between the two landing positions (stride length, the classic definition: one full gait cycle).
 - **Step length**: from a footfall to the landing position of the other side's hoof of the same pair (fore or

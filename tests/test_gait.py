@@ -216,3 +216,15 @@ def test_gait_command_on_a_synthetic_videos_truth(tmp_path: Path) -> None:
         assert float(row["stride_duration_s"]) == pytest.approx(animal["stride_duration_s"], rel=0.05)
     assert float(rows[0]["head_bob_bl"]) > 3 * float(rows[1]["head_bob_bl"])
     assert rows[1]["shorter_side"] == "left"
+
+
+def test_tracks_with_nothing_to_measure_give_an_honest_row_and_a_figure(tmp_path: Path) -> None:
+    from cattlepose.report.figures import save
+    from cattlepose.report.gait import gait_figure
+
+    empty = KeypointTrack("empty", np.zeros(0, np.int64), np.zeros((0, 17, 3)))
+    unseen = KeypointTrack("unseen", np.arange(50), np.full((50, 17, 3), np.nan))
+    for g in gait_table([empty, unseen], ADK17, FPS):
+        assert g.strides == [] and g.summary["strides"] == 0 and np.isnan(g.summary["stride_duration_s"])
+        assert "long enough" in g.summary["note"]
+        assert save(gait_figure(g, FPS), tmp_path / f"{g.track}.png").stat().st_size > 0

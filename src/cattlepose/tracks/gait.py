@@ -147,22 +147,16 @@ def _dense(track: KeypointTrack, index: dict[str, int], min_score: float) -> tup
 def _fill_gaps(xy: np.ndarray, max_gap: int) -> np.ndarray:
     """Linear interpolation across runs of NaN no longer than `max_gap` frames, between seen frames."""
     out = xy.copy()
-    flat = out.reshape(len(out), -1)
+    flat = out.reshape(len(out), int(np.prod(out.shape[1:])))  # a view: filling it fills `out`
     idx = np.arange(len(out))
     for c in range(flat.shape[1]):
         col = flat[:, c]
         ok = np.isfinite(col)
-        if ok.sum() < 2:
+        if ok.sum() < 2 or ok.all():
             continue
-        run_start = None
-        for i in range(len(col) + 1):
-            missing = i < len(col) and not ok[i]
-            if missing and run_start is None:
-                run_start = i
-            elif not missing and run_start is not None:
-                if run_start > 0 and i < len(col) and i - run_start <= max_gap:
-                    col[run_start:i] = np.interp(idx[run_start:i], idx[ok], col[ok])
-                run_start = None
+        for start, end in _segments(~ok, 1):
+            if start > 0 and end < len(col) and end - start <= max_gap:
+                col[start:end] = np.interp(idx[start:end], idx[ok], col[ok])
     return out
 
 

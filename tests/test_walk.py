@@ -16,8 +16,15 @@ from cattlepose.cli import app
 from cattlepose.core.errors import UserError
 from cattlepose.data.synth.pose import joints, sample_pose
 from cattlepose.data.synth.render import ADK17
-from cattlepose.data.synth.walk import WALK_FARMS, Lameness, make_walker, stride_truth, true_keypoints
-from cattlepose.data.synth_video import TRUTH, VIDEO, read_truth, synthesize_video
+from cattlepose.data.synth.walk import (
+    WALK_FARMS,
+    Lameness,
+    make_walker,
+    render_frame,
+    stride_truth,
+    true_keypoints,
+)
+from cattlepose.data.synth_video import TRUTH, VIDEO, plan_video, read_truth, synthesize_video
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}
@@ -56,6 +63,35 @@ def test_video_decodes_with_the_truths_frame_count(video: Path) -> None:
         # outside the frame is v=0, and only there
         outside = (x < -0.5) | (x >= truth.width - 0.5) | (y < -0.5) | (y >= truth.height - 0.5)
         assert np.array_equal(outside, v == 0)
+
+
+def test_the_truth_describes_the_frames_of_the_video(video: Path) -> None:
+    """Each decoded frame is the frame the plan renders at its time (up to the sensor noise and MPEG-4), and the
+    truth holds that render's keypoints."""
+    truth = read_truth(video / TRUTH)
+    plan = plan_video(2, 1.2, 10, (192, 108), 3)
+    cap = cv2.VideoCapture(str(video / VIDEO))
+
+    def psnr(image: np.ndarray, f: int) -> float:
+        clean, _ = render_frame(plan.walkers, f / 10, plan.background, plan.foreground, plan.farm, plan.light_seed)
+        return float(10 * np.log10(255**2 / np.mean((image.astype(np.float64) - clean) ** 2)))
+
+    for f in range(truth.frames):
+        ok, decoded = cap.read()
+        assert ok
+        decoded = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+        here = psnr(decoded, f)
+        assert here > 28  # dB: sensor noise and MPEG-4 apart, the same picture
+        if f + 2 < truth.frames:
+            assert here > psnr(decoded, f + 1) + 1  # and the picture of its own time, not the next frame's
+        _, animals = render_frame(plan.walkers, f / 10, plan.background, plan.foreground, plan.farm, plan.light_seed)
+        for a in animals:
+            t = truth.tracks[a.track]
+            (row,) = np.flatnonzero(t.frames == f)
+            assert np.allclose(t.keypoints[row, :, :2], a.keypoints[:, :2], atol=0.006)
+            assert np.array_equal(t.keypoints[row, :, 2], a.keypoints[:, 2])
+            assert np.allclose(t.boxes[row], a.box, atol=0.006)
+        assert sorted(a.track for a in animals) == [k for k, t in sorted(truth.tracks.items()) if f in t.frames]
 
 
 def test_truth_is_the_same_for_the_same_seed(video: Path, tmp_path: Path) -> None:

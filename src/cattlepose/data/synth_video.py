@@ -38,10 +38,13 @@ import numpy as np
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import staged, writing
 from cattlepose.data.synth.anatomy import sample_category
+from cattlepose.data.synth.occluders import Shape
+from cattlepose.data.synth.scene import Farm
 from cattlepose.data.synth.walk import (
     ADK17,
     WALK_FARMS,
     Lameness,
+    Walker,
     lameness_px,
     make_walker,
     render_frame,
@@ -90,18 +93,8 @@ def synthesize_video(
         raise UserError(f"holds {len(foreign)} file(s) cattlepose synth-video did not write "
                         f"({', '.join(foreign[:5])}); give an empty folder, or one an earlier synth-video wrote",
                         path=out)  # fmt: skip
-    rng = np.random.default_rng([seed, 37])
-    farm = WALK_FARMS[int(rng.integers(len(WALK_FARMS)))]
-    n_frames = max(1, round(seconds * fps))
-    duration = n_frames / fps
-    walkers = []
-    for i in range(animals):
-        lame = lameness[i] if lameness is not None else draw_lameness(rng)
-        depth = 0.5 if animals == 1 else i / (animals - 1)
-        facing = 1 if i % 2 == 0 else -1
-        category = sample_category(rng, farm.categories or None)
-        walkers.append(make_walker(rng, i + 1, facing, lame, size, depth, duration, farm, category))
-    bg, fg, light_seed = scenery(rng, farm, size)
+    plan = plan_video(animals, seconds, fps, size, seed, lameness)
+    n_frames, duration = plan.frames, plan.frames / fps
     noise = np.random.default_rng([seed, 38])
 
     annotations: list[dict[str, Any]] = []
@@ -116,7 +109,9 @@ def synthesize_video(
                     raise UserError(f"OpenCV cannot write {FOURCC} video here", path=video)
                 try:
                     for f in range(n_frames):
-                        frame, seen = render_frame(walkers, f / fps, bg, fg, farm, light_seed, noise)
+                        frame, seen = render_frame(
+                            plan.walkers, f / fps, plan.background, plan.foreground, plan.farm, plan.light_seed, noise
+                        )
                         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
                         annotations += [_annotation(f, a) for a in sorted(seen, key=lambda a: a.track)]
                         if progress is not None:
@@ -129,13 +124,46 @@ def synthesize_video(
         doc = {
             "format": FORMAT, "version": VERSION, "video": VIDEO, "fps": float(fps), "width": size[0],
             "height": size[1], "frames": n_frames, "seed": seed, "keypoints": list(ADK17),
-            "animals": [_animal(w, farm.name, duration, fps) for w in walkers], "annotations": annotations,
+            "animals": [_animal(w, plan.farm.name, duration, fps) for w in plan.walkers],
+            "annotations": annotations,
         }  # fmt: skip
         with writing(truth), open(tmp_truth, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, separators=(",", ":"))
             fh.write("\n")
     return {"video": str(video), "truth": str(truth), "frames": n_frames, "fps": float(fps), "animals": animals,
-            "farm": farm.name, "annotations": len(annotations)}  # fmt: skip
+            "farm": plan.farm.name, "annotations": len(annotations)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """Everything a video's frames are drawn from: its walkers, farm, still scenery and light."""
+
+    walkers: list[Walker]
+    farm: Farm
+    background: np.ndarray
+    foreground: list[Shape]
+    light_seed: int
+    frames: int
+
+
+def plan_video(
+    animals: int, seconds: float, fps: float, size: tuple[int, int], seed: int,
+    lameness: Sequence[Lameness] | None = None,
+) -> VideoPlan:  # fmt: skip
+    """The walkers and scenery of `synthesize_video` for these arguments (the same ones every time)."""
+    rng = np.random.default_rng([seed, 37])
+    farm = WALK_FARMS[int(rng.integers(len(WALK_FARMS)))]
+    n_frames = max(1, round(seconds * fps))
+    duration = n_frames / fps
+    walkers = []
+    for i in range(animals):
+        lame = lameness[i] if lameness is not None else draw_lameness(rng)
+        depth = 0.5 if animals == 1 else i / (animals - 1)
+        facing = 1 if i % 2 == 0 else -1
+        category = sample_category(rng, farm.categories or None)
+        walkers.append(make_walker(rng, i + 1, facing, lame, size, depth, duration, farm, category))
+    bg, fg, light_seed = scenery(rng, farm, size)
+    return VideoPlan(walkers, farm, bg, fg, light_seed, n_frames)
 
 
 def _check_args(

@@ -196,6 +196,16 @@ def test_gait_command_refuses_bad_input(tmp_path: Path) -> None:
     tidy.write_text("video,frame,time,track,keypoint,x,y,score\nv,0,0,1,hip,abc,2,1\n")
     res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
     assert res.exit_code == 2 and "line 2: x is 'abc'" in res.output
+    tidy.write_text("video,frame,time,track,keypoint,x,y,score,kind\nv,0,0,1,hip,1,2,1,raw\n")
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out), "--kind", "smoothed"], env=WIDE)
+    assert res.exit_code == 2 and "no smoothed rows (the file holds raw)" in res.output
+    tidy.write_text("video,frame,time,track,keypoint,x,y,score,kind\nv,0,0,1,hip,1,2,1,filtered\n")
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
+    assert res.exit_code == 2 and "unknown kind 'filtered'" in res.output
+    tidy.write_text("video,frame,time,track,keypoint,x,y,score\nv,0,,1,hip,1,2,1\nv,1,,1,hip,1,2,1\n")
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
+    assert res.exit_code == 2 and "give --fps" in res.output
+    assert not out.exists()
     res = runner.invoke(app, ["gait", str(tmp_path / "none.csv"), "-o", str(out)], env=WIDE)
     assert res.exit_code == 2 and "not found" in res.output
     res = runner.invoke(app, ["gait", str(tidy), "-o", str(tidy)], env=WIDE)

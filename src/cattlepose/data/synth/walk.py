@@ -9,8 +9,12 @@ visibility; `stride_truth` gives each walker's true stride events.
 Planted hooves: the stance uses `Pose.planted` (the leg sweeps back at a constant angular speed), each leg's
 swing amplitude is scaled so fore and rear hooves sweep the same distance under the body, and the body moves at
 that sweep per half stride, so a hoof in stance stays where it landed up to the small error of a sine against
-its angle (and the lame side, which sweeps less, slips by the difference). Stride length is the body's travel
-in one stride whatever the slip: a hoof lands once per stride, at the same place relative to the body.
+its angle (and the lame side, which sweeps less, slips by the difference). Vertically the body rides on its
+lowest hoof (it rises a little over a leg at mid-stance, as a walking animal does), so one hoof always stands
+on the ground and the others in stance stand within a few hundredths of the withers height above it (a
+straight leg swinging about a fixed joint cannot keep two hooves on the ground at once). Stride length is the
+body's travel in one stride whatever the slip: a hoof lands once per stride, at the same place relative to the
+body.
 
 Lameness (all in withers heights, the anatomy's unit):
 - head bob: the poll's vertical oscillation at stride frequency (`Pose.head_bob`);
@@ -31,6 +35,7 @@ from cattlepose.data.synth.geometry import fill
 from cattlepose.data.synth.occluders import Shape, fence, post
 from cattlepose.data.synth.pose import (
     ANATOMICAL_LEGS,
+    LEGS,
     Pose,
     joints,
     leg_offset,
@@ -148,7 +153,10 @@ class _FramePx:
         pose = walker_pose(w, t)
         self.to_unit = _ToUnit(pose)
         ox = w.x0 + pose.facing * w.speed * t * w.scale
-        self.affine = _Affine(w.scale, (ox, w.ground))
+        # the body rides on its lowest hoof: that one stands on the ground (y = 0), the others at or above it
+        j = joints(w.scene.anatomy, pose)
+        rise = -min(float(j[f"{limb}_{side}_foot"][1]) for limb, side in LEGS)
+        self.affine = _Affine(w.scale, (ox, w.ground - rise * w.scale))
         self.scale = w.scale
 
     def __call__(self, pts3: np.ndarray) -> np.ndarray:

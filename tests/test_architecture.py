@@ -14,7 +14,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "cattlepose"
 # bottom to top; a module may import its own layer and the layers below it
-LAYERS = ("core", "data", "metrics", "runs", "models", "engine", "report", "commands", "cli")
+LAYERS = ("core", "data", "metrics", "tracks", "runs", "models", "engine", "report", "commands", "cli")
 
 
 def module_name(path: Path) -> str:

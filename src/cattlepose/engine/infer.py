@@ -29,6 +29,7 @@ from cattlepose.core.ui import Log
 from cattlepose.data.dataset import BOX_PADDING, crop_for_inference, network_input
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Instance, Pose
+from cattlepose.data.video import held_frame
 from cattlepose.data.transforms import invert_affine
 from cattlepose.engine import compiling
 from cattlepose.engine import device as dev
@@ -168,8 +169,8 @@ class CropDataset(Dataset):
         """The instance's decoded image, or why it cannot be read."""
         key = (inst.image, inst.frame)
         if self._last is None or self._last[0] != key:
-            try:
-                self._last = (key, load_image(inst.image))
+            try:  # a video frame is held in memory by the command that decodes the video in chunks
+                self._last = (key, load_image(inst.image) if inst.frame is None else held_frame(inst.image, inst.frame))
             except UserError as e:
                 self._last = (key, str(e))
         return self._last[1]

@@ -95,7 +95,9 @@ def test_crossing_animals_keep_their_identities(n_animals, seed):
     # false positives never start a track: every started track is one animal
     assert len({t for f in tracked for t in f}) <= n_animals + 1
     # the raw detections alone (no gap filling) still score well: drops cost recall only
-    raw = [{int(i): d.keypoints[j, :, :2] for j, i in enumerate(tid) if i >= 0} for d, tid in zip(frames, ids)]
+    raw = [
+        {int(i): d.keypoints[j, :, :2] for j, i in enumerate(tid) if i >= 0} for d, tid in zip(frames, ids, strict=True)
+    ]
     assert identity_metrics(_gt_frames(truth), raw, threshold=15.0)["idf1"] >= 0.9
 
 
@@ -190,7 +192,8 @@ def test_smoothing_never_makes_it_worse(method, seed, noise):
         assert smooth_err < raw_err, (smooth_err, raw_err)
         if method == "savgol" and noise >= 3:
             assert smooth_err < 0.75 * raw_err
-    # gaps filled near the truth (within 1.5 x the noise of the neighbours they come from, plus the path's curvature over the gap)
+    # gaps filled near the truth (within 1.5 x the noise of the neighbours they come from, plus the path's
+    # curvature over the gap)
     fill_err = np.linalg.norm(sm.smoothed[gone, :, :2] - truth[gone], axis=-1).mean()
     assert fill_err < 1.5 * noise + 2.0
 

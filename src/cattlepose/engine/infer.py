@@ -29,8 +29,8 @@ from cattlepose.core.ui import Log
 from cattlepose.data.dataset import BOX_PADDING, crop_for_inference, network_input
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Instance, Pose
-from cattlepose.data.video import held_frame
 from cattlepose.data.transforms import invert_affine
+from cattlepose.data.video import held_frame
 from cattlepose.engine import compiling
 from cattlepose.engine import device as dev
 from cattlepose.models.batchnorm import fuse_batchnorm

@@ -11,6 +11,7 @@ replaced by their neighbours' interpolation, then scipy's median filter. `none`:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -75,7 +76,7 @@ def fill_gaps(values: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]
     filled = np.zeros(values.shape, dtype=bool)
     if have.size < 2:
         return out, filled
-    for a, b in zip(have[:-1], have[1:], strict=True):
+    for a, b in pairwise(have):
         if 1 < b - a <= max_gap + 1:
             t = np.arange(a + 1, b)
             out[t] = values[a] + (values[b] - values[a]) * (t - a) / (b - a)

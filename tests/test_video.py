@@ -341,3 +341,97 @@ def test_output_folder_that_is_a_file_is_refused(run_dir, clip, tmp_path):
     target.write_text("x")
     r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(target)])
     assert r.exit_code == 2 and "give a folder" in r.output, r.output
+
+
+# ------------------------------------------------------------------------------------------ with a detector
+
+
+def two_discs(frame: int) -> list[tuple[float, float]]:
+    """Two discs walking towards each other along lines that cross at frame 20."""
+    return [(20.0 + 3.0 * frame, 30.0 + 0.9 * frame), (140.0 - 3.0 * frame, 66.0 - 0.9 * frame)]
+
+
+def write_two_disc_video(path: Path) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (W, H))
+    for f in range(N):
+        image = np.full((H, W, 3), 40, np.uint8)
+        for x, y in two_discs(f):
+            cv2.circle(image, (round(x), round(y)), 6, (255, 255, 255), -1)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+class _DiscDetector:
+    """A stand-in of `cattlepose.engine.detect`'s Detector: a box around each bright blob of the frame, read as
+    every box source reads an image (`data.video.image_of`)."""
+
+    categories = ["cattle"]
+
+    def __init__(self, max_animals: int):
+        self.max_animals = max_animals
+
+    def __call__(self, images):
+        import cv2
+
+        from cattlepose.data.records import Instance
+        from cattlepose.data.video import image_of
+
+        out = []
+        for src in images:
+            image = image_of(src.path, src.frame)
+            n, _, stats, _ = cv2.connectedComponentsWithStats((image.mean(axis=-1) > 150).astype(np.uint8))
+            for j in range(1, n):
+                x, y, w, h = stats[j, :4]
+                out.append(Instance.in_image(src, np.array([x - 2, y - 2, w + 4, h + 4], float), ann_id=str(j),
+                                             score=0.9, meta={"category": "cattle"}))  # fmt: skip
+        return out
+
+
+@pytest.fixture
+def fake_detector(monkeypatch, run_dir, tmp_path):
+    import shutil
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    @dataclass
+    class DetectOptions:
+        score_threshold: float = 0.3
+        nms_iou: float = 0.5
+        max_animals: int = 20
+        min_size: float = 4.0
+
+    module = types.ModuleType("cattlepose.engine.detect")
+    module.DetectOptions = DetectOptions
+    module.load_detector = lambda run_dir, folds=None, device="auto", flip=True, options=None, **kw: _DiscDetector(
+        options.max_animals
+    )
+    monkeypatch.setitem(sys.modules, "cattlepose.engine.detect", module)
+    det = tmp_path / "detector"
+    shutil.copytree(run_dir, det)
+    (det / "config.yaml").write_text((det / "config.yaml").read_text().replace("task: keypoints", "task: detect"))
+    return det
+
+
+def test_detector_animals_are_tracked_through_their_crossing(run_dir, tmp_path, fake_network, fake_detector):
+    clip = write_two_disc_video(tmp_path / "pair.mp4")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(out), "--detector", str(fake_detector),
+                            "--max-animals", "2", "-s", "video.chunk=16"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    head = [r_ for r_ in _rows(out / "pair.tracks.csv") if r_["keypoint"] == "fore_head"]
+    tracks = sorted({r_["track"] for r_ in head})
+    assert tracks == ["1", "2"]
+    for t in tracks:  # each track is one disc from its first frame to its last: no identity switch
+        rows = [r_ for r_ in head if r_["track"] == t]
+        which = int(np.argmin([np.hypot(float(rows[0]["x"]) - x, float(rows[0]["y"]) - y)
+                               for x, y in two_discs(int(rows[0]["frame"]))]))  # fmt: skip
+        err = [np.hypot(float(r_["x"]) - two_discs(int(r_["frame"]))[which][0],
+                        float(r_["y"]) - two_discs(int(r_["frame"]))[which][1]) for r_ in rows]  # fmt: skip
+        assert len(rows) >= N - 2 and np.median(err) < 2.0 and max(err) < 12.0, (t, err)
+    with open(out / "pair.dlc.csv", newline="") as f:
+        individuals = next(row for row in csv.reader(f) if row[0] == "individuals")
+    assert sorted(set(individuals[1:])) == ["track1", "track2"]

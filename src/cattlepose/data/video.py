@@ -1,7 +1,8 @@
 """Video input: a file checked before any work (`probe`), decoded by OpenCV in chunks of frames (`chunks`), so
 memory holds one chunk however long the video is, and the frames of the chunk being predicted held where the
-crop dataset and a detector read them (`holding`, `held_frame`): an instance of a video frame names the video
-file and the frame index (`ImageSource.frame`), and its pixels come from here, not from a file.
+crop dataset and a detector read them (`holding`; `image_of` gives the pixels of an image source or instance,
+a file or a held frame): an instance of a video frame names the video file and the frame index
+(`ImageSource.frame`), and its pixels come from here, not from a file.
 
 Frames are RGB, as `images.load_image` gives a photograph. A frame that does not decode in the middle of a
 stream is reported missing (the chunk lists it) and reading goes on; several in a row end the stream.
@@ -19,6 +20,7 @@ import numpy as np
 
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import unreadable
+from cattlepose.data.images import load_image
 
 # containers OpenCV's FFmpeg reads; anything else is refused by name before the work
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".mts"})
@@ -147,6 +149,12 @@ def holding(path: Path, frames: Mapping[int, np.ndarray]) -> Iterator[None]:
     finally:
         for key in keys:
             _HELD.pop(key, None)
+
+
+def image_of(path: Path, frame: int | None) -> np.ndarray:
+    """The pixels of an image source or instance (RGB uint8): its file decoded, or for a video frame the frame
+    as `holding` put it. What every reader of instances' pixels calls (the crop dataset, a detector)."""
+    return load_image(path) if frame is None else held_frame(path, frame)
 
 
 def held_frame(path: Path, frame: int) -> np.ndarray:

@@ -368,7 +368,7 @@ class _DiscDetector:
     """A stand-in of `cattlepose.engine.detect`'s Detector: a box around each bright blob of the frame, read as
     every box source reads an image (`data.video.image_of`)."""
 
-    categories = ["cattle"]
+    categories = ("cattle",)
 
     def __init__(self, max_animals: int):
         self.max_animals = max_animals

@@ -435,3 +435,54 @@ def test_detector_animals_are_tracked_through_their_crossing(run_dir, tmp_path, 
     with open(out / "pair.dlc.csv", newline="") as f:
         individuals = next(row for row in csv.reader(f) if row[0] == "individuals")
     assert sorted(set(individuals[1:])) == ["track1", "track2"]
+
+
+def test_onnx_backend_agrees_with_torch(run_dir, tmp_path):
+    """The run exported on the fly and run by ONNX Runtime: the same keypoints as the PyTorch ensemble."""
+    short = write_video(tmp_path / "short.mp4", frames=5)
+    outs = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        r = runner.invoke(app, ["video", str(run_dir), str(short), "-o", str(out), "--backend", backend,
+                                "--no-labelled", "-s", "track.min_hits=1", "-s", "track.smooth=none"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert f"2 model(s), {backend}" in r.output
+        outs[backend] = _rows(out / "short.tracks.csv")
+    a = np.array([[float(r_["x_raw"]), float(r_["y_raw"])] for r_ in outs["torch"]])
+    b = np.array([[float(r_["x_raw"]), float(r_["y_raw"])] for r_ in outs["onnx"]])
+    assert a.shape == b.shape == (5 * K, 2)
+    assert np.abs(a - b).max() < 0.05
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_a_killed_process_leaves_no_output_and_the_rerun_continues(run_dir, clip, tmp_path, sig):
+    """A real process killed mid-video: finished chunks kept, no output written; the same command continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    args = ["video", str(run_dir), str(clip), "-o", str(out), "--no-labelled", "-s", "video.chunk=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cattlepose", *args], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(out.glob(".partial/walk-*/chunk000001.npz")):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(getattr(signal, sig))
+    err = proc.stderr.read()
+    proc.wait()
+    if sig == "SIGTERM":
+        assert proc.returncode == 143 and "finished chunks are kept; continue with" in err, err
+    assert [p.name for p in out.iterdir()] == [".partial"]
+    kept = sorted(p.name for p in next((out / ".partial").glob("walk-*")).glob("chunk*.npz"))
+    assert len(kept) >= 2
+    for name in kept:  # every chunk file left is whole
+        with np.load(next((out / ".partial").glob("walk-*")) / name) as z:
+            assert z["keypoints"].shape[1:] == (K, 3)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert f"{4 * len(kept)} frames from an earlier run" in r.output
+    assert len(_rows(out / "walk.tracks.csv")) == N * K and not (out / ".partial").exists()

@@ -94,6 +94,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_video_writes_every_output(run_dir, clip, tmp_path, fake_network):
+    from cattlepose.data.formats.tracks_csv import read_tidy
     from cattlepose.report.video import count_frames
 
     out = tmp_path / "out"
@@ -121,6 +122,9 @@ def test_video_writes_every_output(run_dir, clip, tmp_path, fake_network):
     assert float(s["distance_px"]) == pytest.approx(sum(np.hypot(*np.subtract(disc_centre(f + 1), disc_centre(f)))
                                                         for f in range(N - 1)), rel=0.05)  # fmt: skip
     assert count_frames(out / "walk.labelled.mp4") == N
+    back = read_tidy(out / "walk.tracks.csv")  # the one reader gives the rows back, numbers as numbers
+    assert len(back) == N * K and back[0]["frame"] == 0 and back[0]["interpolated"] is False
+    assert back[-1]["x"] == float(rows[-1]["x"]) and back[-1]["track"] == 1
     assert not (out / ".partial").exists()  # the chunks are removed once every output is written
     assert "40 frames, 1 track(s)" in r.output
 
@@ -313,6 +317,7 @@ def test_bad_videos_exit_2_naming_the_file(run_dir, clip, bad_videos, tmp_path, 
         (["-s", "train.epochs=3"], "only video.* and track.* keys"),
         (["-s", "track.max_gapp=3"], "unknown key 'track.max_gapp'"),
         (["--backend", "tensorrt"], "unknown backend"),
+        (["--max-animals", "3"], "without --detector every frame is one animal"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(run_dir, clip, tmp_path, extra, words):

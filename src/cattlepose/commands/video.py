@@ -144,6 +144,9 @@ def run_video(
     run = RunDir.open(run_dir).require_task("keypoints", "KEYPOINT_RUN")
     cfg = video_settings(run.cfg, config, overrides)
     if max_animals is not None:
+        if detector is None:
+            raise UserError("counts the animals a detector finds; without --detector every frame is one animal",
+                            field="--max-animals")  # fmt: skip
         cfg.track.max_animals = max_animals
     if labelled is not None:
         cfg.video.labelled = labelled
@@ -272,7 +275,7 @@ def _one_video(run: RunDir, cfg: Config, info: VideoInfo, outdir: Path, be: _Bac
     k = run.schema.num_keypoints
     start = time.perf_counter()
     predicted = 0
-    resumed = min(done * cfg.video.chunk, info.frames) if done else 0
+    resumed = done * cfg.video.chunk  # at most: the last chunk may be short (below, once the chunks are read)
     if resumed:
         log.info(f"{info.path}: continuing after frame {resumed} (the finished chunks of an earlier run, in {folder})")
     if not finished.is_file():
@@ -289,6 +292,7 @@ def _one_video(run: RunDir, cfg: Config, info: VideoInfo, outdir: Path, be: _Bac
             tmp.write_text("")
     seconds = time.perf_counter() - start
     frames, n_frames, missing = _load_chunks(folder, k)
+    resumed = min(resumed, n_frames)
     ids = track(frames, cfg.track, run.schema.sigmas)
     tracks = [
         VideoTrack(tid, first, sm.raw, sm.smoothed, sm.interpolated)

@@ -5,6 +5,8 @@ frame kept while it is still within the threshold). A true and a predicted anima
 agree in a frame when their distance (the mean keypoint distance, in pixels) is below `threshold`.
 
 Both matchings are `scipy.optimize.linear_sum_assignment`, so neither depends on the order animals are listed.
+Written here because py-motmetrics, which defines them the same way, is not a dependency (nor worth one for
+these two numbers).
 """
 
 from __future__ import annotations

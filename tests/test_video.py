@@ -491,3 +491,32 @@ def test_a_killed_process_leaves_no_output_and_the_rerun_continues(run_dir, clip
     assert r.exit_code == 0, r.output
     assert f"{4 * len(kept)} frames from an earlier run" in r.output
     assert len(_rows(out / "walk.tracks.csv")) == N * K and not (out / ".partial").exists()
+
+
+def test_config_file_sections(run_dir, clip, tmp_path, fake_network):
+    """configs/video.yaml applies; the run's own config.yaml is welcome; a config that disagrees with the run
+    on what decides its predictions is refused, naming the key."""
+    import yaml
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "video.yaml"
+    doc = yaml.safe_load(shipped.read_text())
+    doc["track"]["max_gap"] = 2
+    doc["video"]["labelled"] = False
+    mine = tmp_path / "video.yaml"
+    mine.write_text(yaml.safe_dump(doc))
+    from cattlepose.commands.video import video_settings
+    from cattlepose.runs.rundir import RunDir
+
+    run = RunDir.open(run_dir)
+    cfg = video_settings(run.cfg, mine, ["track.min_hits=5"])
+    assert (cfg.track.max_gap, cfg.track.min_hits, cfg.video.labelled, cfg.track.window) == (2, 5, False, 7)
+    assert video_settings(run.cfg, shipped, None).track == type(cfg.track)()  # the file holds the defaults
+    assert video_settings(run.cfg, run_dir / "config.yaml", None).model == run.cfg.model
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(out), "-c", str(mine)])
+    assert r.exit_code == 0, r.output
+    assert not (out / "walk.labelled.mp4").exists()
+    other = tmp_path / "other.yaml"
+    other.write_text("model:\n  backbone: tf_efficientnet_lite0\ntrack:\n  max_gap: 3\n")
+    r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(tmp_path / "o2"), "-c", str(other)])
+    assert r.exit_code == 2 and "model.backbone" in r.output and "the run has 'hrnet_w18_small'" in r.output, r.output

@@ -64,17 +64,22 @@ class _Backend:
 
 def video_settings(cfg: Config, config: Path | None, overrides: list[str] | None) -> Config:
     """The run's config with the `video:` and `track:` sections of `config` and the `-s video.* / track.*`
-    overrides applied; any other key is refused (what decides the predictions is the run's)."""
+    overrides applied. What decides the predictions is the run's: another key of `config` is accepted only where
+    it agrees with the run's config (a training config can be given), and `-s` takes video.* and track.* only."""
     raw = config_to_dict(cfg)
     if config is not None:
         given = load_yaml(config, "config file") or {}
         if not isinstance(given, dict):
             raise UserError("a config must be a mapping of sections", path=config)
-        for section, values in given.items():
-            if section not in ("video", "track"):
-                raise UserError(f"only the video: and track: sections apply to `cattlepose video` (the rest is the "
-                                f"run's own config); remove '{section}'", path=config, field=section)  # fmt: skip
-            raw[section] = {**raw.get(section, {}), **(values or {})}
+        own = parse_config({k: v for k, v in given.items() if k not in ("video", "track")}, source=config)
+        differs = _first_difference(given, config_to_dict(own), raw)
+        if differs is not None:  # a training config is welcome where it agrees with the run
+            raise UserError(f"differs from the run's own config.yaml ({differs}); only the video: and track: "
+                            "sections apply to `cattlepose video`, the run decides its predictions", path=config,
+                            field=differs.split(":")[0])  # fmt: skip
+        for section in ("video", "track"):
+            if isinstance(given.get(section), dict):
+                raw[section] = {**raw.get(section, {}), **given[section]}
     for item in overrides or []:
         key = item.split("=", 1)[0].strip()
         if not key.startswith(("video.", "track.")):
@@ -88,6 +93,22 @@ def video_settings(cfg: Config, config: Path | None, overrides: list[str] | None
         if e.field in given_keys:
             raise UserError(e.message, path=f"-s {given_keys[e.field]}", field=e.field) from None
         raise
+
+
+def _first_difference(given: dict[str, Any], parsed: dict[str, Any], run: dict[str, Any]) -> str | None:
+    """The first key a config file sets, outside video: and track:, to another value than the run has."""
+    for section, values in given.items():
+        if section in ("video", "track"):
+            continue
+        if not isinstance(values, dict):
+            if parsed.get(section) != run.get(section):
+                return f"{section}: {parsed.get(section)!r}, the run has {run.get(section)!r}"
+            continue
+        for key in values:
+            mine, theirs = parsed.get(section, {}).get(key), run.get(section, {}).get(key)
+            if mine != theirs:
+                return f"{section}.{key}: {mine!r}, the run has {theirs!r}"
+    return None
 
 
 def parse_box(text: str) -> np.ndarray:

@@ -520,3 +520,20 @@ def test_config_file_sections(run_dir, clip, tmp_path, fake_network):
     other.write_text("model:\n  backbone: tf_efficientnet_lite0\ntrack:\n  max_gap: 3\n")
     r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(tmp_path / "o2"), "-c", str(other)])
     assert r.exit_code == 2 and "model.backbone" in r.output and "the run has 'hrnet_w18_small'" in r.output, r.output
+
+
+def test_several_videos_in_one_command(run_dir, clip, tmp_path, fake_network):
+    other = write_video(tmp_path / "second.avi", frames=12, fourcc="MJPG")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["video", str(run_dir), str(clip), str(other), str(clip), "-o", str(out), "--no-labelled"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}.{kind}.csv" for stem in ("walk", "second") for kind in ("tracks", "summary", "dlc")
+    )
+    assert len(_rows(out / "second.tracks.csv")) == 12 * K and {
+        r_["video"] for r_ in _rows(out / "second.tracks.csv")
+    } == {"second"}
+    (tmp_path / "elsewhere").mkdir()
+    twin = write_video(tmp_path / "elsewhere" / "walk.mp4", frames=3)
+    r = runner.invoke(app, ["video", str(run_dir), str(clip), str(twin), "-o", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "has the same name as" in r.output and str(twin) in r.output, r.output

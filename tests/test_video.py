@@ -236,8 +236,7 @@ def test_long_gap_ends_the_track(run_dir, clip, tmp_path, fake_network, monkeypa
     gap = set(range(14, 20))  # 6 frames, beyond max_gap 3 (and under the 8 failures that end a stream)
     monkeypatch.setattr(vid, "open_capture", lambda path: _Failing(cv2.VideoCapture(str(path)), gap))
     out = tmp_path / "out"
-    r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(out), "--no-labelled",
-                            "-s", "track.max_gap=3"])  # fmt: skip
+    r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(out), "--no-labelled", "--max-gap", "3"])
     assert r.exit_code == 0, r.output
     summary = _rows(out / "walk.summary.csv")
     assert [(s["first_frame"], s["last_frame"]) for s in summary] == [("0", "13"), ("20", str(N - 1))]
@@ -318,6 +317,8 @@ def test_bad_videos_exit_2_naming_the_file(run_dir, clip, bad_videos, tmp_path, 
         (["-s", "track.max_gapp=3"], "unknown key 'track.max_gapp'"),
         (["--backend", "tensorrt"], "unknown backend"),
         (["--max-animals", "3"], "without --detector every frame is one animal"),
+        (["--smooth", "kalman"], "--smooth"),
+        (["--folds", "5"], "fold"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(run_dir, clip, tmp_path, extra, words):

@@ -295,6 +295,10 @@ def video(
     labelled: Annotated[
         bool | None, typer.Option("--labelled/--no-labelled", help="Write the labelled video (video.labelled).")
     ] = None,
+    max_gap: Annotated[
+        int | None, typer.Option(min=0, help="Frames a track survives unseen, gaps filled (track.max_gap).")
+    ] = None,
+    smooth: Annotated[str | None, typer.Option(help="savgol | median | none (track.smooth).")] = None,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Skip flip test-time augmentation.")] = False,
     folds: Annotated[str | None, typer.Option(help="Use only these fold models, e.g. 0,1.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
@@ -320,7 +324,7 @@ def video(
     results = run_video(
         run_dir, videos, output, detector=detector, box=box, flip=not no_flip, folds=folds, device=device,
         batch_size=batch_size, backend=backend, onnx=onnx, max_animals=max_animals, labelled=labelled,
-        config=config, overrides=set, log=log,
+        max_gap=max_gap, smooth=smooth, config=config, overrides=set, log=log,
     )  # fmt: skip
     for r in results:
         missing = f", {r['missing']} frame(s) not decoded" if r["missing"] else ""

@@ -150,6 +150,8 @@ def run_video(
     onnx: Path | None = None,
     max_animals: int | None = None,
     labelled: bool | None = None,
+    max_gap: int | None = None,
+    smooth: str | None = None,
     config: Path | None = None,
     overrides: list[str] | None = None,
     log: Log | None = None,
@@ -171,6 +173,13 @@ def run_video(
         cfg.track.max_animals = max_animals
     if labelled is not None:
         cfg.video.labelled = labelled
+    for key, value, flag in (("max_gap", max_gap, "--max-gap"), ("smooth", smooth, "--smooth")):
+        if value is not None:
+            try:
+                setattr(cfg.track, key, value)
+            except ValueError as e:  # pydantic's validation on assignment
+                first = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
+                raise UserError(f"{first} (got {value!r})", field=flag) from None
     if detector is None:  # one animal per frame: a fixed box or the whole frame
         cfg.track.max_animals = 1
     if not videos:
@@ -196,6 +205,7 @@ def run_video(
         for path in output_names(outdir, info.path.stem, suffix, cfg.video.labelled).values():
             check_output(path, protect=protect, keep_out=keep_out)
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
+    run.model_folds(fold_list)  # a missing fold is named before the output folder is made
     boxes = _detector(detector, cfg, device, flip, log) if detector is not None else None
     partial_root = outdir / PARTIAL
     partial_root.mkdir(parents=True, exist_ok=True)

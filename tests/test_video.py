@@ -319,6 +319,7 @@ def test_bad_videos_exit_2_naming_the_file(run_dir, clip, bad_videos, tmp_path, 
         (["--max-animals", "3"], "without --detector every frame is one animal"),
         (["--smooth", "kalman"], "--smooth"),
         (["--folds", "5"], "fold"),
+        (["--backend", "onnx", "--onnx", "absent.onnx"], "exported model not found"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(run_dir, clip, tmp_path, extra, words):

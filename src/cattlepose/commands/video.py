@@ -29,7 +29,7 @@ import numpy as np
 
 from cattlepose.core.config import Config, apply_overrides, config_to_dict, parse_config
 from cattlepose.core.errors import UserError
-from cattlepose.core.files import atomic_path, check_output, sha256_file, staged, try_lock, writing
+from cattlepose.core.files import atomic_path, check_output, sha256_file, staged, try_lock, unreadable, writing
 from cattlepose.core.ui import Log
 from cattlepose.core.yamlfile import load_yaml
 from cattlepose.data.boxes import BoxSource
@@ -161,6 +161,8 @@ def run_video(
 
     log = log or Log(quiet=True)
     check_backend(backend, onnx)
+    if onnx is not None and not onnx.is_file():
+        raise UserError(unreadable(onnx, "exported model"), path=onnx, field="--onnx")
     if detector is not None and box is not None:
         raise UserError("give either a detector run or one fixed box, not both", field="--box")
     fixed = parse_box(box) if box is not None else None

@@ -77,6 +77,8 @@ def _after_interrupt(command: str, kwargs: dict[str, Any]) -> str:
             return f"finished epochs are kept; resume with `{train_line(run_dir)} --resume{folds}`"
     again = f"`cattlepose {shlex.join(_ARGV)}`" if _ARGV else "the same command"
     kept = "nothing was written; " if command in ("predict", "export", "evaluate") else ""
+    if command == "video":
+        return f"no output is half-written and the finished chunks are kept; continue with {again}"
     return f"{kept}rerun {again}"
 
 
@@ -321,6 +323,64 @@ def predict(
         f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {flip_state}, "
         f"{summary['backend']})"
     )
+
+
+@app.command()
+@user_errors
+def video(
+    run_dir: Annotated[Path, typer.Argument(help="A trained keypoint run directory.")],
+    videos: Annotated[list[Path], typer.Argument(help="Video files (.mp4, .avi, .mov, .mkv, ...).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the outputs.")] = Path("videos"),
+    detector: Annotated[
+        Path | None, typer.Option(help="A detector run finding the animals of each frame (several per frame).")
+    ] = None,
+    box: Annotated[
+        str | None, typer.Option(help="One animal in this fixed box x,y,w,h (pixels) of every frame.")
+    ] = None,
+    max_animals: Annotated[
+        int | None, typer.Option(min=1, help="Animals tracked at once (track.max_animals; with --detector).")
+    ] = None,
+    labelled: Annotated[
+        bool | None, typer.Option("--labelled/--no-labelled", help="Write the labelled video (video.labelled).")
+    ] = None,
+    max_gap: Annotated[
+        int | None, typer.Option(min=0, help="Frames a track survives unseen, gaps filled (track.max_gap).")
+    ] = None,
+    smooth: Annotated[str | None, typer.Option(help="savgol | median | none (track.smooth).")] = None,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="Skip flip test-time augmentation.")] = False,
+    folds: Annotated[str | None, typer.Option(help="Use only these fold models, e.g. 0,1.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Crops per batch (default: infer.batch_size).")] = None,
+    backend: Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime; exports the run on the fly).")] = "torch",
+    onnx: Annotated[
+        Path | None, typer.Option(help="With --backend onnx: a file `cattlepose export` wrote for this run.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with video: and track: sections.")] = None,
+    set: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="A video.* or track.* key: -s track.max_gap=15.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Keypoints of every animal in videos, tracked over frames and smoothed. Without --detector or --box the
+    whole frame is one animal. Writes, per video, into the -o folder: STEM.tracks.csv (a row per frame, track
+    and keypoint: smoothed x, y, score beside the raw ones, interpolated), STEM.summary.csv (a row per track),
+    STEM.dlc.csv (DeepLabCut's multi-animal CSV) and STEM.labelled.mp4 (or .avi: the skeletons drawn). A killed
+    run continues where it stopped when run again (finished chunks are kept in the folder's .partial/)."""
+    from cattlepose.commands.video import run_video
+
+    log = Log(quiet)
+    results = run_video(
+        run_dir, videos, output, detector=detector, box=box, flip=not no_flip, folds=folds, device=device,
+        batch_size=batch_size, backend=backend, onnx=onnx, max_animals=max_animals, labelled=labelled,
+        max_gap=max_gap, smooth=smooth, config=config, overrides=set, log=log,
+    )  # fmt: skip
+    for r in results:
+        missing = f", {r['missing']} frame(s) not decoded" if r["missing"] else ""
+        resumed = f", {r['resumed_frames']} frames from an earlier run" if r["resumed_frames"] else ""
+        log.info(f"{r['video']}: {r['frames']} frames, {r['tracks']} track(s), {r['frames_per_s']:.1f} frames/s "
+                 f"({r['models']} model(s), {backend}){resumed}{missing}")  # fmt: skip
+        for path in r["outputs"].values():
+            log.info(f"  wrote {path}")
 
 
 @app.command()

@@ -210,6 +210,44 @@ class InferConfig(_Section):
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # auto: 32 crops on CPU, 256 on CUDA
 
 
+class VideoConfig(_Section):
+    """`cattlepose video`: how a video is read and what is written beside the tracks."""
+
+    chunk: int = Field(64, ge=1)  # frames decoded and predicted together (memory holds one chunk of frames)
+    labelled: bool = True  # write the labelled video (skeleton per track) beside the CSVs
+    codec: Literal["auto", "mp4v", "MJPG"] = "auto"  # auto: mp4v (.mp4), else MJPG (.avi), whichever OpenCV writes
+    draw_min_score: float = Field(0.3, ge=0, le=1)  # keypoints below this score are drawn hollow
+
+
+class TrackConfig(_Section):
+    """Identities over frames (tracks/track.py) and smoothing of each track (tracks/smooth.py)."""
+
+    max_animals: int = Field(4, ge=1)  # tracks alive at once (and detections kept per frame)
+    min_hits: int = Field(3, ge=1)  # matches in consecutive frames before a track starts (false positives die)
+    max_gap: int = Field(10, ge=0)  # frames a track survives unseen; gaps this short are interpolated
+    min_similarity: float = Field(0.1, ge=0, le=1)  # gate: a detection less like a track's prediction is not it
+    oks_weight: float = Field(0.5, ge=0, le=1)  # similarity = w * OKS + (1 - w) * box IoU
+    velocity: float = Field(0.3, ge=0, le=1)  # how far a surprise moves the predicted motion (the filter's beta)
+    smooth: Literal["savgol", "median", "none"] = "savgol"
+    window: int = Field(7, ge=3)  # frames in the smoothing window (odd)
+    polyorder: int = Field(2, ge=0, le=5)  # savgol: the local polynomial's degree
+    min_score: float = Field(0.2, ge=0, le=1)  # keypoints below this score are down-weighted ...
+    low_score_weight: float = Field(0.1, ge=0, le=1)  # ... by this factor (their raw values are kept)
+
+    @field_validator("window")
+    @classmethod
+    def _odd_window(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (the window is centred on its frame)")
+        return v
+
+    @model_validator(mode="after")
+    def _order_below_window(self) -> TrackConfig:
+        if self.polyorder >= self.window:
+            raise ValueError(f"track.polyorder ({self.polyorder}) must be below track.window ({self.window})")
+        return self
+
+
 class EvalConfig(_Section):
     pck_torso: list[float] = [0.35, 0.1]
     pck_bbox: list[float] = [0.1, 0.2]
@@ -227,6 +265,8 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
     eval: EvalConfig = EvalConfig()
+    video: VideoConfig = VideoConfig()
+    track: TrackConfig = TrackConfig()
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:

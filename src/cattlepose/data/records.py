@@ -30,7 +30,7 @@ class Origin:
 @dataclass(frozen=True)
 class ImageSource:
     """One image: its file, the id outputs name it by, and its size when known. `frame` is kept for a video
-    source (the image is then that frame of the file); nothing sets it yet, so it is None."""
+    source (the image is then that frame of the file: `cattlepose video` sets it), else None."""
 
     path: Path
     image_id: str
@@ -51,7 +51,8 @@ class Instance:
     bbox: x, y, w, h in pixels, or None when the whole image is the animal. ann_id: the animal's id within its
     image (an annotation id, or a detection's number), None when the image holds just this one. score: the box
     source's confidence in the box (a detector's), None for given boxes and whole images. frame and track are
-    kept for video (a frame index, a track id over frames); nothing sets them yet.
+    kept for video (a frame index, set by `cattlepose video`; a track id over frames, which the tracks' own
+    records carry, so nothing sets it yet).
     """
 
     image: Path

@@ -30,6 +30,7 @@ from cattlepose.data.dataset import BOX_PADDING, crop_for_inference, network_inp
 from cattlepose.data.images import load_image
 from cattlepose.data.records import Instance, Pose
 from cattlepose.data.transforms import invert_affine
+from cattlepose.data.video import held_frame
 from cattlepose.engine import compiling
 from cattlepose.engine import device as dev
 from cattlepose.models.batchnorm import fuse_batchnorm
@@ -137,7 +138,8 @@ class CropDataset(Dataset):
     not a crash, so a predict run can name every broken file before it writes anything. Crops stay (H, W, 3)
     uint8: `network_input` normalises a whole batch at once, a quarter of the bytes to move and no per-image
     pass. The last image decoded is kept, so the animals of one image, which box sources list one after the
-    other, cost one decode."""
+    other, cost one decode. An instance of a video frame (`frame` set) reads the frame `data/video.holding` put
+    in memory."""
 
     def __init__(self, instances: Sequence[Instance], input_size: tuple[int, int], padding: float = BOX_PADDING):
         self.instances = instances
@@ -168,8 +170,9 @@ class CropDataset(Dataset):
         """The instance's decoded image, or why it cannot be read."""
         key = (inst.image, inst.frame)
         if self._last is None or self._last[0] != key:
-            try:
-                self._last = (key, load_image(inst.image))
+            try:  # a video frame is held in memory by the command that decodes the video in chunks
+                frame = inst.frame
+                self._last = (key, load_image(inst.image) if frame is None else held_frame(inst.image, frame))
             except UserError as e:
                 self._last = (key, str(e))
         return self._last[1]

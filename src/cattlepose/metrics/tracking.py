@@ -1,0 +1,78 @@
+"""Identity metrics of tracks against ground truth: IDF1 (Ristani et al. 2016: the one-to-one mapping of true to
+predicted identities that agrees on the most frames) and identity switches (CLEAR MOT: a true animal matched,
+in a frame, to another predicted identity than the one it was last matched to, a match of the previous
+frame kept while it is still within the threshold). A true and a predicted animal
+agree in a frame when their distance (the mean keypoint distance, in pixels) is below `threshold`.
+
+Both matchings are `scipy.optimize.linear_sum_assignment`, so neither depends on the order animals are listed.
+Written here because py-motmetrics, which defines them the same way, is not a dependency (nor worth one for
+these two numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+# per frame: identity -> (K, 2) keypoints (or any (D,) / (K, D) position)
+FrameIds = Mapping[int, np.ndarray]
+
+
+def _distances(gt: FrameIds, pred: FrameIds) -> tuple[list[int], list[int], np.ndarray]:
+    g, p = list(gt), list(pred)
+    d = np.full((len(g), len(p)), np.inf)
+    for i, a in enumerate(g):
+        ga = np.atleast_2d(np.asarray(gt[a], dtype=np.float64))
+        for j, b in enumerate(p):
+            pb = np.atleast_2d(np.asarray(pred[b], dtype=np.float64))
+            d[i, j] = float(np.linalg.norm(ga - pb, axis=-1).mean())
+    return g, p, d
+
+
+def identity_metrics(gt: Sequence[FrameIds], pred: Sequence[FrameIds], threshold: float) -> dict[str, float]:
+    """IDF1, IDP, IDR, identity switches and the counts behind them, over frames listed in the same order."""
+    if len(gt) != len(pred):
+        raise ValueError(f"{len(gt)} frames of ground truth, {len(pred)} of predictions")
+    gt_ids = sorted({i for f in gt for i in f})
+    pred_ids = sorted({i for f in pred for i in f})
+    gi, pi = {g: n for n, g in enumerate(gt_ids)}, {p: n for n, p in enumerate(pred_ids)}
+    agree = np.zeros((len(gt_ids), len(pred_ids)))
+    switches, last = 0, {}
+    for fg, fp in zip(gt, pred, strict=True):
+        if not fg or not fp:
+            continue
+        g, p, d = _distances(fg, fp)
+        close = d < threshold
+        for a, b in zip(*np.nonzero(close), strict=True):
+            agree[gi[g[a]], pi[p[b]]] += 1
+        # CLEAR MOT: a correspondence of the previous frame still within the threshold is kept; the others
+        # are matched afresh, and a true animal matched to another identity than its last is a switch
+        cost = np.where(close, d, 1e9)
+        for r, name in enumerate(g):
+            if name in last and last[name] in p and close[r, p.index(last[name])]:
+                c = p.index(last[name])
+                cost[r, :], cost[:, c] = 1e9, 1e9
+                cost[r, c] = -1.0
+        rows, cols = linear_sum_assignment(cost)
+        for r, c in zip(rows, cols, strict=True):
+            if close[r, c]:
+                if g[r] in last and last[g[r]] != p[c]:
+                    switches += 1
+                last[g[r]] = p[c]
+    n_gt = sum(len(f) for f in gt)
+    n_pred = sum(len(f) for f in pred)
+    idtp = 0.0
+    if agree.size:
+        rows, cols = linear_sum_assignment(-agree)
+        idtp = float(agree[rows, cols].sum())
+    return {
+        "idf1": 2 * idtp / max(n_gt + n_pred, 1),
+        "idp": idtp / max(n_pred, 1),
+        "idr": idtp / max(n_gt, 1),
+        "id_switches": float(switches),
+        "idtp": idtp,
+        "gt": float(n_gt),
+        "pred": float(n_pred),
+    }

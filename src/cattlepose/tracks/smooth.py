@@ -1,0 +1,124 @@
+"""One track's keypoints over its frames: short gaps filled and flagged, each keypoint's path smoothed with the
+confidence of each point as its weight. The raw values are never changed; the smoothed ones are returned beside.
+
+`savgol`: a Savitzky-Golay filter with weights: in each window a polynomial of degree `polyorder` fitted by
+weighted least squares, its value at the window's centre taken. scipy's `savgol_filter` has no weights, which is
+the point here (a missing frame weighs nothing, a low-confidence point little); with equal weights this is
+exactly `savgol_filter` away from the ends (tests/test_tracking.py checks it). `median`: low-confidence points
+replaced by their neighbours' interpolation, then scipy's median filter. `none`: gaps filled only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.ndimage import median_filter
+
+from cattlepose.core.config import TrackConfig
+
+
+@dataclass
+class Smoothed:
+    """A track over frames first .. first + T - 1: raw (T, K, 3) x, y, score (NaN where not detected), smoothed
+    (T, K, 3), and which frames were filled in (`interpolated`, (T,): the animal was not detected there)."""
+
+    first: int
+    raw: np.ndarray
+    smoothed: np.ndarray
+    interpolated: np.ndarray
+
+    @property
+    def frames(self) -> np.ndarray:
+        return np.arange(self.first, self.first + self.raw.shape[0])
+
+
+def weights_of(scores: np.ndarray, cfg: TrackConfig) -> np.ndarray:
+    """A point's weight: its score, times `low_score_weight` below `min_score`; 0 where missing (NaN)."""
+    w = np.nan_to_num(np.clip(scores, 0.0, 1.0), nan=0.0)
+    return np.where(w < cfg.min_score, w * cfg.low_score_weight, w)
+
+
+def weighted_savgol(y: np.ndarray, w: np.ndarray, window: int, polyorder: int) -> np.ndarray:
+    """(T,) values and weights -> (T,) the weighted local polynomial's value at each frame; NaN where the
+    window holds no weight. Values where the weight is 0 are ignored (may be NaN)."""
+    h = window // 2
+    y = np.nan_to_num(np.where(w > 0, y, 0.0))
+    wp = np.pad(w, h)
+    yp = np.pad(y, h)
+    ww = sliding_window_view(wp, window)  # (T, window)
+    wy = ww * sliding_window_view(yp, window)
+    j = np.arange(-h, h + 1, dtype=np.float64)
+    powers = j[None, :] ** np.arange(2 * polyorder + 1)[:, None]  # (2p+1, window)
+    moments = ww @ powers.T  # (T, 2p+1): sum of w j^m
+    rhs = wy @ powers[: polyorder + 1].T  # (T, p+1)
+    idx = np.arange(polyorder + 1)
+    a = moments[:, idx[:, None] + idx[None, :]]  # (T, p+1, p+1)
+    # a window with fewer supported frames than coefficients: a small ridge on the slope terms keeps the
+    # system solvable and tends to the weighted mean there
+    ridge = np.zeros(polyorder + 1)
+    ridge[1:] = 1e-6
+    a = a + ridge[None] * np.maximum(moments[:, :1, None], 1e-12) * np.eye(polyorder + 1)[None]
+    out = np.full(y.shape, np.nan)
+    ok = moments[:, 0] > 1e-9
+    if ok.any():
+        out[ok] = np.linalg.solve(a[ok], rhs[ok][:, :, None])[:, 0, 0]
+    return out
+
+
+def fill_gaps(values: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) with NaN -> linearly interpolated across runs of at most `max_gap` NaNs between two values, and
+    which entries were filled. Longer runs and the ends stay NaN."""
+    out = values.copy()
+    have = np.flatnonzero(~np.isnan(values))
+    filled = np.zeros(values.shape, dtype=bool)
+    if have.size < 2:
+        return out, filled
+    for a, b in pairwise(have):
+        if 1 < b - a <= max_gap + 1:
+            t = np.arange(a + 1, b)
+            out[t] = values[a] + (values[b] - values[a]) * (t - a) / (b - a)
+            filled[t] = True
+    return out, filled
+
+
+def smooth_track(first: int, raw: np.ndarray, cfg: TrackConfig) -> Smoothed:
+    """Smooth one track: raw (T, K, 3), NaN rows where the animal was not detected."""
+    t_len, k = raw.shape[:2]
+    smoothed = np.full(raw.shape, np.nan)
+    missing = np.isnan(raw[:, :, 0]).all(axis=1)
+    interpolated = np.zeros(t_len, dtype=bool)
+    for j in range(k):
+        x, y, s = raw[:, j, 0], raw[:, j, 1], raw[:, j, 2]
+        w = weights_of(s, cfg)
+        fx, filled = fill_gaps(x, cfg.max_gap)
+        fy, _ = fill_gaps(y, cfg.max_gap)
+        fs, _ = fill_gaps(s, cfg.max_gap)
+        interpolated |= filled & missing
+        if cfg.smooth == "savgol" and t_len > 1:
+            sx = weighted_savgol(x, w, cfg.window, cfg.polyorder)
+            sy = weighted_savgol(y, w, cfg.window, cfg.polyorder)
+            # where the window held nothing, or outside the filled span, the filled line stands
+            bad = np.isnan(sx) | np.isnan(fx)
+            sx[bad], sy[bad] = fx[bad], fy[bad]
+        elif cfg.smooth == "median" and t_len > 1:
+            sx, sy = _median(x, w, cfg), _median(y, w, cfg)
+            bad = np.isnan(fx)
+            sx[bad], sy[bad] = np.nan, np.nan
+        else:
+            sx, sy = fx, fy
+        smoothed[:, j] = np.stack([sx, sy, fs], axis=1)
+    return Smoothed(first, raw, smoothed, interpolated)
+
+
+def _median(v: np.ndarray, w: np.ndarray, cfg: TrackConfig) -> np.ndarray:
+    """Low-confidence and missing points replaced by their neighbours' line, then a median of `window`."""
+    trusted = np.where(w >= cfg.min_score, v, np.nan)
+    filled, _ = fill_gaps(trusted, len(v))
+    have = ~np.isnan(filled)
+    if not have.any():
+        return np.full(v.shape, np.nan)
+    filled = np.interp(np.arange(len(v)), np.flatnonzero(have), filled[have])  # the ends: held flat
+    return median_filter(filled, size=cfg.window, mode="nearest")

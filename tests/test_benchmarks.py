@@ -88,7 +88,7 @@ CPU_BENCHMARKS = {
     "bench_compile.py": (
         ["--mode", "block", "--backend", "aot_eager", "--config", "configs/default.yaml", "--size", "32"],
         "| block |",
-    ),  # fmt: skip
+    ),
     "bench_augment.py": (["--before", "HEAD", "--crops", "4", "--rounds", "1"], "| this tree |"),
     "bench_psa_ops.py": (["--channels", "8", "--size", "8", "--batch", "2", "--rounds", "1"], "| parallel | after |"),
 }

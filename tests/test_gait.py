@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,8 @@ from typer.testing import CliRunner
 
 from cattlepose.cli import app
 from cattlepose.core.errors import UserError
+from cattlepose.data.formats import tracks_csv
+from cattlepose.data.formats.tracks_csv import VideoTrack
 from cattlepose.data.synth.render import ADK17
 from cattlepose.data.synth.walk import WALK_FARMS, Lameness, make_walker, stride_truth, true_keypoints
 from cattlepose.data.synth_video import synthesize_video
@@ -142,20 +143,17 @@ def test_missing_keypoints_are_named_with_the_signals_that_need_them() -> None:
 
 
 def write_tidy(path: Path, tracks: list[KeypointTrack], names=ADK17, noise_raw: float = 0.0) -> None:
-    """The tidy CSV as `cattlepose video` writes it: smoothed rows (here the truth) and raw rows (noisier)."""
+    """The tidy CSV as `cattlepose video` writes it (its own writer): smoothed values (here the truth) and raw
+    ones (noisier)."""
     rng = np.random.default_rng(0)
-    with open(path, "w", newline="") as f:
-        wr = csv.writer(f)
-        wr.writerow(["video", "frame", "time", "track", "keypoint", "x", "y", "score", "kind", "interpolated"])
-        for kind in ("raw", "smoothed"):
-            for t in tracks:
-                for i, frame in enumerate(t.frames):
-                    for k, name in enumerate(names):
-                        x, y, s = t.keypoints[i, k]
-                        if kind == "raw":
-                            x, y = x + rng.normal(0, noise_raw), y + rng.normal(0, noise_raw)
-                        wr.writerow(["walk.mp4", frame, f"{frame / FPS:.4f}", t.track, name, f"{x:.2f}", f"{y:.2f}",
-                                     f"{s:.3f}", kind, 0])  # fmt: skip
+    video_tracks = []
+    for t in tracks:
+        raw = t.keypoints.copy()
+        raw[..., :2] += rng.normal(0, noise_raw, raw[..., :2].shape) if noise_raw else 0.0
+        frames = np.asarray(t.frames)
+        video_tracks.append(VideoTrack(int(t.track), int(frames[0]), raw, t.keypoints.copy(),
+                                       np.zeros(len(frames), bool)))  # fmt: skip
+    tracks_csv.write_tidy(path, "walk.mp4", FPS, video_tracks, list(names))
 
 
 def test_gait_command_on_a_tidy_csv(tmp_path: Path) -> None:
@@ -193,16 +191,13 @@ def test_gait_command_refuses_bad_input(tmp_path: Path) -> None:
     tidy.write_text("video,frame,track,keypoint,x,y\nv,0,1,hip,1,2\n")
     res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
     assert res.exit_code == 2 and "no column time, score" in res.output
-    tidy.write_text("video,frame,time,track,keypoint,x,y,score\nv,0,0,1,hip,abc,2,1\n")
+    header = "video,frame,time,track,keypoint,x,y,score,x_raw,y_raw,score_raw,interpolated\n"
+    tidy.write_text(header + "v,0,0,1,hip,abc,2,1,1,2,1,0\n")
     res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
     assert res.exit_code == 2 and "line 2: x is 'abc'" in res.output
-    tidy.write_text("video,frame,time,track,keypoint,x,y,score,kind\nv,0,0,1,hip,1,2,1,raw\n")
-    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out), "--kind", "smoothed"], env=WIDE)
-    assert res.exit_code == 2 and "no smoothed rows (the file holds raw)" in res.output
-    tidy.write_text("video,frame,time,track,keypoint,x,y,score,kind\nv,0,0,1,hip,1,2,1,filtered\n")
-    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(out), "--kind", "filtered"], env=WIDE)
     assert res.exit_code == 2 and "unknown kind 'filtered'" in res.output
-    tidy.write_text("video,frame,time,track,keypoint,x,y,score\nv,0,,1,hip,1,2,1\nv,1,,1,hip,1,2,1\n")
+    tidy.write_text(header + "v,0,0,1,hip,1,2,1,1,2,1,0\nv,1,0,1,hip,1,2,1,1,2,1,0\n")
     res = runner.invoke(app, ["gait", str(tidy), "-o", str(out)], env=WIDE)
     assert res.exit_code == 2 and "give --fps" in res.output
     assert not out.exists()

@@ -75,27 +75,34 @@ def write_tidy(path: Path, video: str, fps: float, tracks: Sequence[VideoTrack],
 
 
 def read_tidy(path: Path) -> list[dict[str, str | float | int | None]]:
-    """The tidy CSV's rows, numbers as numbers (an empty raw value as None); a UserError naming the file and
-    the column when it is not one."""
+    """The tidy CSV's rows, numbers as numbers (an empty value as None); a UserError naming the file, the line
+    and the column of a value that is not a number."""
+    ints, floats = ("frame", "track"), ("time", "x", "y", "score", "x_raw", "y_raw", "score_raw")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             missing = [c for c in TIDY_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise UserError(f"not a cattlepose tracks CSV: no column {', '.join(missing)}", path=path)
+                raise UserError(f"not a cattlepose tracks CSV: no column {', '.join(missing)} (the columns are "
+                                f"{', '.join(TIDY_COLUMNS)})", path=path)  # fmt: skip
             out = []
             for n, row in enumerate(reader, start=2):
-                try:
-                    out.append({
-                        "video": row["video"], "frame": int(row["frame"]), "time": float(row["time"]),
-                        "track": int(row["track"]), "keypoint": row["keypoint"],
-                        **{c: float(row[c]) if row[c] != "" else None
-                           for c in ("x", "y", "score", "x_raw", "y_raw", "score_raw")},
-                        "interpolated": bool(int(row["interpolated"])),
-                    })  # fmt: skip
-                except (TypeError, ValueError):
-                    raise UserError(f"line {n} holds a value that is not a number", path=path) from None
+                item: dict[str, str | float | int | None] = {"video": row["video"], "keypoint": row["keypoint"]}
+                for c in (*ints, *floats):
+                    text = (row[c] or "").strip()
+                    try:
+                        item[c] = int(text) if c in ints else (float(text) if text else None)
+                    except ValueError:
+                        raise UserError(f"line {n}: {c} is {text!r}, not a number", path=path, field=c) from None
+                if item["time"] is None:
+                    raise UserError(f"line {n}: time is empty", path=path, field="time")
+                item["interpolated"] = (row["interpolated"] or "0").strip() not in ("0", "")
+                out.append(item)
             return out
+    except UnicodeDecodeError:
+        raise UserError("not a text CSV file (not UTF-8)", path=path) from None
+    except csv.Error as e:
+        raise UserError(f"not a readable CSV file ({e})", path=path) from None
     except OSError as e:
         raise UserError(f"cannot be read ({e.strerror})", path=path) from None
 

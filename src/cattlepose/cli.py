@@ -211,6 +211,11 @@ def train(
     if report is None:
         return
     metrics = ("pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse")
+    if report.get("task") == "detect":  # a detector run: box AP of the held-out photographs
+        metrics = ("bbox_ap", "bbox_ap50", "bbox_ar")
+        log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], _cv_rows(report, metrics)))
+        log.info(f"wrote {run_dir / 'detections.json'} and {run_dir / 'cv.json'}")
+        return
     log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], _cv_rows(report, metrics)))
     log.info(f"wrote {run_dir / 'oof.csv'} and {run_dir / 'cv.json'}")
 
@@ -222,7 +227,7 @@ def _cv_rows(report: dict[str, Any], metrics: tuple[str, ...]) -> list[list[str]
     for split, part in report.get("by_visibility", {}).items():
         rows.append([f"  {split}", *(_fmt(part.get(name)) for name in metrics)])
     for category, part in report.get("by_category", {}).items():
-        rows.append([f"  {category}", *(_fmt(part["overall"].get(name)) for name in metrics)])
+        rows.append([f"  {category}", *(_fmt(part.get("overall", part).get(name)) for name in metrics)])
     return rows
 
 

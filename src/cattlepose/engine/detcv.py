@@ -27,7 +27,9 @@ from cattlepose.metrics.boxes import BOX_KEYS, Detections, box_ap
 from cattlepose.runs.rundir import RunDir
 
 
-def detection_set(cfg: Config, samples: list[Sample], assignment: list[int]) -> tuple[list[str], list[DetImage], list[int]]:
+def detection_set(
+    cfg: Config, samples: list[Sample], assignment: list[int]
+) -> tuple[list[str], list[DetImage], list[int]]:
     """The categories, the photographs and each photograph's fold. Boxes are checked (bad ones are UserErrors)."""
     categories = category_names(samples)
     images, of_sample = group_images(samples, cfg, categories)
@@ -47,8 +49,9 @@ def train_folds(
 ) -> dict[str, Any] | None:
     """Train the wanted folds; once every fold is done, the report (else None)."""
     categories, images, folds = detection_set(cfg, samples, assignment)
-    log.info(f"detector: {len(images)} photographs, {sum(len(i.boxes) for i in images)} animals "
-             f"({sum(int(i.ignore.sum()) for i in images)} ignore regions), categories {', '.join(categories)}")  # fmt: skip
+    ignored = sum(int(i.ignore.sum()) for i in images)
+    log.info(f"detector: {len(images)} photographs, {sum(len(i.boxes) for i in images)} animals ({ignored} ignore "
+             f"regions), categories {', '.join(categories)}")  # fmt: skip
     predicted: dict[int, list[Detections]] = {}
     for k in wanted:
         if run.done(k):

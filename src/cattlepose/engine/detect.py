@@ -8,7 +8,8 @@ pixels = input pixels / scale), and goes through `DetectorGraph` with its mirror
 network's centre probabilities and sizes (mirrors flipped back) are averaged, offsets over the folds, and decoded
 once (models/detector.py `decode_tensors`: 3x3 max-pool peaks, top-K). The exported ONNX graph is this very module
 (engine/detexport.py), so both backends share `postprocess`: boxes back to original pixels, clipped, the score
-threshold, the minimum size, torchvision's batched NMS per category and the `max_animals` best.
+threshold, the minimum size, torchvision's batched NMS per category and the `max_animals` best. `OnnxDetector`
+is the ONNX Runtime session of an export, checked against its sidecar and the run as keypoint exports are.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ from cattlepose.data.detection import letterbox
 from cattlepose.data.images import load_image
 from cattlepose.data.records import ImageSource, Instance
 from cattlepose.engine import device as dev
+from cattlepose.engine.export import INPUT_NAME, sidecar_path
+from cattlepose.engine.onnx_backend import check_against_run, check_graph, providers, read_sidecar
 from cattlepose.metrics.boxes import Detections
 from cattlepose.models.batchnorm import fuse_batchnorm
 from cattlepose.models.detector import CenterNet, average_outputs, decode_tensors
 from cattlepose.runs.rundir import BEST, RunDir
 
 CPU_BATCH, CUDA_BATCH = 8, 64  # images per forward pass
+OUTPUTS = ("boxes", "scores", "classes")  # of DetectorGraph and its ONNX export
 
 
 @dataclass(frozen=True)
@@ -238,8 +242,6 @@ def load_detector(
         return Detector(categories, options, run_torch, size, tuple(run.cfg.model.input_size), chosen, "torch", run,
                         log)  # fmt: skip
     if backend == "onnx":
-        from cattlepose.engine.detexport import OnnxDetector
-
         if onnx is None:
             raise UserError("backend onnx needs the exported file (`cattlepose export RUN -o FILE.onnx`)",
                             field="--onnx")  # fmt: skip
@@ -247,3 +249,37 @@ def load_detector(
         return Detector(session.categories, options, session, batch_size or CPU_BATCH, tuple(run.cfg.model.input_size),
                         session.folds, "onnx", run, log)  # fmt: skip
     raise UserError(f"backend {backend!r} must be torch or onnx", field="--backend")
+
+
+class OnnxDetector:
+    """An exported detector in an ONNX Runtime session, checked against its sidecar and the run; called on
+    (N, H, W, 3) uint8 letterboxed images it gives what `DetectorGraph` gives, as numpy arrays."""
+
+    def __init__(self, path: Path, run: RunDir, folds: list[int] | None, flip: bool | None, device: str = "auto",
+                 log: Log | None = None, threads: int | None = None):  # fmt: skip
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise UserError("the exported detector is not there; `cattlepose export RUN -o FILE.onnx` writes it",
+                            path=path)  # fmt: skip
+        self.info = read_sidecar(path)
+        if self.info.get("task") != "detect":
+            raise UserError("not a detector's export (its sidecar has no task: detect)", path=sidecar_path(path),
+                            field="task")  # fmt: skip
+        check_graph(self.info, path)
+        check_against_run(self.info, path, run, folds, flip, log)
+        self.categories = [str(c) for c in self.info["categories"]]
+        self.folds = [int(k) for k in self.info["folds"]]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = dev.resolve_threads(threads)
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers(device))
+        except Exception as e:  # onnxruntime raises its own types for a truncated or foreign file
+            raise UserError(f"ONNX Runtime cannot load it ({first_line(e)}); export it again", path=path,
+                            field="model") from None  # fmt: skip
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        boxes, scores, classes = self.session.run(list(OUTPUTS), {INPUT_NAME: np.ascontiguousarray(batch, np.uint8)})
+        return boxes.astype(np.float64), scores.astype(np.float64), classes.astype(np.int64)

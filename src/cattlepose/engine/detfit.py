@@ -25,8 +25,8 @@ from cattlepose.core.ui import Log
 from cattlepose.data.dataset import network_input
 from cattlepose.data.detection import DetectionDataset, DetImage
 from cattlepose.data.images import load_image
-from cattlepose.engine import dist
 from cattlepose.engine import device as dev
+from cattlepose.engine import dist
 from cattlepose.engine.detect import CPU_BATCH, DetectOptions, Detector, DetectorGraph
 from cattlepose.engine.fit import (
     LOSS_READ_EVERY,

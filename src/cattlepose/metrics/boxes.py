@@ -34,9 +34,7 @@ class Detections:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
 
 
-def box_ap(
-    truth: Sequence[Any], detections: Sequence[Detections], categories: Sequence[str]
-) -> dict[str, Any]:
+def box_ap(truth: Sequence[Any], detections: Sequence[Detections], categories: Sequence[str]) -> dict[str, Any]:
     """COCO box metrics of `detections[i]` in image `truth[i]` (anything with `boxes`, `labels`, `ignore`: a
     data.detection.DetImage). Returns {bbox_ap, bbox_ap50, bbox_ap75, bbox_ar, animals, images, by_category:
     {name: {bbox_ap, bbox_ap50, animals}}}; a metric is None where no animal counts (every one ignored)."""

@@ -161,7 +161,7 @@ def postprocess(
     s = torch.as_tensor(np.asarray(scores, np.float64))
     c = torch.as_tensor(np.asarray(labels).astype(np.int64))
     side = torch.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    keep = (s >= options.score_threshold) & (side >= max(options.min_size, 1e-6))
+    keep = (s >= options.score_threshold) & (side >= options.min_size)
     b, s, c = b[keep], s[keep], c[keep]
     kept = batched_nms(b.float(), s.float(), c, options.nms_iou)[: options.max_animals]
     b, s, c = b[kept].numpy(), s[kept].numpy(), c[kept].numpy()

@@ -26,6 +26,11 @@ from cattlepose.metrics.boxes import Detections, box_ap
 from cattlepose.models.detector import decode_tensors, encode_targets
 from cattlepose.runs.rundir import RunDir
 
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for o in overrides for arg in ("-s", o)]
+
+
 TINY = ["model.input_size=[64,64]", "model.pretrained=null", "train.folds=2", "train.epochs=1", "train.batch_size=4",
         "train.workers=0", "train.threads=2", "train.val_every=1", "data.schema=adk17"]  # fmt: skip
 
@@ -40,7 +45,7 @@ def herd(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(herd, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    args = ["train", "-c", "configs/detector.yaml", "-s", f"data.train={herd}", *sum((["-s", o] for o in TINY), []),
+    args = ["train", "-c", "configs/detector.yaml", "-s", f"data.train={herd}", *_sets(TINY),
             "--runs-dir", str(runs), "--name", "det", "-q"]  # fmt: skip
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
@@ -50,8 +55,9 @@ def trained(herd, tmp_path_factory) -> Path:
 def _image(boxes, labels=None, ignore=None) -> DetImage:
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     n = len(boxes)
-    return DetImage(ImageSource.of("x.jpg", 200, 200), boxes, np.zeros(n, np.int64) if labels is None else
-                    np.asarray(labels), np.zeros(n, bool) if ignore is None else np.asarray(ignore), [""] * n)  # fmt: skip
+    labels = np.zeros(n, np.int64) if labels is None else np.asarray(labels)
+    ignore = np.zeros(n, bool) if ignore is None else np.asarray(ignore)
+    return DetImage(ImageSource.of("x.jpg", 200, 200), boxes, labels, ignore, [""] * n)
 
 
 def _dets(boxes, scores, labels=None) -> Detections:
@@ -210,7 +216,7 @@ def test_a_box_far_outside_its_image_is_named(herd, tmp_path):
     bad = herd.parent / "bad.json"
     bad.write_text(json.dumps(doc))
     r = CliRunner().invoke(app, ["train", "-c", "configs/detector.yaml", "-s", f"data.train={bad}",
-                                 *sum((["-s", o] for o in TINY), []), "--runs-dir", str(tmp_path), "-q"])  # fmt: skip
+                                 *_sets(TINY), "--runs-dir", str(tmp_path), "-q"])  # fmt: skip
     assert r.exit_code == 2, r.output
     assert "bad.json" in r.output and "annotations[0].bbox" in r.output and "outside" in r.output
     assert not (tmp_path / "detector" / "fold0").exists()

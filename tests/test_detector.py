@@ -241,3 +241,14 @@ def test_a_short_training_finds_the_animals_of_its_scenes(tmp_path):
     model.load_state_dict(torch.load(tmp_path / "fold" / "best.pt", weights_only=True)["model"])
     result = box_ap(images, detfit.detect_with(cfg, ["cattle"], [model], images, torch.device("cpu")), ["cattle"])
     assert result["bbox_ap50"] >= 0.9 and result["bbox_ar"] >= 0.5, result
+
+
+def test_info_and_report_of_a_detector_run(trained):
+    r = CliRunner().invoke(app, ["info", "model", str(trained)])
+    assert r.exit_code == 0, r.output
+    assert "detect" in r.output and "cattle" in r.output and "cross-validated bbox_ap50" in r.output
+    r = CliRunner().invoke(app, ["report", str(trained), "--worst", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    page = (trained / "report" / "index.html").read_text()
+    assert "Detector report" in page and "cattle" in page and "detections_00.jpg" in page
+    assert (trained / "report" / "detections_00.jpg").is_file()

@@ -170,6 +170,9 @@ def data_check(
 @info_app.command("model")
 @user_errors
 def info_model(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A run directory: its network, folds and cross-validation (else -c).")
+    ] = None,
     config: ConfigOpt = None,
     set: SetOpt = None,
     measure: Annotated[
@@ -180,7 +183,7 @@ def info_model(
     variants side by side in one process; a single process's figure moves with the machine's load."""
     from cattlepose.commands.info import run_info_model
 
-    info = run_info_model(config, set or [], measure)
+    info = run_info_model(config, set or [], measure, run_dir)
     make_console().print(_table("model", ["", "value"], [[k2, _fmt(v)] for k2, v in info.items()]))
     share = info.get("CPU share while timing", 1.0)
     if share < 0.9:

@@ -252,3 +252,20 @@ def test_info_and_report_of_a_detector_run(trained):
     page = (trained / "report" / "index.html").read_text()
     assert "Detector report" in page and "cattle" in page and "detections_00.jpg" in page
     assert (trained / "report" / "detections_00.jpg").is_file()
+
+
+def test_collect_and_int8_export_of_a_detector_run(trained, herd, tmp_path):
+    cv = json.loads((trained / "cv.json").read_text())
+    r = CliRunner().invoke(app, ["train", "--name", "det", "--runs-dir", str(trained.parent), "--collect", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((trained / "cv.json").read_text())["folds"] == cv["folds"]
+    out = tmp_path / "int8.onnx"
+    r = CliRunner().invoke(app, ["export", str(trained), "-o", str(out), "--int8", "--calibration", "4", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.with_suffix(".json").read_text())["int8"] is True
+    images = [ImageSource.of(p) for p in sorted((herd.parent / "images").glob("*.jpg"))[:2]]
+    options = DetectOptions(score_threshold=0.0, min_size=0.0)
+    ref = load_detector(trained, options=options).detect(images)
+    q = load_detector(trained, options=options, backend="onnx", onnx=out).detect(images)
+    for a, b in zip(ref, q, strict=True):  # int8 moves scores a little, never wholesale
+        assert abs(a[0].score - b[0].score) < 0.05

@@ -224,11 +224,12 @@ def test_a_box_far_outside_its_image_is_named(herd, tmp_path):
 
 @pytest.mark.slow
 def test_a_short_training_finds_the_animals_of_its_scenes(tmp_path):
-    """Four scenes, 40 steps at 128 px without augmentation: the detector must find the animals it saw."""
+    """Four scenes (ten animals), 30 steps at 128 px without augmentation: the detector must find the animals it
+    saw (measured: AP50 1.0, AR 0.61)."""
     root = tmp_path / "herd"
-    synthesize_herd(root, n_train=6, n_test=0, seed=2, occlusion=0.0)
+    synthesize_herd(root, n_train=6, n_test=0, seed=0)
     cfg = load_config("configs/detector.yaml", [f"data.train={root / 'train' / 'annotations.json'}",
-                      "data.schema=adk17", "train.epochs=40", "train.lr=0.005", "model.input_size=[128,128]",
+                      "data.schema=adk17", "train.epochs=30", "train.lr=0.005", "model.input_size=[128,128]",
                       "detect.stride=4", "train.batch_size=4", "augment.level=none", "train.ema=null",
                       "train.warmup_epochs=0", "train.threads=2", "train.workers=0"])  # fmt: skip
     samples, schema = load_training_data(cfg, Log(quiet=True))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cattlepose.core.ui import Log
 from cattlepose.data.folds import parse_fold_list
+from cattlepose.engine.detexport import export_detector
 from cattlepose.engine.export import export_run, parse_batch
 from cattlepose.runs.rundir import RunDir
 
@@ -23,4 +24,7 @@ def run_export(
     n = parse_batch(batch)
     run = RunDir.open(run_dir)
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
+    if run.task == "detect":  # the detector's graph: folds + flip + decode to the top-K boxes
+        export_detector(run, output, fold_list, flip, int8, n, calibration, log)
+        return
     export_run(run, output, fold_list, flip=flip, int8=int8, batch=n, calibration_images=calibration, log=log)

@@ -253,6 +253,24 @@ class EvalConfig(_Section):
     pck_bbox: list[float] = [0.1, 0.2]
 
 
+class DetectConfig(_Section):
+    """A detector run (`task: detect`): its boxes, its head, and the defaults of its inference (DetectOptions)."""
+
+    # training boxes: auto = the annotation's box where it has one, else the labelled keypoints' extent plus
+    # box_margin of it on each side; annotation; keypoints (always from the keypoints)
+    box: Literal["auto", "annotation", "keypoints"] = "auto"
+    box_margin: float = Field(0.1, ge=0, le=1)
+    # animals with fewer labelled keypoints are ignore regions: no loss, and COCO iscrowd in the box AP
+    min_keypoints: int = Field(3, ge=0)
+    stride: Literal[4, 8] = 8  # output stride of the centre heatmap (8: half the MACs of 4 at 320 px, measured)
+    top_k: int = Field(100, ge=1)  # peaks decoded per image before the threshold and NMS
+    # inference defaults (`predict --detector` options override them)
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    nms_iou: float = Field(0.5, gt=0, le=1)  # torchvision batched_nms, per category
+    max_animals: int = Field(20, ge=1)  # per image, highest scores kept
+    min_size: float = Field(4.0, ge=0)  # pixels of the original image, the box's shorter side
+
+
 TASKS = ("keypoints", "detect")  # what a run's networks predict: keypoints in a box, or the boxes of an image
 
 
@@ -267,6 +285,7 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     video: VideoConfig = VideoConfig()
     track: TrackConfig = TrackConfig()
+    detect: DetectConfig = DetectConfig()
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:

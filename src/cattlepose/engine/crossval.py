@@ -15,6 +15,7 @@ import torch
 from cattlepose.core.errors import UserError
 from cattlepose.core.ui import Log
 from cattlepose.data.records import Sample
+from cattlepose.engine import detcv
 from cattlepose.engine.device import resolve_device
 from cattlepose.engine.infer import Ensemble, load_fold_model, predict_samples
 from cattlepose.metrics.keypoints import evaluate
@@ -93,4 +94,6 @@ def collect(run_dir: Path, log: Log | None = None, accept_data_change: bool = Fa
     data = take(samples, previous=read_data_record(run.path, damaged_ok=True))
     run.check_data(data, accept_data_change, log, ["--collect"])
     run.assignment(samples)  # a lost or mismatched folds.csv is named before any prediction
+    if run.task == "detect":
+        return detcv.collect(run, run.cfg, samples, log)
     return cv_report(run, samples, {k: read_fold(run, k, samples, log) for k in range(run.cfg.train.folds)})

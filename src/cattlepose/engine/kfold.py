@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from cattlepose.core.config import Config
+from cattlepose.core.errors import UserError
 from cattlepose.core.ui import Log
 from cattlepose.data import fingerprint
 from cattlepose.data.check import require_decodable
 from cattlepose.data.folds import merged_groups
 from cattlepose.data.source import load_training_data
-from cattlepose.engine import crossval, dist
+from cattlepose.engine import crossval, detcv, dist
 from cattlepose.engine.device import resolve_device
 from cattlepose.engine.fit import train_fold
 from cattlepose.metrics.names import selection_metric
@@ -49,7 +50,10 @@ def run_training(
         log = Log(quiet=True)
     try:
         samples, schema = load_training_data(cfg, log)
-        selection_metric(cfg, schema)  # a setting the data cannot satisfy fails now, not after an epoch
+        if cfg.task == "keypoints":
+            selection_metric(cfg, schema)  # a setting the data cannot satisfy fails now, not after an epoch
+        elif info.enabled:
+            raise UserError("a detector run trains in one process; start it without torchrun", field="task")
         wanted = list(range(cfg.train.folds)) if folds is None else folds
         if info.is_main and not started_folds(run_dir):  # a first start: nothing is written with a bad image
             require_decodable(samples)
@@ -68,6 +72,8 @@ def run_training(
             f"run {run_dir}: {len(samples)} samples, {cfg.train.folds} folds by {cfg.data.group_by or 'sample'}, "
             f"training fold(s) {wanted} on {device}" + (f" x{info.world_size} processes" if info.enabled else "")
         )
+        if cfg.task == "detect":
+            return detcv.train_folds(run, cfg, schema, samples, assignment, wanted, resume, device, log)
         predicted: dict[int, crossval.OofPredictions] = {}
         for k in wanted:
             if run.done(k):

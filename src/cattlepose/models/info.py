@@ -139,3 +139,35 @@ def model_info(cfg: Config, num_keypoints: int, measure: bool = True) -> dict[st
         # means other processes took them and the speed above is theirs to explain, not the model's
         info["CPU share while timing"] = cpu_share
     return info
+
+
+def detector_info(cfg: Config, categories: list[str], measure: bool = True) -> dict[str, Any]:
+    """The detector of a `task: detect` config: backbone, input, output stride, categories, sizes, MACs and (if
+    `measure`) forward images/s of one network on this machine (a fold ensemble with flip costs that times
+    2 x folds)."""
+    from cattlepose.models.detector import CenterNet
+
+    mc = cfg.model
+    model = CenterNet(mc.backbone, max(1, len(categories)), cfg.detect.stride).eval()
+    h, w = mc.input_size
+    macs, _ = count_macs(model, torch.zeros(1, 3, h, w))
+    s = cfg.detect.stride
+    info: dict[str, Any] = {
+        "task": "detect",
+        "backbone": mc.backbone,
+        "input_size": f"{h}x{w} (letterboxed)",
+        "heatmap_size": f"{h // s}x{w // s} (stride {s})",
+        "categories": ", ".join(categories) or "(from the data)",
+        "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+        "MACs (G, FlopCounterMode: conv+matmul)": macs / 1e9,
+    }
+    if measure:
+        batch = 8
+        x = torch.randn(batch, 3, h, w)
+        if mc.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _threads(cfg.train.threads):
+            info["threads"] = torch.get_num_threads()
+            info[f"forward images/s (batch {batch}, one network)"] = measure_forward(model, x)
+    return info

@@ -28,6 +28,7 @@ from cattlepose.metrics.keypoints import pck_normaliser
 from cattlepose.metrics.names import pck_key, selection_metric
 from cattlepose.models.codec import HeatmapCodec
 from cattlepose.report import analysis, figures
+from cattlepose.report.detections import build_detector_report
 from cattlepose.runs.rundir import OOF, RunDir
 
 SWAP_MIN_SEPARATION = 0.1  # swap rates count animals whose left/right pair lies >= 0.1 PCK normaliser apart
@@ -160,6 +161,9 @@ def compute_tables(ra: RunAnalysis) -> dict[str, Any]:
 def build_report(run_dir: str | Path, n_worst: int = 12, log: Log | None = None) -> Path:
     """Write RUN_DIR/report/index.html and its figures; returns the page's path."""
     log = log or Log(quiet=True)
+    run = RunDir.open(run_dir)
+    if run.task == "detect":  # boxes, not keypoints: its own page
+        return build_detector_report(run, n_worst, log)
     ra = load_run_analysis(run_dir, log)
     out = ra.run_dir / "report"
     t = compute_tables(ra)

@@ -2,6 +2,8 @@
 
     runs/NAME/config.yaml  schema.yaml  folds.csv  data.json  oof.csv  cv.json
               fold{k}/best.pt  last.pt  history.csv  oof.csv  done.json
+    a detector run (task: detect) has detections.json (its held-out photographs' boxes) where a keypoint run has
+    oof.csv, at both levels
 
 Training prepares it (under a file lock, so fold-parallel processes agree); predict, collect, report and a
 transfer from the run (`model.pretrained: RUN`) open it. Every damaged or mismatched part is a UserError that
@@ -43,6 +45,7 @@ from cattlepose.data.records import Sample
 from cattlepose.metrics.names import lower_is_better, selection_metric
 
 CONFIG, SCHEMA, FOLDS, CV, OOF, DATA = "config.yaml", "schema.yaml", "folds.csv", "cv.json", "oof.csv", "data.json"
+DETECTIONS = "detections.json"  # a detector run's out-of-fold boxes, run-level and in each fold{k}/
 ACCEPT = "--accept-data-change"
 BEST, LAST, HISTORY, DONE = "best.pt", "last.pt", "history.csv", "done.json"  # in each fold{k}/
 LOCK = ".lock"  # held while the run is prepared; in fold{k}/ while that fold trains
@@ -382,6 +385,26 @@ class RunDir:
             w.writerow(["key", "image"] + [f"{n}_{c}" for n in self.schema.keypoints for c in ("x", "y", "score")])
             for key, arr in preds.items():
                 w.writerow([key, images[key]] + [fmt(v) for v in check_prediction(key, arr, k_points).reshape(-1)])
+
+    def detections_path(self, k: int | None = None) -> Path:
+        """fold{k}/detections.json (a detector fold's held-out boxes), or the run's (all of them) for None."""
+        return (self.path if k is None else self.fold_dir(k)) / DETECTIONS
+
+    def write_detections(self, rows: Sequence[dict[str, Any]], categories: Sequence[str], k: int | None = None) -> None:
+        """A detector's held-out photographs and their boxes: {"categories": [...], "images": [{"image": path,
+        "boxes": [[x, y, w, h, score, category index], ...]}, ...]}. Numbers as JSON writes floats: exact."""
+        write_json(self.detections_path(k), {"categories": list(categories), "images": list(rows)}, indent=None)
+
+    def read_detections(self, k: int | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+        """`write_detections`' file back: the categories and image path -> (n, 6) boxes."""
+        path = self.detections_path(k)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            out = {str(r["image"]): np.asarray(r["boxes"], np.float64).reshape(-1, 6) for r in doc["images"]}
+            return [str(c) for c in doc["categories"]], out
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"the fold's held-out detections cannot be read ({first_line(e)}); retrain the fold: "
+                            f"{self.retrain_hint(k or 0)}", path=path) from None  # fmt: skip
 
     def read_oof(self, k: int | None = None) -> dict[str, np.ndarray]:
         """`write_oof`'s file back: key -> (K, 3) x, y, score."""

@@ -21,6 +21,6 @@ def run_export(
     log: Log,
 ) -> None:
     n = parse_batch(batch)
-    run = RunDir.open(run_dir)
+    run = RunDir.open(run_dir, task="keypoints")  # a detector run is named, not exported as keypoints
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     export_run(run, output, fold_list, flip=flip, int8=int8, batch=n, calibration_images=calibration, log=log)

@@ -366,6 +366,22 @@ def evaluate(
         f", {m['detections_unpaired']} of {m['detections']} detections unpaired" if "detections" in m else ""
     )
     console.print(Text(f"matching: {m['description']} ({counts})"))
+    if result["images_without_prediction"]:
+        missed = result["images_without_prediction"]
+        console.print(
+            Text(
+                f"{len(missed)} image(s) with animals have no prediction (nothing found there: each of "
+                f"their animals is a miss): {', '.join(missed[:10])}{' ...' if len(missed) > 10 else ''}"
+            )
+        )
+    if result.get("boxes"):
+        console.print(
+            _table(
+                "boxes: COCO box AP of the predictions' boxes (IoU 0.50:0.95), apart from keypoints",
+                ["metric", "value"],
+                [[k, _fmt(v)] for k, v in result["boxes"].items()],
+            )
+        )
     if result["extra_predictions"]:
         extra = result["extra_predictions"]
         Log().warn(f"{pred}: {len(extra)} prediction(s) for images the ground truth does not hold were not scored: "

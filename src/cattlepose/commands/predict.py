@@ -88,8 +88,11 @@ def run_predict(
     check_backend(backend, onnx)
     run = RunDir.open(run_dir, task="keypoints")  # a detector run is named before anything is read of it
     if detector is None:
-        for flag, given in (("--detector-onnx", detector_onnx), ("--category", categories),
-                            ("--score-threshold etc.", any(v is not None for v in (detect_options or {}).values()))):
+        for flag, given in (
+            ("--detector-onnx", detector_onnx),
+            ("--category", categories),
+            ("--score-threshold etc.", any(v is not None for v in (detect_options or {}).values())),
+        ):
             if given:
                 raise UserError("applies to the animals a detector finds: add --detector DETECTOR_RUN",
                                 field=flag)  # fmt: skip

@@ -133,8 +133,11 @@ def locate(
     positive, not an extra); the samples' own images when None. `categories`: the ground truth's category ids,
     when COCO results are scored per category.
 
-    Images with an animal and no prediction at all are a UserError naming them: the wrong file, or a run cut
-    short, never scored as if nothing had been found."""
+    Images with an animal and no prediction at all are, for a wide CSV (a row per image, which has no way to say
+    that nothing was found), a UserError naming them: the wrong file, or a run cut short, never scored as if
+    nothing had been found. The other formats hold any number of animals per image, none included (a detector
+    that found nothing): there they are misses, which the COCO protocol counts; only a file none of whose
+    predictions lies in an image of the ground truth is refused."""
     names = {"/".join(_parts(name)): image_id for image_id, name in (images or {}).items()}
     names.update({image_name(s): s.image_id for s in samples})
     extra: list[str] = []
@@ -166,7 +169,7 @@ def locate(
     found = {p.instance.image_id for p in kept}
     with_animals = list(dict.fromkeys(image_name(s) for s in samples))
     missing = list(dict.fromkeys(image_name(s) for s in samples if s.image_id not in found))
-    if missing:
+    if missing and (fmt == "csv" or (poses and not kept)):
         raise UserError(f"no prediction for {len(missing)} of {len(with_animals)} ground-truth image(s) with "
                         f"animals: {listing(missing)}", path=source)  # fmt: skip
     if categories is not None:

@@ -234,11 +234,11 @@ def detect_prediction_format(path: Path) -> str:
 
 def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None = None) -> list[Pose]:
     """The animals of a prediction file, in file order. Their keypoints are (K, 2) x, y for CSV and ADK JSON,
-        (K, 3) x, y, score for the long CSV and COCO results; their instance's `image_id` is how the file names the
-        image (its name, separators as `/`, or its COCO image id). COCO results need each detection's `score` (it
-        ranks them) and keep `category_id` and `file_name` in the instance's `meta`, and their `bbox`, when given, as the
-    instance's box (the long CSV's box columns likewise). `fmt` None guesses from the
-        suffix, header and JSON shape."""
+    (K, 3) x, y, score for the long CSV and COCO results; their instance's `image_id` is how the file names the
+    image (its name, separators as `/`, or its COCO image id). COCO results need each detection's `score` (it
+    ranks them) and keep `category_id` and `file_name` in the instance's `meta` and their `bbox`, when given,
+    as the instance's box (as the long CSV's box columns are). `fmt` None guesses from the suffix, header and
+    JSON shape."""
     path = Path(path)
     if not path.is_file():
         raise UserError(unreadable(path, "prediction file"), path=path)

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cattlepose.commands import detector_source
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import check_output, unreadable
 from cattlepose.core.ui import Log
@@ -88,14 +89,12 @@ def run_predict(
     check_backend(backend, onnx)
     run = RunDir.open(run_dir, task="keypoints")  # a detector run is named before anything is read of it
     if detector is None:
-        for flag, given in (
-            ("--detector-onnx", detector_onnx),
-            ("--category", categories),
-            ("--score-threshold etc.", any(v is not None for v in (detect_options or {}).values())),
-        ):
-            if given:
-                raise UserError("applies to the animals a detector finds: add --detector DETECTOR_RUN",
-                                field=flag)  # fmt: skip
+        given = [flag for flag, v in (("--detector-onnx", detector_onnx), ("--category", categories)) if v]
+        given += [detector_source.OPTIONS[k][0] for k, v in (detect_options or {}).items()
+                  if v is not None and k in detector_source.OPTIONS]  # fmt: skip
+        if given:
+            raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for the animals a detector "
+                            "finds; add --detector DETECTOR_RUN", field=given[0])  # fmt: skip
     else:
         _check_detector_input(detector, input, fmt, boxes, detect_options or {})
     sidecar = None
@@ -111,8 +110,6 @@ def run_predict(
     check_output(output, protect=protect, keep_out=folders)  # before the work
     found = None
     if detector is not None:  # loaded, and its categories checked, before any image is read
-        from cattlepose.commands import detector_source
-
         found = boxes = detector_source.load(
             detector, run, categories, check_categories, detect_options, device, flip is not False, detector_onnx, log
         )

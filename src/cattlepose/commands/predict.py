@@ -155,6 +155,7 @@ def _check_detector_input(
     """What `--detector` cannot work with, named before the detector is loaded: a keypoint run given as the
     detector, an input that holds boxes already, and the wide CSV while a detector may find several animals."""
     RunDir.config_of(detector, task="detect", flag="--detector")
+    detector_source.check_options(options)
     if boxes is not None:
         raise ValueError("a detector and another box source at once")
     if input.exists() and holds_boxes(input):

@@ -565,3 +565,22 @@ def test_an_adk_box_outside_its_image_is_an_error_when_boxes_are_taken_as_given(
     from cattlepose.data.formats import adk
 
     assert adk.read(root, K)[1].bbox is None
+
+
+def test_the_categories_record_round_trips_and_is_empty_for_data_without_categories():
+    from cattlepose.core.errors import UserError
+    from cattlepose.data.fingerprint import DataFingerprint, categories_of
+    from cattlepose.data.records import Sample
+
+    def animal(meta: dict) -> Sample:
+        return Sample(image="/x/a.jpg", keypoints=np.zeros((2, 3)), meta=meta)
+
+    assert categories_of([animal({}), animal({})]) == {}
+    found = categories_of([animal({"category": "sheep", "category_id": 7}), animal({"category": "dog"})])
+    assert found == {"dog": None, "sheep": 7}
+    fp = DataFingerprint("/x", {}, {}, "h", {}, "h", categories=found)
+    assert DataFingerprint.from_dict(json.loads(json.dumps(fp.to_dict())), "data.json").categories == found
+    old = {k: v for k, v in fp.to_dict().items() if k != "categories"}  # a record from before it
+    assert DataFingerprint.from_dict(old, "data.json").categories is None
+    with pytest.raises(UserError, match="'categories' must map"):
+        DataFingerprint.from_dict({**old, "categories": ["dog"]}, "data.json")

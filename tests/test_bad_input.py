@@ -878,17 +878,6 @@ def test_evaluate_names_the_images_without_a_prediction(make_adk, tmp_path):
            unchanged=(tmp_path,))  # fmt: skip
 
 
-def test_evaluate_names_the_images_coco_results_hold_no_detection_for(make_coco, tmp_path):
-    gt = make_coco(n_images=3, animals=2)
-    doc = json.loads(gt.read_text())
-    res = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
-           for a in doc["annotations"] if a["image_id"] != 20]  # fmt: skip
-    pred = tmp_path / "res.json"
-    pred.write_text(json.dumps(res))
-    _fails(["evaluate", str(pred), str(gt), "--schema", "from_data"], "res.json", "no prediction for 1 of 3",
-           "img_1.png", unchanged=(tmp_path,))  # fmt: skip
-
-
 def test_evaluate_needs_file_names_to_place_coco_results_in_an_adk_set(make_adk, tmp_path):
     root = make_adk(n=2)
     pred = tmp_path / "res.json"

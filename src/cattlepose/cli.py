@@ -336,15 +336,50 @@ def predict(
     onnx: Annotated[
         Path | None, typer.Option(help="With --backend onnx: a file `cattlepose export` wrote for this run.")
     ] = None,
+    detector: Annotated[
+        Path | None,
+        typer.Option(help="A detector run (task: detect) that finds the animals in each photograph of INPUT."),
+    ] = None,
+    detector_onnx: Annotated[
+        Path | None, typer.Option(help="With --detector: its exported ONNX file, run by ONNX Runtime.")
+    ] = None,
+    score_threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="With --detector: the least box score kept.")
+    ] = None,
+    nms_iou: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="With --detector: boxes overlapping more are one animal.")
+    ] = None,
+    max_animals: Annotated[
+        int | None, typer.Option(min=1, help="With --detector: at most this many animals per image, surest first.")
+    ] = None,
+    min_size: Annotated[
+        float | None, typer.Option(min=0.0, help="With --detector: boxes narrower or lower (pixels) are dropped.")
+    ] = None,
+    category: Annotated[
+        list[str] | None,
+        typer.Option(help="With --detector: keep only this category (repeatable); default: every one it knows."),
+    ] = None,
+    skip_category_check: Annotated[
+        bool,
+        typer.Option(
+            "--skip-category-check",
+            help="Predict although the keypoint run was not trained on the detector's categories (other names).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Flip + fold ensemble on new images, written as a submission file."""
+    """Flip + fold ensemble on new images, written as a submission file; with --detector, on the animals a
+    detector run finds in whole photographs."""
     from cattlepose.commands.predict import run_predict
 
     log = Log(quiet)
+    options = {"score_threshold": score_threshold, "nms_iou": nms_iou, "max_animals": max_animals,
+               "min_size": min_size}  # fmt: skip
     summary = run_predict(
         run_dir, input, output, fmt=format, template=template, flip=False if no_flip else None, folds=folds,
         images=images, device=device, batch_size=batch_size, workers=workers, log=log, backend=backend, onnx=onnx,
+        detector=detector, detector_onnx=detector_onnx, detect_options=options, categories=category,
+        check_categories=not skip_category_check,
     )  # fmt: skip
     flip_state = "off" if no_flip else "on"
     animals = f" ({summary['animals']} animals)" if summary["animals"] != summary["images"] else ""
@@ -353,6 +388,17 @@ def predict(
         f"{summary['latency_ms']:.1f} ms per image ({summary['models']} model(s), flip {flip_state}, "
         f"{summary['backend']})"
     )
+    if "detect_seconds" in summary:
+        log.info(
+            f"detection {summary['detect_seconds']:.2f} s ({summary['detect_images_per_s']:.1f} images/s), "
+            f"keypoints {summary['keypoint_seconds']:.2f} s ({summary['keypoint_images_per_s']:.1f} images/s), "
+            f"end to end {summary['images_per_s']:.1f} images/s"
+        )
+    if summary["images_without_animals"]:
+        log.info(f"{summary['images_without_animals']} of {summary['images']} images had no animal (an empty "
+                 "result for each)")  # fmt: skip
+    if summary.get("other_categories"):
+        log.info(f"{summary['other_categories']} animal(s) of other categories than --category left out")
 
 
 @app.command()
@@ -458,6 +504,22 @@ def evaluate(
         f", {m['detections_unpaired']} of {m['detections']} detections unpaired" if "detections" in m else ""
     )
     console.print(Text(f"matching: {m['description']} ({counts})"))
+    if result["images_without_prediction"]:
+        missed = result["images_without_prediction"]
+        console.print(
+            Text(
+                f"{len(missed)} image(s) with animals have no prediction (nothing found there: each of "
+                f"their animals is a miss): {', '.join(missed[:10])}{' ...' if len(missed) > 10 else ''}"
+            )
+        )
+    if result.get("boxes"):
+        console.print(
+            _table(
+                "boxes: COCO box AP of the predictions' boxes (IoU 0.50:0.95), apart from keypoints",
+                ["metric", "value"],
+                [[k, _fmt(v)] for k, v in result["boxes"].items()],
+            )
+        )
     if result["extra_predictions"]:
         extra = result["extra_predictions"]
         Log().warn(f"{pred}: {len(extra)} prediction(s) for images the ground truth does not hold were not scored: "

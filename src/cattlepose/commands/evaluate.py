@@ -9,8 +9,12 @@ and then scored one of two ways, which the result's `matching` names:
 - the COCO protocol otherwise (COCO results always; several animals in an image on either side): every
   predicted animal competes for the animals of its image, ranked by its score (`metrics.evaluate_detections`).
   A wide CSV holds one row per image and is refused against an image of several animals.
-Every prediction is counted: images with animals and no prediction are an error, predictions for images the
-ground truth does not hold come back in `extra_predictions`.
+Every prediction is counted: images with animals and no prediction are an error for a wide CSV (a row per
+image) and misses of the COCO protocol for the other formats, whose files hold no entry for an image where
+nothing was found (`images_without_prediction` names them); predictions for images the ground truth does not
+hold come back in `extra_predictions`. The COCO protocol also scores the predictions' boxes, where the file
+gives them (COCO results' `bbox`, the long CSV's box columns), by COCO box AP (`boxes`): how well the animals
+were found, apart from their keypoints.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from cattlepose.core.config import load_config
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import check_output
 from cattlepose.data.formats import coco, detect_format, read_samples
-from cattlepose.data.formats.matching import BY_PATH, check_one_per_image, locate
+from cattlepose.data.formats.matching import BY_PATH, check_one_per_image, image_name, locate
 from cattlepose.data.formats.submission import detect_prediction_format, read_predictions
 from cattlepose.data.records import Pose, Sample
 from cattlepose.metrics.keypoints import evaluate, evaluate_detections
@@ -69,6 +73,9 @@ def run_evaluate(
                 f"; a {UNSCORED[fmt]} holds no scores: its animals rank equal, in file order"
             )
     result["extra_predictions"] = extra
+    found = {p.instance.image_id for p in poses}
+    result["images_without_prediction"] = list(dict.fromkeys(image_name(s) for s in samples
+                                                             if s.image_id not in found))  # fmt: skip
     return result
 
 

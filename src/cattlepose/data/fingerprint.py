@@ -5,7 +5,10 @@ A run records its data's fingerprint (`runs/rundir.py` keeps it as `data.json`) 
 
 - the annotation files, with their sizes and modification times (to name which files changed);
 - each animal as read (image, keypoints, box, size, group, metadata) as a digest, and one hash over them all;
-- each image with its size, modification time and a digest of its bytes, and a hash of the image list.
+- each image with its size, modification time and a digest of its bytes, and a hash of the image list;
+- the animals' categories, name -> the id the data gives it (what a detector's boxes are checked against when
+  the run predicts on whole photographs; absent in records written before it, and empty when the data names
+  no category).
 
 It stays cheap: nothing is decoded, files are only stat'ed, and an image's bytes are hashed once, at the run's
 first start (which decodes every image anyway, at several times the cost: docs/BENCHMARKS.md), and afterwards
@@ -40,18 +43,23 @@ class DataFingerprint:
     images: dict[str, list[Any]]  # image -> [size, mtime_ns, digest of its bytes]
     image_list: str  # one hash over the sorted image names
     accepted: list[dict[str, Any]] = field(default_factory=list)  # changes accepted with --accept-data-change
+    categories: dict[str, Any] | None = None  # category name -> its id in the data; None: not recorded (older run)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": VERSION, "root": self.root, "annotations": self.annotations,
-                "image_list": self.image_list, "accepted": self.accepted, "files": self.files,
-                "images": self.images, "animals": self.animals}  # fmt: skip
+        doc = {"version": VERSION, "root": self.root, "annotations": self.annotations,
+               "image_list": self.image_list, "accepted": self.accepted, "files": self.files,
+               "images": self.images, "animals": self.animals}  # fmt: skip
+        return doc if self.categories is None else {**doc, "categories": self.categories}
 
     @classmethod
     def from_dict(cls, doc: Any, source: str | Path) -> DataFingerprint:
         keys = ("root", "files", "animals", "annotations", "images", "image_list")
         if not isinstance(doc, dict) or doc.get("version") != VERSION or any(k not in doc for k in keys):
             raise UserError("not a data fingerprint this version of cattlepose wrote", path=source)
-        return cls(**{k: doc[k] for k in keys}, accepted=list(doc.get("accepted") or []))
+        categories = doc.get("categories")
+        if categories is not None and not isinstance(categories, dict):
+            raise UserError("'categories' must map category names to ids", path=source)
+        return cls(**{k: doc[k] for k in keys}, accepted=list(doc.get("accepted") or []), categories=categories)
 
 
 def take(samples: Sequence[Sample], previous: DataFingerprint | None = None) -> DataFingerprint:
@@ -77,7 +85,19 @@ def take(samples: Sequence[Sample], previous: DataFingerprint | None = None) -> 
         annotations=_hash(f"{k}\t{v}" for k, v in sorted(animals.items())),
         images=images,
         image_list=_hash(sorted(images)),
+        categories=categories_of(samples),
     )
+
+
+def categories_of(samples: Sequence[Sample]) -> dict[str, Any]:
+    """The categories the animals belong to, name -> id (`meta["category_id"]`, None when the data gives
+    none), sorted by name; empty when no animal names its category."""
+    found: dict[str, Any] = {}
+    for s in samples:
+        if s.category is not None:
+            cid = s.meta.get("category_id")
+            found.setdefault(s.category, cid if cid is None or isinstance(cid, (int, str)) else str(cid))
+    return dict(sorted(found.items()))
 
 
 @dataclass

@@ -114,6 +114,7 @@ def evaluate_detections(
         "detections": len(detections),
         "detections_unpaired": len(detections) - len(pairs),
     }
+    result["boxes"] = box_ap(scene)
     groups = _by_category(samples)
     if len(groups) > 1:
         result["by_category"] = {}
@@ -143,6 +144,32 @@ PAIRED_BY_OKS = (
     "pixel errors over the pairs COCOeval matches at OKS >= 0.5 (AP50's matching); an animal without such a "
     "detection is a miss in PCK and left out of pixel errors"
 )
+
+
+BOX_KEYS = ("box_ap", "box_ap50", "box_ap75", "box_ar")
+
+
+def box_ap(scene: _Scene) -> dict[str, float | None] | None:
+    """COCO box AP (IoU 0.50:0.95, AP50, AP75, AR at 100 detections) of the detections' boxes against the
+    animals' regions, through COCOeval's `bbox` protocol: how well the boxes were found, apart from the
+    keypoints in them. None when a detection has no box (a file without boxes)."""
+    if scene.box_results is None:
+        return None
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not scene.box_results:
+        return dict.fromkeys(BOX_KEYS, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": scene.images, "annotations": scene.annotations, "categories": scene.categories}
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes([dict(r) for r in scene.box_results]), iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = ev.stats  # bbox: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ...; -1 = undefined
+    return {key: None if stats[i] < 0 else float(stats[i]) for key, i in zip(BOX_KEYS, (0, 1, 2, 8), strict=True)}
 
 
 def _part(r: dict[str, Any]) -> dict[str, Any]:
@@ -354,6 +381,12 @@ class _Scene:
              "keypoints": _with_scores(d.keypoints).reshape(-1).tolist(), "score": float(d.score)}
             for d in detections
         ]  # fmt: skip
+        boxed = all(d.instance.bbox is not None for d in detections)
+        self.box_results = [
+            {"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+             "bbox": [float(v) for v in d.instance.bbox]}  # type: ignore[union-attr]
+            for r, d in zip(self.results, detections, strict=True)
+        ] if boxed else None  # fmt: skip
         self.n_samples = len(samples)
 
 

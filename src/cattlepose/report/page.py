@@ -69,7 +69,7 @@ class RunAnalysis:
 def load_run_analysis(run_dir: str | Path, log: Log | None = None) -> RunAnalysis:
     run_dir = Path(run_dir)
     log = log or Log(quiet=True)
-    run = RunDir.open(run_dir)
+    run = RunDir.open(run_dir, task="keypoints")
     cfg, schema = run.cfg, run.schema
     oof_path = run.require(OOF)
     samples, _ = load_training_data(cfg, log)

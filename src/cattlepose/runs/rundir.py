@@ -66,17 +66,29 @@ class RunDir:
 
     # ------------------------------------------------------------------------------------------ open
     @classmethod
-    def open(cls, path: str | Path) -> RunDir:
-        """An existing run: its config (validated again, it may have been edited) and schema."""
+    def open(cls, path: str | Path, task: str | None = None, flag: str = "RUN_DIR") -> RunDir:
+        """An existing run: its config (validated again, it may have been edited) and schema. `task`: the kind
+        of run the command needs (`require_task`, checked before anything else of the run is read; `flag` names
+        the argument in the message)."""
         path = Path(path)
+        cfg = cls.config_of(path, task, flag)
+        run = cls(path, cfg, _read_schema(path / SCHEMA))
+        run._check_fold_count()
+        return run
+
+    @staticmethod
+    def config_of(path: Path, task: str | None = None, flag: str = "RUN_DIR") -> Config:
+        """A run folder's config alone, and, given `task`, the check that the run is of that kind
+        (`require_task`): what a command checks of a run before anything else of it is read."""
         if not path.is_dir():
             why = unreadable(path, "run directory")
             raise UserError(why + (f"; train one with `{train_line(path)}`" if "not found" in why else ""), path=path)
         if not (path / CONFIG).is_file():
             raise UserError("not a run directory (no config.yaml); train one with `cattlepose train`", path=path)
-        run = cls(path, load_config(path / CONFIG), _read_schema(path / SCHEMA))
-        run._check_fold_count()
-        return run
+        cfg = load_config(path / CONFIG)
+        if task is not None:
+            _require_task(path, cfg.task, task, flag)
+        return cfg
 
     @property
     def task(self) -> str:
@@ -85,13 +97,7 @@ class RunDir:
 
     def require_task(self, task: str, flag: str) -> RunDir:
         """A detector run where a keypoint run belongs, or the reverse, is named before any work."""
-        if self.task != task:
-            what = {"keypoints": "a keypoint run", "detect": "a detector run"}
-            raise UserError(
-                f"{flag} needs {what[task]}, and this is {what[self.task]} (config.yaml task: {self.task})",
-                path=self.path,
-                field=flag,
-            )
+        _require_task(self.path, self.task, task, flag)
         return self
 
     @classmethod
@@ -324,6 +330,16 @@ class RunDir:
         if record is not None:
             self._write_data(record)
 
+    def categories(self) -> dict[str, Any] | None:
+        """The categories of the animals the run trained on, name -> id in its data (data.json); None when the
+        run has no such record (it predates it, or data.json is missing or damaged), empty when its data named
+        no category."""
+        try:
+            record = read_data_record(self.path)
+        except UserError:
+            return None
+        return None if record is None else record.categories
+
     def accepted_data_changes(self) -> list[dict[str, Any]]:
         """The data changes this run went on with (--accept-data-change): when, by which command, what."""
         try:
@@ -497,6 +513,13 @@ def _get(doc: Any, dotted: str) -> Any:
             return _ABSENT
         doc = doc[part]
     return doc
+
+
+def _require_task(path: Path, is_: str, task: str, flag: str) -> None:
+    if is_ != task:
+        what = {"keypoints": "a keypoint run", "detect": "a detector run"}
+        raise UserError(f"{flag} needs {what[task]}, and this is {what[is_]} (config.yaml task: {is_})", path=path,
+                        field=flag)  # fmt: skip
 
 
 def train_line(run: Path) -> str:

@@ -26,6 +26,7 @@ from cattlepose.data.formats.common import (
     ErrorSink,
     box_fits,
     check_box,
+    check_box_overlaps,
     check_image_size,
     check_keypoints,
     find_by_stem,
@@ -239,7 +240,8 @@ def _box(
     if mode == "image" or raw is None:
         return None, False
     box = check_box(raw, path, _BOX_FIELD)
-    if mode == "annotation":
+    if mode == "annotation":  # the box as given: one with no pixel in the image is an error, not a placeholder
+        check_box_overlaps(box, width, height, path, _BOX_FIELD)
         return box, False
     if not box_fits(box, width, height) or not keypoints_inside(box, kps):
         return None, True  # a placeholder box: the animal fills the crop

@@ -32,6 +32,7 @@ from cattlepose.data.formats.common import (
     PROBE_IMAGES,
     ErrorSink,
     check_box,
+    check_box_overlaps,
     check_image_size,
     check_keypoints,
     drop_duplicate_animals,
@@ -445,9 +446,7 @@ def _box(raw: Any, width: int, height: int, mode: BoxMode, path: Path, field: st
     if mode == "image" or raw is None:
         return None
     box = check_box(raw, path, field)
-    x, y, w, h = box
-    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-        raise UserError(f"bbox {list(raw)} lies outside the {width}x{height} image", path=path, field=field)
+    check_box_overlaps(box, width, height, path, field)
     if mode == "auto" and np.array_equal(box, [0, 0, width, height]):
         return None  # the whole image, which is what None means (and what `write` stores for None)
     return box

@@ -97,8 +97,18 @@ def check_box(raw: Any, source: str | Path, field: str) -> np.ndarray:
     if not np.all(np.isfinite(box)):
         raise UserError("bbox has NaN or infinite values", path=source, field=field)
     if box[2] <= 0 or box[3] <= 0:
-        raise UserError(f"zero-area bbox {list(raw)}: width and height must be > 0", path=source, field=field)
+        kind = "negative-size" if min(box[2], box[3]) < 0 else "zero-area"
+        raise UserError(f"{kind} bbox {list(raw)}: width and height must be > 0", path=source, field=field)
     return box
+
+
+def check_box_overlaps(box: np.ndarray, width: int, height: int, source: str | Path, field: str) -> None:
+    """A box with no pixel in its image (wholly left of, right of, above or below it): a box of another image, or
+    x, y, w, h given as x0, y0, x1, y1 of a larger image. A box partly outside is kept (cropping pads it)."""
+    x, y, w, h = box
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise UserError(f"bbox {[float(v) for v in box]} lies outside the {width}x{height} image", path=source,
+                        field=field)  # fmt: skip
 
 
 def _is_number(v: Any) -> bool:

@@ -127,46 +127,55 @@ def locate(
     `Sample.image_id`, and a description of each prediction the ground truth has no place for (its image's name
     or id, or its category), in file order.
 
-    COCO results (`fmt` "coco") are placed by the ground truth's COCO image ids where it has them, else by each
-    detection's `file_name`; the other formats by the name they give the image. `images`: every image of the
-    ground truth, id -> name (a COCO file's, those without an animal included: a prediction there is a false
-    positive, not an extra); the samples' own images when None. `categories`: the ground truth's category ids,
-    when COCO results are scored per category.
+    COCO results (`fmt` "coco") are placed by each detection's `file_name` where it gives one (what predict writes
+    for an image without a COCO id, whose image_id is only its number in the file), else by the ground truth's
+    COCO image ids (a ground truth without them needs every `file_name`); the other formats by the name they give
+    the image. `images`: every image of the ground truth, id -> name (a COCO file's, those without an animal
+    included: a prediction there is a false positive, not an extra); the samples' own images when None.
+    `categories`: the ground truth's category ids, when COCO results are scored per category.
 
-    Images with an animal and no prediction at all are a UserError naming them: the wrong file, or a run cut
-    short, never scored as if nothing had been found."""
+    Images with an animal and no prediction at all are, for a wide CSV (a row per image, which has no way to say
+    that nothing was found), a UserError naming them: the wrong file, or a run cut short, never scored as if
+    nothing had been found. The other formats hold any number of animals per image, none included (a detector
+    that found nothing): there they are misses, which the COCO protocol counts; only a file none of whose
+    predictions lies in an image of the ground truth is refused."""
     names = {"/".join(_parts(name)): image_id for image_id, name in (images or {}).items()}
     names.update({image_name(s): s.image_id for s in samples})
     extra: list[str] = []
+    place: dict[int, str] = {}
+    by_name = list(range(len(poses)))
     if fmt == "coco" and all("coco_image_id" in s.meta for s in samples):
+        # a detection that names its image's file (predict writes `file_name` for an image without a COCO id,
+        # a folder's photograph, whose image_id is then only its number) is placed by it; the others by id
+        by_name = [j for j, p in enumerate(poses) if p.instance.meta.get("file_name")]
         known = set(names.values())
-        place = {j: p.instance.image_id for j, p in enumerate(poses) if p.instance.image_id in known}
-        extra += list(dict.fromkeys(f"image_id {i}" for p in poses if (i := p.instance.image_id) not in known))
-    else:
-        if fmt == "coco":
-            nameless = next((j for j, p in enumerate(poses) if not p.instance.meta.get("file_name")), None)
-            if nameless is not None:
-                raise UserError(
-                    "COCO results name images by the ground truth's COCO image ids, and this ground truth (not a "
-                    "COCO file) has none: each detection needs the 'file_name' of its image (cattlepose predict "
-                    "writes it), or evaluate against a COCO file",
-                    path=source,
-                    field=f"[{nameless}].file_name",
-                )
-            given = [str(p.instance.meta["file_name"]) for p in poses]
-            what = "detection file_name"
-        else:
-            given = [p.instance.image_id for p in poses]
-            what = "prediction"
-        matched, unknown = match_names(list(dict.fromkeys(given)), names, source, what=what)
-        place = {j: names[matched[n]] for j, n in enumerate(given) if n in matched}
+        named = set(by_name)
+        place = {j: p.instance.image_id for j, p in enumerate(poses) if j not in named and p.instance.image_id in known}
+        extra += list(dict.fromkeys(f"image_id {p.instance.image_id}" for j, p in enumerate(poses)
+                                    if j not in named and j not in place))  # fmt: skip
+    elif fmt == "coco":
+        nameless = next((j for j, p in enumerate(poses) if not p.instance.meta.get("file_name")), None)
+        if nameless is not None:
+            raise UserError(
+                "COCO results name images by the ground truth's COCO image ids, and this ground truth (not a "
+                "COCO file) has none: each detection needs the 'file_name' of its image (cattlepose predict "
+                "writes it), or evaluate against a COCO file",
+                path=source,
+                field=f"[{nameless}].file_name",
+            )
+    if by_name:
+        coco = fmt == "coco"
+        given = [str(poses[j].instance.meta["file_name"]) if coco else poses[j].instance.image_id for j in by_name]
+        matched, unknown = match_names(list(dict.fromkeys(given)), names, source,
+                                       what="detection file_name" if coco else "prediction")  # fmt: skip
+        place.update({j: names[matched[n]] for j, n in zip(by_name, given, strict=True) if n in matched})
         extra += unknown
     kept = [Pose(dataclasses.replace(p.instance, image_id=place[j]), p.keypoints, p.score)
             for j, p in enumerate(poses) if j in place]  # fmt: skip
     found = {p.instance.image_id for p in kept}
     with_animals = list(dict.fromkeys(image_name(s) for s in samples))
     missing = list(dict.fromkeys(image_name(s) for s in samples if s.image_id not in found))
-    if missing:
+    if missing and (fmt == "csv" or (poses and not kept)):
         raise UserError(f"no prediction for {len(missing)} of {len(with_animals)} ground-truth image(s) with "
                         f"animals: {listing(missing)}", path=source)  # fmt: skip
     if categories is not None:

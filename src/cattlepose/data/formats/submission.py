@@ -37,7 +37,7 @@ from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_open, unreadable, write_json
 from cattlepose.core.schema import KeypointSchema
 from cattlepose.data.formats import long_csv
-from cattlepose.data.formats.common import load_json
+from cattlepose.data.formats.common import check_box, load_json
 from cattlepose.data.formats.matching import image_name, listing, match_names
 from cattlepose.data.formats.poses import check_prediction, file_names
 from cattlepose.data.formats.wide_csv import format_coord, parse_number, read_rows
@@ -236,8 +236,9 @@ def read_predictions(path: str | Path, schema: KeypointSchema, fmt: str | None =
     """The animals of a prediction file, in file order. Their keypoints are (K, 2) x, y for CSV and ADK JSON,
     (K, 3) x, y, score for the long CSV and COCO results; their instance's `image_id` is how the file names the
     image (its name, separators as `/`, or its COCO image id). COCO results need each detection's `score` (it
-    ranks them) and keep `category_id` and `file_name` in the instance's `meta`. `fmt` None guesses from the
-    suffix, header and JSON shape."""
+    ranks them) and keep `category_id` and `file_name` in the instance's `meta` and their `bbox`, when given,
+    as the instance's box (as the long CSV's box columns are). `fmt` None guesses from the suffix, header and
+    JSON shape."""
     path = Path(path)
     if not path.is_file():
         raise UserError(unreadable(path, "prediction file"), path=path)
@@ -322,9 +323,11 @@ def _read_coco(path: Path, schema: KeypointSchema) -> list[Pose]:
                 f"file_name {file_name!r} must be a non-empty string", path=path, field=f"{field}.file_name"
             )
         meta = {"category_id": det.get("category_id")} | ({} if file_name is None else {"file_name": file_name})
+        box = None if det.get("bbox") is None else check_box(det["bbox"], path, f"{field}.bbox")  # box AP's
         image_id = str(det["image_id"])
         n = count[image_id] = count.get(image_id, -1) + 1
-        out.append(Pose(Instance(Path(image_id), image_id=image_id, ann_id=str(n), meta=meta), kps, float(score)))
+        inst = Instance(Path(image_id), box, image_id=image_id, ann_id=str(n), meta=meta)
+        out.append(Pose(inst, kps, float(score)))
     return out
 
 

@@ -22,7 +22,7 @@ def run_export(
     log: Log,
 ) -> None:
     n = parse_batch(batch)
-    run = RunDir.open(run_dir, task="keypoints")  # a detector run is named, not exported as keypoints
+    run = RunDir.open(run_dir)  # a keypoint run or a detector run: each has its own graph
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     if run.task == "detect":  # the detector's graph: folds + flip + decode to the top-K boxes
         export_detector(run, output, fold_list, flip, int8, n, calibration, log)

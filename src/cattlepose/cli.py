@@ -343,6 +343,9 @@ def predict(
     detector_onnx: Annotated[
         Path | None, typer.Option(help="With --detector: its exported ONNX file, run by ONNX Runtime.")
     ] = None,
+    detector_folds: Annotated[
+        str | None, typer.Option(help="With --detector: use only these of its fold models, e.g. 0 (default: all).")
+    ] = None,
     score_threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="With --detector: the least box score kept.")
     ] = None,
@@ -378,7 +381,8 @@ def predict(
     summary = run_predict(
         run_dir, input, output, fmt=format, template=template, flip=False if no_flip else None, folds=folds,
         images=images, device=device, batch_size=batch_size, workers=workers, log=log, backend=backend, onnx=onnx,
-        detector=detector, detector_onnx=detector_onnx, detect_options=options, categories=category,
+        detector=detector, detector_onnx=detector_onnx, detector_folds=detector_folds, detect_options=options,
+        categories=category,
         check_categories=not skip_category_check,
     )  # fmt: skip
     flip_state = "off" if no_flip else "on"

@@ -87,6 +87,7 @@ def load(
     flip: bool = True,
     onnx: Path | None = None,
     log: Log | None = None,
+    folds: str | None = None,
 ) -> DetectorSource:
     """The detector of `detector_dir` (a detector run; the check is `load_detector`'s, and predict's before
     it), with its options overridden, its categories narrowed to `categories` and checked against `run`'s."""
@@ -98,7 +99,12 @@ def load(
         raise UserError(f"this installation has no detector ({e}); predict on given boxes or whole images",
                         field="--detector") from None  # fmt: skip
     options = detect.DetectOptions(**given) if given else None
-    det = detect.load_detector(detector_dir, device=device, flip=flip, options=options,
+    fold_list = None
+    if folds is not None:
+        from cattlepose.data.folds import parse_fold_list
+
+        fold_list = parse_fold_list(folds, RunDir.config_of(detector_dir, "detect", "--detector").train.folds)
+    det = detect.load_detector(detector_dir, folds=fold_list, device=device, flip=flip, options=options,
                                backend="onnx" if onnx is not None else "torch", onnx=onnx, log=log)  # fmt: skip
     known = [str(c) for c in det.categories]
     keep = _kept(categories, known, detector_dir)

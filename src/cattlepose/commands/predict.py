@@ -75,6 +75,7 @@ def run_predict(
     boxes: BoxSource | None = None,
     detector: Path | None = None,
     detector_onnx: Path | None = None,
+    detector_folds: str | None = None,
     detect_options: dict[str, Any] | None = None,
     categories: list[str] | None = None,
     check_categories: bool = True,
@@ -89,7 +90,8 @@ def run_predict(
     check_backend(backend, onnx)
     run = RunDir.open(run_dir, task="keypoints")  # a detector run is named before anything is read of it
     if detector is None:
-        given = [flag for flag, v in (("--detector-onnx", detector_onnx), ("--category", categories)) if v]
+        given = [flag for flag, v in (("--detector-onnx", detector_onnx), ("--detector-folds", detector_folds),
+                                      ("--category", categories)) if v]  # fmt: skip
         given += [detector_source.OPTIONS[k][0] for k, v in (detect_options or {}).items()
                   if v is not None and k in detector_source.OPTIONS]  # fmt: skip
         if given:
@@ -111,7 +113,16 @@ def run_predict(
     found = None
     if detector is not None:  # loaded, and its categories checked, before any image is read
         found = boxes = detector_source.load(
-            detector, run, categories, check_categories, detect_options, device, flip is not False, detector_onnx, log
+            detector,
+            run,
+            categories,
+            check_categories,
+            detect_options,
+            device,
+            flip is not False,
+            detector_onnx,
+            log,
+            folds=detector_folds,
         )
     instances, skipped, n_images = prediction_inputs(input, images, run.schema.num_keypoints, boxes)
     if skipped:

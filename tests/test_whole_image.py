@@ -146,6 +146,10 @@ def _stand_in_module(fake: FakeDetector) -> types.ModuleType:
                         for n, (box, score, cat) in enumerate(kept[: o.max_animals])]  # fmt: skip
             return out
 
+        def with_options(self, options: DetectOptions) -> Detector:
+            fake.calls[-1]["options"] = options  # what the command applied over the run's own
+            return Detector(options)
+
     def load_detector(run_dir, folds=None, device="auto", flip=True, options=None, backend="torch", onnx=None,
                       batch_size=None, log=None):  # fmt: skip
         RunDir.config_of(Path(run_dir), "detect", "--detector")
@@ -244,7 +248,7 @@ def test_detector_options_override_its_defaults_and_reach_it(keypoint_run, scene
     assert r.exit_code == 0, r.output
     call = detector.calls[-1]
     assert (call["options"].score_threshold, call["options"].max_animals) == (0.75, 1)
-    assert (call["options"].nms_iou, call["options"].min_size) == (0.5, 4.0)  # the defaults, untouched
+    assert (call["options"].nms_iou, call["options"].min_size) == (0.5, 4.0)  # the run's own, untouched
     assert (call["backend"], call["onnx"], call["flip"]) == ("onnx", tmp_path / "det.onnx", False)
     results = json.loads(out.read_text())
     assert [d["file_name"] for d in results] == ["photo_0.jpg", "photo_1.jpg", "photo_2.jpg"]  # the surest each

@@ -16,6 +16,7 @@ The detector itself lives in `engine.detect` (`load_detector`, `DetectOptions`, 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,14 +99,15 @@ def load(
     except ImportError as e:  # a build without the detector: named, not a traceback
         raise UserError(f"this installation has no detector ({e}); predict on given boxes or whole images",
                         field="--detector") from None  # fmt: skip
-    options = detect.DetectOptions(**given) if given else None
     fold_list = None
     if folds is not None:
         from cattlepose.data.folds import parse_fold_list
 
         fold_list = parse_fold_list(folds, RunDir.config_of(detector_dir, "detect", "--detector").train.folds)
-    det = detect.load_detector(detector_dir, folds=fold_list, device=device, flip=flip, options=options,
+    det = detect.load_detector(detector_dir, folds=fold_list, device=device, flip=flip,
                                backend="onnx" if onnx is not None else "torch", onnx=onnx, log=log)  # fmt: skip
+    if given:  # the options given on the command line over the detector run's own (its `detect:` config)
+        det = det.with_options(dataclasses.replace(det.options, **given))
     known = [str(c) for c in det.categories]
     keep = _kept(categories, known, detector_dir)
     record = run.categories()

@@ -33,6 +33,7 @@ from cattlepose.engine.fit import (
     FoldResult,
     TrainingDiverged,
     TrainState,
+    optimizer_step,
     save_checkpoint,
     seed_everything,
     write_history,
@@ -172,14 +173,7 @@ def train_one_epoch(fold: DetFold, state: TrainState, epoch: int) -> dict[str, A
             losses[step] = loss.detach()
             state.optimizer.zero_grad(set_to_none=True)
             state.scaler.scale(loss).backward()
-            if tc.grad_clip:
-                state.scaler.unscale_(state.optimizer)
-                nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip, foreach=True)
-            state.scaler.step(state.optimizer)
-            state.scaler.update()
-            state.scheduler.step()
-            if state.ema is not None:
-                state.ema.update(state.model)
+            optimizer_step(state, tc.grad_clip)
             seen += images.shape[0]
             if step + 1 - read >= LOSS_READ_EVERY or step + 1 == steps:
                 mean = _check(losses, read, step + 1, epoch, fold)

@@ -239,14 +239,7 @@ def train_one_epoch(fold: Fold, state: TrainState, epoch: int) -> dict[str, Any]
                 losses[step] = loss.detach()
                 state.optimizer.zero_grad(set_to_none=True)
                 state.scaler.scale(loss).backward()
-            if tc.grad_clip:
-                state.scaler.unscale_(state.optimizer)
-                nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip, foreach=True)
-            state.scaler.step(state.optimizer)
-            state.scaler.update()
-            state.scheduler.step()
-            if state.ema is not None:
-                state.ema.update(state.model)
+            optimizer_step(state, tc.grad_clip)
             seen += batch.images.shape[0]
             if step + 1 - read >= LOSS_READ_EVERY or step + 1 == steps:
                 mean = _check_losses(losses, read, step + 1, epoch, fold)
@@ -265,6 +258,18 @@ def train_one_epoch(fold: Fold, state: TrainState, epoch: int) -> dict[str, Any]
 
 
 @contextlib.contextmanager
+def optimizer_step(state: TrainState, grad_clip: float | None) -> None:
+    """After the backward pass: clip, step (through the scaler), schedule, EMA; one spelling for every trainer."""
+    if grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip, foreach=True)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update(state.model)
+
+
 def _first_compiled_step(fold: Fold, bar: Any) -> Iterator[None]:
     """The step that compiles the network (forward and backward) says so on the progress bar and in the log."""
     if not fold.compile_pending:

@@ -257,7 +257,6 @@ def train_one_epoch(fold: Fold, state: TrainState, epoch: int) -> dict[str, Any]
     }
 
 
-@contextlib.contextmanager
 def optimizer_step(state: TrainState, grad_clip: float | None) -> None:
     """After the backward pass: clip, step (through the scaler), schedule, EMA; one spelling for every trainer."""
     if grad_clip:
@@ -270,6 +269,7 @@ def optimizer_step(state: TrainState, grad_clip: float | None) -> None:
         state.ema.update(state.model)
 
 
+@contextlib.contextmanager
 def _first_compiled_step(fold: Fold, bar: Any) -> Iterator[None]:
     """The step that compiles the network (forward and backward) says so on the progress bar and in the log."""
     if not fold.compile_pending:

@@ -320,6 +320,9 @@ def test_bad_videos_exit_2_naming_the_file(run_dir, clip, bad_videos, tmp_path, 
         (["--smooth", "kalman"], "--smooth"),
         (["--folds", "5"], "fold"),
         (["--backend", "onnx", "--onnx", "absent.onnx"], "exported model not found"),
+        (["--detector-onnx", "det.onnx"], "--detector-onnx is for the animals a detector finds"),
+        (["--score-threshold", "0.5", "--detector-folds", "0"], "are for the animals a detector finds"),
+        (["--detector", ".", "--detector-onnx", "absent.onnx"], "exported detector not found"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(run_dir, clip, tmp_path, extra, words):
@@ -377,8 +380,11 @@ class _DiscDetector:
 
     categories = ("cattle",)
 
-    def __init__(self, max_animals: int):
-        self.max_animals = max_animals
+    def __init__(self, options):
+        self.options = options
+
+    def with_options(self, options):
+        return _DiscDetector(options)
 
     def __call__(self, images):
         import cv2
@@ -413,10 +419,11 @@ def fake_detector(monkeypatch, run_dir, tmp_path):
 
     module = types.ModuleType("cattlepose.engine.detect")
     module.DetectOptions = DetectOptions
-    module.load_detector = lambda run_dir, folds=None, device="auto", flip=True, options=None, **kw: _DiscDetector(
-        options.max_animals
-    )
+    module.load_detector = lambda run_dir, folds=None, device="auto", flip=True, **kw: _DiscDetector(DetectOptions())
     monkeypatch.setitem(sys.modules, "cattlepose.engine.detect", module)
+    import cattlepose.engine
+
+    monkeypatch.setattr(cattlepose.engine, "detect", module, raising=False)  # `from cattlepose.engine import detect`
     det = tmp_path / "detector"
     shutil.copytree(run_dir, det)
     (det / "config.yaml").write_text((det / "config.yaml").read_text().replace("task: keypoints", "task: detect"))

@@ -414,6 +414,15 @@ def video(
     detector: Annotated[
         Path | None, typer.Option(help="A detector run finding the animals of each frame (several per frame).")
     ] = None,
+    detector_onnx: Annotated[
+        Path | None, typer.Option(help="With --detector: its exported ONNX file, run by ONNX Runtime.")
+    ] = None,
+    detector_folds: Annotated[
+        str | None, typer.Option(help="With --detector: use only these of its fold models, e.g. 0 (default: all).")
+    ] = None,
+    score_threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="With --detector: the least box score kept.")
+    ] = None,
     box: Annotated[
         str | None, typer.Option(help="One animal in this fixed box x,y,w,h (pixels) of every frame.")
     ] = None,
@@ -450,9 +459,10 @@ def video(
 
     log = Log(quiet)
     results = run_video(
-        run_dir, videos, output, detector=detector, box=box, flip=not no_flip, folds=folds, device=device,
-        batch_size=batch_size, backend=backend, onnx=onnx, max_animals=max_animals, labelled=labelled,
-        max_gap=max_gap, smooth=smooth, config=config, overrides=set, log=log,
+        run_dir, videos, output, detector=detector, detector_onnx=detector_onnx, detector_folds=detector_folds,
+        score_threshold=score_threshold, box=box, flip=not no_flip, folds=folds, device=device, batch_size=batch_size,
+        backend=backend, onnx=onnx, max_animals=max_animals, labelled=labelled, max_gap=max_gap, smooth=smooth,
+        config=config, overrides=set, log=log,
     )  # fmt: skip
     for r in results:
         missing = f", {r['missing']} frame(s) not decoded" if r["missing"] else ""

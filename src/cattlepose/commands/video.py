@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from cattlepose.commands import detector_source
 from cattlepose.core.config import Config, apply_overrides, config_to_dict, parse_config
 from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_path, check_output, sha256_file, staged, try_lock, unreadable, writing
@@ -141,6 +142,9 @@ def run_video(
     videos: list[Path],
     outdir: Path,
     detector: Path | None = None,
+    detector_onnx: Path | None = None,
+    detector_folds: str | None = None,
+    score_threshold: float | None = None,
     box: str | None = None,
     flip: bool = True,
     folds: str | None = None,
@@ -165,6 +169,14 @@ def run_video(
         raise UserError(unreadable(onnx, "exported model"), path=onnx, field="--onnx")
     if detector is not None and box is not None:
         raise UserError("give either a detector run or one fixed box, not both", field="--box")
+    if detector is None:
+        given = [flag for flag, v in (("--detector-onnx", detector_onnx), ("--detector-folds", detector_folds),
+                                      ("--score-threshold", score_threshold)) if v is not None]  # fmt: skip
+        if given:
+            raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for the animals a detector "
+                            "finds; add --detector DETECTOR_RUN", field=given[0])  # fmt: skip
+    if detector_onnx is not None and not detector_onnx.is_file():
+        raise UserError(unreadable(detector_onnx, "exported detector"), path=detector_onnx, field="--detector-onnx")
     fixed = parse_box(box) if box is not None else None
     run = RunDir.open(run_dir).require_task("keypoints", "KEYPOINT_RUN")
     cfg = video_settings(run.cfg, config, overrides)
@@ -201,6 +213,7 @@ def run_video(
         raise UserError("is a file; give a folder for the outputs", path=outdir)
     data = [("the run's training data (data.train)", p) for p in training_paths(run.cfg)]
     protect = [("the run", run.path), ("the --detector run", detector), ("the --onnx file", onnx),
+               ("the --detector-onnx file", detector_onnx),
                *(("a video", i.path) for i in infos), *data]  # fmt: skip
     keep_out = [("the run", run.path), ("the --detector run", detector), *data]
     for info in infos:
@@ -208,7 +221,12 @@ def run_video(
             check_output(path, protect=protect, keep_out=keep_out)
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
     run.model_folds(fold_list)  # a missing fold is named before the output folder is made
-    boxes = _detector(detector, cfg, device, flip, log) if detector is not None else None
+    boxes = None
+    if detector is not None:  # loaded, and its categories checked against the run's, before any frame is read
+        options = {"max_animals": cfg.track.max_animals, "score_threshold": score_threshold}
+        boxes = detector_source.load(detector, run, overrides=options, device=device, flip=flip,
+                                     onnx=detector_onnx, log=log, folds=detector_folds)  # fmt: skip
+    det_id = _detector_id(detector, detector_onnx, detector_folds, score_threshold, cfg)
     partial_root = outdir / PARTIAL
     partial_root.mkdir(parents=True, exist_ok=True)
     results = []
@@ -219,7 +237,7 @@ def run_video(
         total = sum(i.frames for i in infos)
         with _backend(run, backend, onnx, fold_list, flip, device, batch_size, total, log) as be:
             for info in infos:
-                results.append(_one_video(run, cfg, info, outdir, be, boxes, fixed, detector, fourcc, suffix, log))
+                results.append(_one_video(run, cfg, info, outdir, be, boxes, fixed, det_id, fourcc, suffix, log))
         for r in results:
             shutil.rmtree(r.pop("partial"), ignore_errors=True)
     with contextlib.suppress(OSError):
@@ -228,14 +246,15 @@ def run_video(
     return results
 
 
-def _detector(path: Path, cfg: Config, device: str, flip: bool, log: Log) -> BoxSource:
-    RunDir.open(path).require_task("detect", "--detector")
-    try:
-        from cattlepose.engine.detect import DetectOptions, load_detector  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError("this cattlepose has no detector (cattlepose.engine.detect)", field="--detector") from None
-    options = DetectOptions(max_animals=cfg.track.max_animals)
-    return load_detector(path, device=device, flip=flip, options=options, log=log)
+def _detector_id(detector: Path | None, onnx: Path | None, folds: str | None, score_threshold: float | None,
+                 cfg: Config) -> dict[str, Any] | None:  # fmt: skip
+    """What decides the detector's boxes, for the chunks' fingerprint."""
+    if detector is None:
+        return None
+    return {"path": str(detector.resolve()),
+            "checkpoints": sorted(sha256_file(p) for p in sorted(detector.glob("fold*/best.pt"))),
+            "onnx": None if onnx is None else sha256_file(onnx), "folds": folds, "score_threshold": score_threshold,
+            "max_animals": cfg.track.max_animals}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -276,15 +295,10 @@ def _backend(
                        {"backend": "onnx", "graph": graph, "checkpoints": checkpoints, "flip": flip})  # fmt: skip
 
 
-def _fingerprint(info: VideoInfo, run: RunDir, be: _Backend, detector: Path | None, fixed: np.ndarray | None,
+def _fingerprint(info: VideoInfo, run: RunDir, be: _Backend, det: dict[str, Any] | None, fixed: np.ndarray | None,
                  cfg: Config) -> str:  # fmt: skip
     """What decides a video's raw results, hashed: chunks are reused only under the same."""
     stat = info.path.stat()
-    det = None
-    if detector is not None:
-        det = {"path": str(detector.resolve()),
-               "checkpoints": sorted(sha256_file(p) for p in sorted(detector.glob("fold*/best.pt"))),
-               "max_animals": cfg.track.max_animals}  # fmt: skip
     doc = {"format": _FORMAT, "video": str(info.path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
            "run": str(run.path.resolve()), "model": be.fingerprint, "detector": det,
            "box": None if fixed is None else fixed.tolist(), "chunk": cfg.video.chunk}  # fmt: skip
@@ -296,10 +310,10 @@ def _chunk_path(folder: Path, index: int) -> Path:
 
 
 def _one_video(run: RunDir, cfg: Config, info: VideoInfo, outdir: Path, be: _Backend, boxes: BoxSource | None,
-               fixed: np.ndarray | None, detector: Path | None, fourcc: str, suffix: str, log: Log
+               fixed: np.ndarray | None, det_id: dict[str, Any] | None, fourcc: str, suffix: str, log: Log
                ) -> dict[str, Any]:  # fmt: skip
     stem = info.path.stem
-    folder = outdir / PARTIAL / f"{stem}-{_fingerprint(info, run, be, detector, fixed, cfg)}"
+    folder = outdir / PARTIAL / f"{stem}-{_fingerprint(info, run, be, det_id, fixed, cfg)}"
     folder.mkdir(parents=True, exist_ok=True)
     done = 0
     while _chunk_path(folder, done).is_file():

@@ -137,6 +137,8 @@ def main() -> None:
     ap.add_argument("--detector-folds", default="0")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--animals", type=int, default=3)
+    ap.add_argument("--max-animals", type=int, help="tracks alive at once (default: twice --animals, so a "
+                    "spurious track never takes a real animal's place)")
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-inside", type=int, default=9, help="keypoints in the frame for a true animal to count")
@@ -150,7 +152,8 @@ def main() -> None:
         onnx = ["--backend", "onnx", "--onnx", str(args.onnx)] if args.onnx else ["--backend", "onnx"]
         det = ["--detector-onnx", str(args.detector_onnx)] if args.detector_onnx else []
         backends["onnx int8"] = [*onnx, *det, "--folds", args.folds, "--detector-folds", args.detector_folds]
-    common = ["--detector", str(args.detector), "--max-animals", str(args.animals), "-q"]
+    cap = args.max_animals or 2 * args.animals
+    common = ["--detector", str(args.detector), "--max-animals", str(cap)]
     common += [a for s in args.set for a in ("-s", s)]
     print(f"{len(seeds)} synthetic videos, {args.animals} cattle, {args.seconds:g} s, 640x360 at 25 fps; "
           f"{args.threads} thread(s)\n", flush=True)  # fmt: skip

@@ -30,8 +30,8 @@ from cattlepose.core.errors import UserError, first_line
 from cattlepose.core.ui import Log
 from cattlepose.data.dataset import INPUT_SCALE, INPUT_SHIFT
 from cattlepose.data.detection import letterbox
-from cattlepose.data.images import load_image
 from cattlepose.data.records import ImageSource, Instance
+from cattlepose.data.video import image_of
 from cattlepose.engine import device as dev
 from cattlepose.engine.export import INPUT_NAME, sidecar_path
 from cattlepose.engine.onnx_backend import check_against_run, check_graph, providers, read_sidecar
@@ -137,7 +137,7 @@ class Detector:
             batch = np.zeros((len(chunk), h, w, 3), np.uint8)
             scales, sizes = [], []
             for i, src in enumerate(chunk):
-                image = load_image(src.path)
+                image = image_of(src.path, src.frame)  # a photograph, or a video frame `holding` put
                 batch[i], scale = letterbox(image, (h, w))
                 scales.append(scale)
                 sizes.append((image.shape[1], image.shape[0]))

@@ -17,6 +17,7 @@ from cattlepose.tracks.track import FrameDetections, box_iou, track, tracks_of
 SCHEMA = load_schema("adk17")
 K = SCHEMA.num_keypoints
 SIGMAS = np.array(SCHEMA.sigmas)
+FPS = 25.0  # the frame rate the synthetic tracks are taken at
 
 
 def _truth(n_animals: int, frames: int, seed: int) -> np.ndarray:
@@ -75,7 +76,7 @@ def _tracked_frames(n_frames: int, cfg: TrackConfig, frames, ids) -> list[dict[i
     """The tracker's output as it is written: each track's smoothed keypoints, short gaps filled."""
     out: list[dict[int, np.ndarray]] = [{} for _ in range(n_frames)]
     for tid, (first, raw) in tracks_of(frames, ids).items():
-        sm = smooth_track(first, raw, cfg)
+        sm = smooth_track(first, raw, cfg, FPS)
         for f, kp in zip(sm.frames, sm.smoothed, strict=True):
             if not np.isnan(kp[:, 0]).any():
                 out[f][tid] = kp[:, :2]
@@ -179,7 +180,7 @@ def _one_track(seed: int, noise: float, frames: int = 90, drop: float = 0.1):
 def test_smoothing_never_makes_it_worse(method, seed, noise):
     truth, raw, gone = _one_track(seed, noise)
     cfg = TrackConfig(smooth=method, max_gap=10)
-    sm = smooth_track(0, raw, cfg)
+    sm = smooth_track(0, raw, cfg, FPS)
     assert sm.interpolated.tolist() == gone.tolist()  # exactly the frames filled in are flagged
     assert np.array_equal(sm.raw, raw, equal_nan=True)  # raw kept as it was
     seen = ~gone
@@ -204,7 +205,7 @@ def test_low_confidence_outliers_are_down_weighted():
     bad = rng.random(raw.shape[:2]) < 0.1  # 10 % of points far off, with a low score, as a confused network
     raw[bad, :2] += rng.normal(0, 40, (int(bad.sum()), 2))
     raw[bad, 2] = 0.05
-    sm = smooth_track(0, raw, TrackConfig())
+    sm = smooth_track(0, raw, TrackConfig(), FPS)
     err = np.linalg.norm(sm.smoothed[:, :, :2] - truth, axis=-1)
     assert err[bad].mean() < 3.0  # pulled back to the path by their good neighbours
     assert np.linalg.norm(raw[bad, :2] - truth[bad], axis=-1).mean() > 20

@@ -330,7 +330,7 @@ def _one_video(run: RunDir, cfg: Config, info: VideoInfo, outdir: Path, be: _Bac
     tracks = [
         VideoTrack(tid, first, sm.raw, sm.smoothed, sm.interpolated)
         for tid, (first, raw) in tracks_of(frames, ids).items()
-        for sm in [smooth_track(first, raw, cfg.track)]
+        for sm in [smooth_track(first, raw, cfg.track, info.fps)]
     ]
     names = output_names(outdir, stem, suffix, cfg.video.labelled)
     labelled_tmp = folder / f"labelled{suffix}"

@@ -179,6 +179,22 @@ def test_one_euro_smooths_at_the_video_frame_rate(run_dir, tmp_path, fake_networ
     assert np.abs(smoothed[25.0] - smoothed[10.0]).max() > 0.5
 
 
+def test_one_euro_on_a_video_without_a_frame_rate_says_what_it_assumes(run_dir, clip, tmp_path, fake_network,
+                                                                       monkeypatch):  # fmt: skip
+    import dataclasses
+
+    from cattlepose.commands import video
+
+    real = video.probe
+    monkeypatch.setattr(video, "probe", lambda path: dataclasses.replace(real(path), fps_known=False))
+    args = ["video", str(run_dir), str(clip), "--no-labelled", "-o"]
+    r = runner.invoke(app, [*args, str(tmp_path / "a"), "--smooth", "one_euro"])
+    assert r.exit_code == 0, r.output
+    assert "holds no frame rate" in r.output and "assume 25 fps" in r.output, r.output
+    r = runner.invoke(app, [*args, str(tmp_path / "b")])  # savgol counts frames, not seconds: nothing to say
+    assert r.exit_code == 0 and "frame rate" not in r.output, r.output
+
+
 def test_interrupted_run_continues_and_writes_the_same(run_dir, clip, tmp_path, fake_network, monkeypatch):
     from cattlepose.commands import video
 

@@ -195,6 +195,9 @@ def run_video(
         stems[info.path.stem] = info.path
         if fixed is not None:
             check_box(fixed, info)
+        if not info.fps_known and cfg.track.smooth == "one_euro":  # its cutoffs are in Hz
+            log.warn(f"{info.path}: the video holds no frame rate; the one_euro filter (and the times written) "
+                     f"assume {info.fps:g} fps")  # fmt: skip
     infos = list({i.path.resolve(): i for i in infos}.values())
     fourcc, suffix = pick_codec(cfg.video.codec) if cfg.video.labelled else ("", "")
     if outdir.exists() and not outdir.is_dir():

@@ -29,8 +29,9 @@ HOOVES = [ADK17.index(name) for name in HOOF_NAMES]
 
 
 def walks(n: int, seconds: float, fps: float, seed: int) -> dict[str, list[np.ndarray]]:
-    """n walkers' true (T, 17, 2) keypoints, walking across the frame and standing (each walker's pose at its
-    first frame held: the case where only the network's jitter moves a keypoint)."""
+    """n walkers' true (T, 17, 2) keypoints: walking across the frame; standing (each walker's pose at mid-clip
+    held: only the network's jitter moves a keypoint); setting off (standing for the first half, then walking
+    on from there: a speed filter has to notice the start)."""
     rng = np.random.default_rng(seed)
     walking = []
     for i in range(n):
@@ -38,7 +39,8 @@ def walks(n: int, seconds: float, fps: float, seed: int) -> dict[str, list[np.nd
                         float(rng.uniform(0, 1)), seconds, WALK_FARMS[i % len(WALK_FARMS)], "cow")  # fmt: skip
         walking.append(true_keypoints(w, np.arange(int(seconds * fps)) / fps))
     standing = [np.repeat(xy[len(xy) // 2][None], len(xy), axis=0) for xy in walking]
-    return {"walking": walking, "standing": standing}
+    setting_off = [xy[np.maximum(np.arange(len(xy)) - len(xy) // 2, 0)] for xy in walking]
+    return {"walking": walking, "standing": standing, "setting off": setting_off}
 
 
 def noisy(truth: np.ndarray, noise: float, outliers: float, rng: np.random.Generator) -> np.ndarray:
@@ -100,11 +102,11 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{h:.2f} / {b:.2f}" for h, b in cells) + f" | {ms:.1f} |")
     if not args.grid:
         return
-    # the score of a setting: its error over the raw error, averaged over walking and standing and the noise
+    # the score of a setting: its error over the raw error, averaged over the scenes and the noise
     # levels above 0 (at 0 only the outliers and the filter's lag count, both shown in their own columns)
     noisy_cols = [(sc, n) for sc, n in cols if n > 0]
     base = {c: np.mean(errors(scenes[c[0]], raws[c], None, args.fps)) for c in noisy_cols}
-    print("\nOne-Euro grid: score = mean over walking, standing and noise > 0 of (error / raw error); best first\n")
+    print("\nOne-Euro grid: score = mean over the three scenes and noise > 0 of (error / raw error); best first\n")
     rows = []
     for mc, beta, dc in itertools.product((0.25, 0.5, 1.0, 2.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4),
                                           (0.25, 0.5, 1.0, 2.0)):  # fmt: skip

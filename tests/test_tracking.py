@@ -317,8 +317,9 @@ def test_one_euro_low_scores_move_it_less_in_order():
 def test_one_euro_against_the_truth_of_walking_tracks(seed, noise):
     """Walking at 60-100 px/s with a sway, 10 % of frames missed, scores U(0.3, 1): the same tracks as the
     savgol and median test above. A causal filter trails a moving animal, so without noise the error is the
-    lag (1.2-1.3 px measured; savgol's is under 0.1) and at 1 px of noise still above the raw error (1.5-1.6
-    against 1.25-1.28 measured); from 3 px on it is below the raw error (about 0.8 x measured)."""
+    lag (1.40-1.53 px measured; savgol's is under 0.1) and at 1 px of noise still above the raw error (1.70-1.83
+    against 1.25-1.28 measured); from 3 px on it is below the raw error (0.85-0.89 x at 3 px, 0.78-0.81 x at
+    6 px, measured)."""
     truth, raw, gone = _one_track(seed, noise)
     sm = smooth_track(0, raw, TrackConfig(smooth="one_euro", max_gap=10), FPS)
     assert sm.interpolated.tolist() == gone.tolist()  # exactly the frames filled in are flagged
@@ -327,9 +328,9 @@ def test_one_euro_against_the_truth_of_walking_tracks(seed, noise):
     raw_err = np.linalg.norm(raw[seen, :, :2] - truth[seen], axis=-1).mean()
     smooth_err = np.linalg.norm(sm.smoothed[seen, :, :2] - truth[seen], axis=-1).mean()
     if noise == 0:
-        assert smooth_err < 1.5, smooth_err
+        assert smooth_err < 1.8, smooth_err
     else:
-        assert smooth_err < 0.9 * raw_err, (smooth_err, raw_err)
+        assert smooth_err < 0.92 * raw_err, (smooth_err, raw_err)
     fill_err = np.linalg.norm(sm.smoothed[gone, :, :2] - truth[gone], axis=-1).mean()
     assert fill_err < 1.5 * noise + 2.0
 
@@ -337,7 +338,7 @@ def test_one_euro_against_the_truth_of_walking_tracks(seed, noise):
 @pytest.mark.parametrize("noise", [1.0, 3.0])
 def test_one_euro_smooths_a_standing_animal_hard(noise):
     """Standing (the walking track's pose held), only jitter: the cutoff stays near min_cutoff, error well
-    under the raw (0.4-0.5 x measured)."""
+    under the raw (0.37 x at 1 px, 0.46 x at 3 px, measured)."""
     truth, raw, gone = _one_track(0, noise)
     still = np.repeat(truth[45][None], len(truth), axis=0)
     raw[~gone, :, :2] += still[~gone] - truth[~gone]
@@ -345,7 +346,7 @@ def test_one_euro_smooths_a_standing_animal_hard(noise):
     seen = ~gone
     raw_err = np.linalg.norm(raw[seen, :, :2] - still[seen], axis=-1).mean()
     smooth_err = np.linalg.norm(sm.smoothed[seen, :, :2] - still[seen], axis=-1).mean()
-    assert smooth_err < 0.6 * raw_err, (smooth_err, raw_err)
+    assert smooth_err < 0.55 * raw_err, (smooth_err, raw_err)
 
 
 @pytest.mark.parametrize(

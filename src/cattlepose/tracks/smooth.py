@@ -21,10 +21,11 @@ next measurement counts in that measurement's step).
 It is causal: each output depends on the frames up to it only, so it can run live, frame by frame; the frames
 of a gap are filled (between the smoothed values either side) once the animal is seen again. Prefer `savgol`
 (the default) for recorded video: centred, it has no lag, while any causal filter trails a moving animal. On
-synthetic walking cattle at 25 fps (benchmarks/bench_smoothing.py, docs/BENCHMARKS.md) the defaults trail the
-truth by 1.2-1.4 px without noise and lose to savgol and median at every noise level while walking; standing,
-with jitter only, they beat both at 1 px of noise (0.43 px against savgol's 0.80 and median's 0.60) and savgol
-at 3 px. Use `one_euro` where the output is needed as the frames arrive, or to match a live system's filtering.
+synthetic walking cattle at 25 fps without outliers (benchmarks/bench_smoothing.py, docs/BENCHMARKS.md) the
+defaults trail the truth by 1.2-1.4 px without noise and lose to savgol and median at every noise level while
+walking; standing, with jitter only, they beat both at 1 px of noise (0.43 px against savgol's 0.80 and median's
+0.60) and savgol at 3 px. Use `one_euro` where the output is needed as the frames arrive, or to match a live
+system's filtering.
 """
 
 from __future__ import annotations

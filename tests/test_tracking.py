@@ -280,9 +280,8 @@ def test_one_euro_is_causal():
     _, raw, _ = _one_track(2, 3.0, drop=0.0)
     changed = raw.copy()
     changed[60:, :, :2] += 50.0
-    a, b = smooth_track(0, raw, TrackConfig(smooth="one_euro"), FPS), smooth_track(0, changed, TrackConfig(
-        smooth="one_euro"), FPS)  # fmt: skip
-    assert np.array_equal(a.smoothed[:60], b.smoothed[:60]) and not np.allclose(a.smoothed[60:], b.smoothed[60:])
+    a, b = _euro(raw), _euro(changed)
+    assert np.array_equal(a[:60], b[:60]) and not np.allclose(a[60:], b[60:])
 
 
 @pytest.mark.parametrize("score", [1.0, 0.9, 0.5, 0.15, 0.0])

@@ -26,11 +26,12 @@ def disc_centre(frame: int) -> tuple[float, float]:
     return 20.0 + 3.0 * frame, 40.0 + 10.0 * np.sin(frame / 6)
 
 
-def write_video(path: Path, frames: int = N, size: tuple[int, int] = (W, H), fourcc: str = "mp4v") -> Path:
+def write_video(path: Path, frames: int = N, size: tuple[int, int] = (W, H), fourcc: str = "mp4v",
+                fps: float = 25.0) -> Path:  # fmt: skip
     import cv2
 
     w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25.0, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
     assert writer.isOpened()
     for f in range(frames):
         image = np.full((h, w, 3), 40, np.uint8)
@@ -152,6 +153,46 @@ def test_dlc_csv_reads_back_as_deeplabcut_users_read_it(run_dir, clip, tmp_path,
             x, y, p = (float(v) for v in row[1 + 3 * j : 4 + 3 * j])
             assert (x, y) == (float(tidy[frame, name]["x"]), float(tidy[frame, name]["y"]))
             assert p == pytest.approx(0.9)
+
+
+def test_one_euro_smooths_at_the_video_frame_rate(run_dir, tmp_path, fake_network):
+    """`--smooth one_euro` through the command: the smoothed columns are the filter of the raw ones at the
+    video's own frame rate (the same frames written at 25 and at 10 fps are smoothed differently)."""
+    from cattlepose.core.config import TrackConfig
+    from cattlepose.tracks.smooth import smooth_track
+
+    smoothed = {}
+    for fps in (25.0, 10.0):
+        clip = write_video(tmp_path / f"walk{fps:.0f}.mp4", fps=fps)
+        out = tmp_path / f"out{fps:.0f}"
+        r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(out), "--no-labelled",
+                                "--smooth", "one_euro"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        rows = _rows(out / f"{clip.stem}.tracks.csv")
+        assert len(rows) == N * K and {r_["track"] for r_ in rows} == {"1"}
+        assert float(rows[K]["time"]) == pytest.approx(1 / fps)
+        raw = np.array([[float(r_[c]) for c in ("x_raw", "y_raw", "score_raw")] for r_ in rows]).reshape(N, K, 3)
+        got = np.array([[float(r_["x"]), float(r_["y"])] for r_ in rows]).reshape(N, K, 2)
+        expected = smooth_track(0, raw, TrackConfig(smooth="one_euro"), fps).smoothed[:, :, :2]
+        assert np.abs(got - expected).max() < 5e-3  # the CSV's 3 decimals
+        smoothed[fps] = got
+    assert np.abs(smoothed[25.0] - smoothed[10.0]).max() > 0.5
+
+
+def test_one_euro_on_a_video_without_a_frame_rate_says_what_it_assumes(run_dir, clip, tmp_path, fake_network,
+                                                                       monkeypatch):  # fmt: skip
+    import dataclasses
+
+    from cattlepose.commands import video
+
+    real = video.probe
+    monkeypatch.setattr(video, "probe", lambda path: dataclasses.replace(real(path), fps_known=False))
+    args = ["video", str(run_dir), str(clip), "--no-labelled", "-o"]
+    r = runner.invoke(app, [*args, str(tmp_path / "a"), "--smooth", "one_euro"])
+    assert r.exit_code == 0, r.output
+    assert "holds no frame rate" in r.output and "assume 25 fps" in r.output, r.output
+    r = runner.invoke(app, [*args, str(tmp_path / "b")])  # savgol counts frames, not seconds: nothing to say
+    assert r.exit_code == 0 and "frame rate" not in r.output, r.output
 
 
 def test_interrupted_run_continues_and_writes_the_same(run_dir, clip, tmp_path, fake_network, monkeypatch):
@@ -318,6 +359,9 @@ def test_bad_videos_exit_2_naming_the_file(run_dir, clip, bad_videos, tmp_path, 
         (["--backend", "tensorrt"], "unknown backend"),
         (["--max-animals", "3"], "without --detector every frame is one animal"),
         (["--smooth", "kalman"], "--smooth"),
+        (["--smooth", "one_euro", "-s", "track.min_cutoff=0"], "track.min_cutoff"),
+        (["-s", "track.beta=-1"], "track.beta"),
+        (["-s", "track.d_cutoff=-2"], "track.d_cutoff"),
         (["--folds", "5"], "fold"),
         (["--backend", "onnx", "--onnx", "absent.onnx"], "exported model not found"),
         (["--detector-onnx", "det.onnx"], "--detector-onnx is for the animals a detector finds"),

@@ -435,7 +435,7 @@ def video(
     max_gap: Annotated[
         int | None, typer.Option(min=0, help="Frames a track survives unseen, gaps filled (track.max_gap).")
     ] = None,
-    smooth: Annotated[str | None, typer.Option(help="savgol | median | none (track.smooth).")] = None,
+    smooth: Annotated[str | None, typer.Option(help="savgol | median | one_euro | none (track.smooth).")] = None,
     no_flip: Annotated[bool, typer.Option("--no-flip", help="Skip flip test-time augmentation.")] = False,
     folds: Annotated[str | None, typer.Option(help="Use only these fold models, e.g. 0,1.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",

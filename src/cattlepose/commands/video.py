@@ -207,6 +207,9 @@ def run_video(
         stems[info.path.stem] = info.path
         if fixed is not None:
             check_box(fixed, info)
+        if not info.fps_known and cfg.track.smooth == "one_euro":  # its cutoffs are in Hz
+            log.warn(f"{info.path}: the video holds no frame rate; the one_euro filter (and the times written) "
+                     f"assume {info.fps:g} fps")  # fmt: skip
     infos = list({i.path.resolve(): i for i in infos}.values())
     fourcc, suffix = pick_codec(cfg.video.codec) if cfg.video.labelled else ("", "")
     if outdir.exists() and not outdir.is_dir():
@@ -344,7 +347,7 @@ def _one_video(run: RunDir, cfg: Config, info: VideoInfo, outdir: Path, be: _Bac
     tracks = [
         VideoTrack(tid, first, sm.raw, sm.smoothed, sm.interpolated)
         for tid, (first, raw) in tracks_of(frames, ids).items()
-        for sm in [smooth_track(first, raw, cfg.track)]
+        for sm in [smooth_track(first, raw, cfg.track, info.fps)]
     ]
     names = output_names(outdir, stem, suffix, cfg.video.labelled)
     labelled_tmp = folder / f"labelled{suffix}"

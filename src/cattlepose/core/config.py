@@ -228,9 +228,19 @@ class TrackConfig(_Section):
     min_similarity: float = Field(0.1, ge=0, le=1)  # gate: a detection less like a track's prediction is not it
     oks_weight: float = Field(0.5, ge=0, le=1)  # similarity = w * OKS + (1 - w) * box IoU
     velocity: float = Field(0.3, ge=0, le=1)  # how far a surprise moves the predicted motion (the filter's beta)
-    smooth: Literal["savgol", "median", "none"] = "savgol"
+    smooth: Literal["savgol", "median", "one_euro", "none"] = "savgol"
     window: int = Field(7, ge=3)  # frames in the smoothing window (odd)
     polyorder: int = Field(2, ge=0, le=5)  # savgol: the local polynomial's degree
+    # one_euro (causal): the cutoff frequency is min_cutoff + beta * the keypoint's filtered speed (px/s).
+    # Defaults chosen by benchmarks/bench_smoothing.py --grid (docs/BENCHMARKS.md, "Smoothing"): synthetic cows at
+    # 25 fps in a 640x360 frame (keypoints at 40-170 px/s walking), walking, standing and setting off, noise 1, 3,
+    # 6 px, scores U(0.3, 1), 5 % low-score outliers; score = error / raw error, averaged. The surface is flat:
+    # 0.481 at best (min_cutoff 0.25), 0.483 here, 0.49-0.50 for min_cutoff 0.25-2 Hz, beta 0.2-0.4, d_cutoff
+    # 0.25-0.5 Hz. beta trades a walking keypoint's lag (1.6 px at 0.2, 1.1 at 0.4, 2.5 at 0.1) against the
+    # jitter left on a standing one; a low d_cutoff keeps the speed estimate's own noise from opening the filter.
+    min_cutoff: float = Field(0.5, gt=0)  # Hz: the cutoff of a still keypoint (lower: less jitter)
+    beta: float = Field(0.2, ge=0)  # Hz per px/s: how fast the cutoff rises with speed (higher: less lag)
+    d_cutoff: float = Field(0.25, gt=0)  # Hz: the cutoff of the speed estimate itself
     min_score: float = Field(0.2, ge=0, le=1)  # keypoints below this score are down-weighted ...
     low_score_weight: float = Field(0.1, ge=0, le=1)  # ... by this factor (their raw values are kept)
 

@@ -45,6 +45,7 @@ class VideoInfo:
     fps: float
     width: int
     height: int
+    fps_known: bool = True  # False: the stream holds no rate and `fps` is the nominal 25
 
 
 @dataclass
@@ -86,8 +87,9 @@ def probe(path: Path) -> VideoInfo:
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         cap.release()
-    fps = fps if np.isfinite(fps) and fps > 0 else 25.0  # a stream without a rate: times are then nominal
-    return VideoInfo(path, max(count, 1), fps, int(frame.shape[1]), int(frame.shape[0]))
+    known = bool(np.isfinite(fps) and fps > 0)
+    fps = fps if known else 25.0  # a stream without a rate: times are then nominal
+    return VideoInfo(path, max(count, 1), fps, int(frame.shape[1]), int(frame.shape[0]), known)
 
 
 def chunks(

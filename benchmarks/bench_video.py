@@ -6,9 +6,11 @@ detector run, in a subprocess with OMP_NUM_THREADS threads, once per backend (Py
 int8 exports when given). Its tidy CSV is then scored against truth.json:
 
 - identities: IDF1 and identity switches (metrics/tracking.py) of the smoothed tracks against the true animals,
-  counting a true animal in a frame when at least `--min-inside` of its keypoints lie in the frame (an animal
-  whose head alone shows at the edge is not one a detector can be asked for); a true and a predicted animal agree
-  when their mean keypoint distance is below `--match` of the animal's body length (withers to tail root);
+  counting a true animal in a frame when at least `--min-visible` (9) of its 17 keypoints are in the frame and
+  not hidden; one less visible is "don't care" (a prediction on it neither hits nor misses: an animal whose
+  head alone shows at the edge, or that walks behind another, is not one a detector can be asked for). A true
+  and a predicted animal agree when their mean distance over the keypoints inside the frame is below `--match`
+  (0.25) of the median body length (withers to tail root);
 - keypoints: the mean error of the visible keypoints of matched animals, raw (as predicted) and smoothed;
 - gait: `tracks.gait` on each predicted track, the track that follows a true animal longest standing for it:
   stride duration against the truth, head bob and back arch ranked against the true lameness (Spearman), the
@@ -56,23 +58,27 @@ def _frames_of(rows: list[dict], names: list[str], raw: bool) -> dict[int, dict[
     return {f: {t: kp for t, kp in d.items() if not np.isnan(kp).any()} for f, d in out.items()}
 
 
-def score_video(truth_path: Path, tracks_csv: Path, min_inside: int, match: float) -> dict:
+def score_video(truth_path: Path, tracks_csv: Path, min_visible: int, match: float) -> dict:
     truth = read_truth(truth_path)
     names = list(truth.keypoints)
     body = float(np.median([t.animal["body_length_px"] for t in truth.tracks.values()]))
     threshold = match * body
     gt: list[dict[int, np.ndarray]] = [{} for _ in range(truth.frames)]
+    ignore: list[dict[int, np.ndarray]] = [{} for _ in range(truth.frames)]
     vis: list[dict[int, np.ndarray]] = [{} for _ in range(truth.frames)]
     for t in truth.tracks.values():
         for f, kp in zip(t.frames, t.keypoints, strict=True):
-            if (kp[:, 2] > 0).sum() >= min_inside:
-                gt[f][t.track] = kp[:, :2]
+            xy = np.where(kp[:, 2:] == 2, kp[:, :2], np.nan)  # hidden or outside: not in the distance
+            if (kp[:, 2] == 2).sum() >= min_visible:
+                gt[f][t.track] = xy
                 vis[f][t.track] = kp[:, 2] == 2
+            else:  # mostly hidden or outside: there, but not asked for
+                ignore[f][t.track] = xy
     rows = read_tidy(tracks_csv)
     smooth = _frames_of(rows, names, raw=False)
     raw = _frames_of(rows, names, raw=True)
     pred = [smooth.get(f, {}) for f in range(truth.frames)]
-    ids = identity_metrics(gt, pred, threshold)
+    ids = identity_metrics(gt, pred, threshold, ignore)
     # keypoint errors and the pairs behind the gait mapping: each frame's animals matched one to one
     err_raw, err_smooth = [], []
     follows: dict[tuple[int, int], int] = {}
@@ -80,7 +86,7 @@ def score_video(truth_path: Path, tracks_csv: Path, min_inside: int, match: floa
         g, p = list(gt[f]), list(pred[f])
         if not g or not p:
             continue
-        d = np.array([[np.linalg.norm(gt[f][a] - pred[f][b], axis=1).mean() for b in p] for a in g])
+        d = np.array([[np.nanmean(np.linalg.norm(gt[f][a] - pred[f][b], axis=1)) for b in p] for a in g])
         for i, j in zip(*linear_sum_assignment(d), strict=True):
             if d[i, j] >= threshold:
                 continue
@@ -141,7 +147,7 @@ def main() -> None:
                     "spurious track never takes a real animal's place)")
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--min-inside", type=int, default=9, help="keypoints in the frame for a true animal to count")
+    ap.add_argument("--min-visible", type=int, default=9, help="visible keypoints for a true animal to count")
     ap.add_argument("--match", type=float, default=0.25, help="agreement distance, of the body length")
     ap.add_argument("--work", type=Path, default=Path("bench_video"))
     ap.add_argument("--set", "-s", action="append", default=[], help="track.* overrides for cattlepose video")
@@ -165,7 +171,7 @@ def main() -> None:
         for name, extra in backends.items():
             out = args.work / f"out{seed}_{name.replace(' ', '_')}"
             fps, wall, _ = run_video(args.run, folder / "walk.mp4", out, args.threads, [*common, *extra])
-            r = score_video(folder / "truth.json", out / "walk.tracks.csv", args.min_inside, args.match)
+            r = score_video(folder / "truth.json", out / "walk.tracks.csv", args.min_visible, args.match)
             r.update(seed=seed, fps=fps, wall=wall)
             results[name].append(r)
             ids = r["ids"]

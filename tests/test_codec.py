@@ -35,7 +35,28 @@ def test_dark_round_trip_within_a_tenth_of_a_pixel(kind, loss):
     xy, scores = codec.decode(probs)
     err = np.linalg.norm(xy[0] - kps[:, :2], axis=-1)
     assert err.max() < 0.1, err.max()
-    assert np.allclose(scores[0], probs[0].reshape(300, -1).max(-1))
+    peak = probs[0].reshape(300, -1).max(-1)
+    if loss == "ce":  # a map like a training target scores about 1 (exactly 1 when centred on a pixel)
+        assert np.allclose(scores[0], np.minimum(peak / codec.target_peak, 1.0))
+        assert scores[0].min() > 0.75 and scores[0].max() <= 1.0
+    else:
+        assert np.allclose(scores[0], peak)
+
+
+def test_ce_scores_are_on_the_mse_scale_and_rank_as_the_peaks():
+    # a target centred on a pixel scores 1 under both losses; a flatter map scores less, in the peaks' order
+    for sigma in (1.5, 2.0, 3.0):
+        ce = HeatmapCodec((128, 128), sigma=sigma, loss="ce")
+        kp = np.array([[*ce.to_input(np.array([16.0, 16.0])), 2.0]])  # on heatmap pixel (16, 16)
+        heat, _ = ce.encode(kp)
+        probs = heat / heat.sum()
+        _, s = ce.decode(probs[None])
+        assert s[0, 0] == pytest.approx(1.0, abs=1e-6)
+        assert ce.target_peak == pytest.approx(1 / (2 * np.pi * sigma**2), rel=1e-3)
+        flat = probs + 1.0 / probs.size
+        flat /= flat.sum()
+        _, s2 = ce.decode(np.stack([flat, np.full_like(probs, 1.0 / probs.size)]))
+        assert 0 < s2[1, 0] < s2[0, 0] < 1.0
 
 
 def test_argmax_decoder_is_within_the_quarter_pixel_rule():

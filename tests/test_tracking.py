@@ -16,7 +16,7 @@ from cattlepose.core.errors import UserError
 from cattlepose.core.schema import load_schema
 from cattlepose.metrics.tracking import identity_metrics
 from cattlepose.tracks.smooth import fill_gaps, one_euro, smooth_track, weighted_savgol
-from cattlepose.tracks.track import FrameDetections, box_iou, track, tracks_of
+from cattlepose.tracks.track import UNTRACKED, FrameDetections, box_iou, track, tracks_of
 
 SCHEMA = load_schema("adk17")
 K = SCHEMA.num_keypoints
@@ -369,3 +369,39 @@ def test_one_euro_bad_keys_are_refused_naming_the_key(override, words):
 def test_one_euro_needs_a_frame_rate():
     with pytest.raises(ValueError, match="fps"):
         one_euro(np.zeros((3, 1, 2)), np.ones((3, 1)), 0.0, 1.0, 0.0, 1.0)
+
+
+def test_identity_metrics_leave_out_missing_keypoints_and_ignored_animals():
+    a = np.array([[0.0, 0.0], [np.nan, np.nan]])  # the second keypoint outside the frame: not in the distance
+    near = np.array([[1.0, 0.0], [500.0, 500.0]])
+    m = identity_metrics([{1: a}] * 3, [{5: near}] * 3, 5.0)
+    assert m["idf1"] == 1.0 and m["idtp"] == 3
+    # an animal present but not asked for (ignored): a prediction on it is neither a hit nor a false positive
+    b = np.full((2, 2), 100.0)
+    pred = [{5: near, 6: b + 1.0}] * 4
+    plain = identity_metrics([{1: a}] * 4, pred, 5.0)
+    assert plain["idp"] == pytest.approx(0.5) and plain["pred"] == 8
+    m = identity_metrics([{1: a}] * 4, pred, 5.0, ignore=[{2: b}] * 4)
+    assert m["idf1"] == 1.0 and m["pred"] == 4
+    # a prediction far from the ignored animal still counts against precision
+    m = identity_metrics([{1: a}] * 4, [{5: near, 6: b + 50.0}] * 4, 5.0, ignore=[{2: b}] * 4)
+    assert m["idp"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="ignored"):
+        identity_metrics([{1: a}], [{5: near}], 5.0, ignore=[])
+
+
+def test_start_score_keeps_unsure_detections_from_beginning_tracks_but_not_from_continuing_them():
+    truth = _truth(1, 40, 11)
+    frames = _detections(truth, 11, noise=1.0, drop=0.0, false_pos=0.0)
+    # a persistent false positive at a fixed place, scored 0.4 (under start_score 0.5) in every frame
+    ghost = np.concatenate([np.full((K, 2), 50.0) + np.arange(K)[:, None], np.full((K, 1), 0.5)], axis=1)
+    with_ghost = [FrameDetections(np.concatenate([f.keypoints, ghost[None]]), np.concatenate([f.boxes, _box(ghost[:, :2])[None]]),
+                                  np.append(f.scores, 0.4)) for f in frames]  # fmt: skip
+    ids = track(with_ghost, TrackConfig(max_animals=3), SIGMAS)
+    assert all(int(i[0]) == 1 and int(i[1]) == UNTRACKED for i in ids)  # the animal tracked, the ghost never
+    started = track(with_ghost, TrackConfig(max_animals=3, start_score=0.3), SIGMAS)
+    assert len({int(i) for f in started for i in f if i >= 0}) == 2  # with a lower bar it is a track
+    # the animal's own detections fall to 0.35 after frame 10: its track goes on, unbroken
+    low = [FrameDetections(f.keypoints, f.boxes, f.scores if t < 10 else np.full(len(f), 0.35))
+           for t, f in enumerate(frames)]  # fmt: skip
+    assert [int(i[0]) for i in track(low, TrackConfig(), SIGMAS)] == [1] * 40

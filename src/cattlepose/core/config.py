@@ -224,6 +224,7 @@ class TrackConfig(_Section):
 
     max_animals: int = Field(4, ge=1)  # tracks alive at once (and detections kept per frame)
     min_hits: int = Field(3, ge=1)  # matches in consecutive frames before a track starts (false positives die)
+    start_score: float = Field(0.5, ge=0, le=1)  # a detection's box score that may begin a track (any continues one)
     max_gap: int = Field(10, ge=0)  # frames a track survives unseen; gaps this short are interpolated
     min_similarity: float = Field(0.1, ge=0, le=1)  # gate: a detection less like a track's prediction is not it
     oks_weight: float = Field(0.5, ge=0, le=1)  # similarity = w * OKS + (1 - w) * box IoU

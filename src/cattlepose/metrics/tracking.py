@@ -2,7 +2,12 @@
 predicted identities that agrees on the most frames) and identity switches (CLEAR MOT: a true animal matched,
 in a frame, to another predicted identity than the one it was last matched to, a match of the previous
 frame kept while it is still within the threshold). A true and a predicted animal
-agree in a frame when their distance (the mean keypoint distance, in pixels) is below `threshold`.
+agree in a frame when their distance (the mean keypoint distance, in pixels) is below `threshold`; a true
+keypoint given as NaN (outside the frame, say) is left out of that mean.
+
+`ignore` lists, per frame, animals that are there but not asked for (MOT's "don't care": one mostly outside the
+frame or hidden): a predicted animal that agrees with one of them (matched one to one, before the truth is)
+counts neither as a hit nor as a false positive.
 
 Both matchings are `scipy.optimize.linear_sum_assignment`, so neither depends on the order animals are listed.
 Written here because py-motmetrics, which defines them the same way, is not a dependency (nor worth one for
@@ -27,14 +32,31 @@ def _distances(gt: FrameIds, pred: FrameIds) -> tuple[list[int], list[int], np.n
         ga = np.atleast_2d(np.asarray(gt[a], dtype=np.float64))
         for j, b in enumerate(p):
             pb = np.atleast_2d(np.asarray(pred[b], dtype=np.float64))
-            d[i, j] = float(np.linalg.norm(ga - pb, axis=-1).mean())
+            dist = np.linalg.norm(ga - pb, axis=-1)
+            dist = dist[np.isfinite(dist)]
+            d[i, j] = float(dist.mean()) if dist.size else np.inf
     return g, p, d
 
 
-def identity_metrics(gt: Sequence[FrameIds], pred: Sequence[FrameIds], threshold: float) -> dict[str, float]:
+def _without_ignored(pred: FrameIds, ignore: FrameIds, threshold: float) -> FrameIds:
+    """The predicted animals of a frame less those matched (one to one, within `threshold`) to ignored ones."""
+    if not ignore or not pred:
+        return pred
+    g, p, d = _distances(ignore, pred)
+    rows, cols = linear_sum_assignment(np.where(d < threshold, d, 1e9))
+    drop = {p[c] for r, c in zip(rows, cols, strict=True) if d[r, c] < threshold}
+    return {k: v for k, v in pred.items() if k not in drop}
+
+
+def identity_metrics(
+    gt: Sequence[FrameIds], pred: Sequence[FrameIds], threshold: float, ignore: Sequence[FrameIds] | None = None
+) -> dict[str, float]:
     """IDF1, IDP, IDR, identity switches and the counts behind them, over frames listed in the same order."""
-    if len(gt) != len(pred):
-        raise ValueError(f"{len(gt)} frames of ground truth, {len(pred)} of predictions")
+    if len(gt) != len(pred) or (ignore is not None and len(ignore) != len(gt)):
+        raise ValueError(f"{len(gt)} frames of ground truth, {len(pred)} of predictions"
+                         + ("" if ignore is None else f", {len(ignore)} of ignored animals"))  # fmt: skip
+    if ignore is not None:
+        pred = [_without_ignored(p, i, threshold) for p, i in zip(pred, ignore, strict=True)]
     gt_ids = sorted({i for f in gt for i in f})
     pred_ids = sorted({i for f in pred for i in f})
     gi, pi = {g: n for n, g in enumerate(gt_ids)}, {p: n for n, p in enumerate(pred_ids)}

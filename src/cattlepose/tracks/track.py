@@ -3,8 +3,11 @@ alive by `scipy.optimize.linear_sum_assignment` on a cost of 1 - similarity, whe
 and a track is `oks_weight` x OKS + (1 - `oks_weight`) x box IoU against where the track is predicted to be
 now (constant velocity: its last position moved by its smoothed per-frame velocity for the frames since).
 
-Hysteresis: a new track is tentative until it has matched in `min_hits` consecutive frames (a false positive
-seldom does), and it is then given its id for those frames too; a tentative track that misses a frame dies. A
+Hysteresis, in score and in time (as ByteTrack and SORT): only a detection scoring at least `start_score` begins a
+track, while a track goes on through any detection the detector kept (an animal turning or half hidden scores
+lower, a false positive seldom scores high); a new track is tentative until it has matched in `min_hits`
+consecutive frames (a false positive seldom does), and it is then given its id for those frames too; a
+tentative track that misses a frame dies. A
 started track survives `max_gap` frames unseen (an occlusion, a missed detection, an undecodable frame) and ends
 after. Pairs less similar than `min_similarity` are never matched (the gate, widened by the frames a track has
 been unseen), and at most `max_animals` tracks are started and alive at once: a tentative track beyond the cap
@@ -140,7 +143,7 @@ def track(frames: Sequence[FrameDetections], cfg: TrackConfig, sigmas: Sequence[
                 _update(alive[c], dets, int(order[r]), t, cfg)
                 matched.add(int(order[r]))
         for i in order:
-            if int(i) not in matched:
+            if int(i) not in matched and dets.scores[i] >= cfg.start_score:
                 alive.append(_new_track(dets, int(i), t))
         # tentative tracks with enough hits start, best first, while there is room under the cap
         started = sum(tr.track_id is not None for tr in alive)

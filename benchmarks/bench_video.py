@@ -9,8 +9,9 @@ int8 exports when given). Its tidy CSV is then scored against truth.json:
   counting a true animal in a frame when at least `--min-visible` (9) of its 17 keypoints are in the frame and
   not hidden; one less visible is "don't care" (a prediction on it neither hits nor misses: an animal whose
   head alone shows at the edge, or that walks behind another, is not one a detector can be asked for). A true
-  and a predicted animal agree when their mean distance over the keypoints inside the frame is below `--match`
-  (0.25) of the median body length (withers to tail root);
+  and a predicted animal agree when their mean distance over the true animal's visible keypoints is below
+  `--match` (0.25) of the median body length (withers to tail root); a prediction within twice that of a
+  don't-care animal is its (the few keypoints it shows are the ones a model places worst);
 - keypoints: the mean error of the visible keypoints of matched animals, raw (as predicted) and smoothed;
 - gait: `tracks.gait` on each predicted track, the track that follows a true animal longest standing for it:
   stride duration against the truth, head bob and back arch ranked against the true lameness (Spearman), the
@@ -78,7 +79,7 @@ def score_video(truth_path: Path, tracks_csv: Path, min_visible: int, match: flo
     smooth = _frames_of(rows, names, raw=False)
     raw = _frames_of(rows, names, raw=True)
     pred = [smooth.get(f, {}) for f in range(truth.frames)]
-    ids = identity_metrics(gt, pred, threshold, ignore)
+    ids = identity_metrics(gt, pred, threshold, ignore, ignore_threshold=2 * threshold)
     # keypoint errors and the pairs behind the gait mapping: each frame's animals matched one to one
     err_raw, err_smooth = [], []
     follows: dict[tuple[int, int], int] = {}

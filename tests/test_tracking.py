@@ -383,9 +383,11 @@ def test_identity_metrics_leave_out_missing_keypoints_and_ignored_animals():
     assert plain["idp"] == pytest.approx(0.5) and plain["pred"] == 8
     m = identity_metrics([{1: a}] * 4, pred, 5.0, ignore=[{2: b}] * 4)
     assert m["idf1"] == 1.0 and m["pred"] == 4
-    # a prediction far from the ignored animal still counts against precision
+    # a prediction far from the ignored animal still counts against precision, unless within ignore_threshold
     m = identity_metrics([{1: a}] * 4, [{5: near, 6: b + 50.0}] * 4, 5.0, ignore=[{2: b}] * 4)
     assert m["idp"] == pytest.approx(0.5)
+    m = identity_metrics([{1: a}] * 4, [{5: near, 6: b + 50.0}] * 4, 5.0, ignore=[{2: b}] * 4, ignore_threshold=80.0)
+    assert m["idp"] == 1.0
     with pytest.raises(ValueError, match="ignored"):
         identity_metrics([{1: a}], [{5: near}], 5.0, ignore=[])
 

@@ -6,8 +6,8 @@ agree in a frame when their distance (the mean keypoint distance, in pixels) is 
 keypoint given as NaN (outside the frame, say) is left out of that mean.
 
 `ignore` lists, per frame, animals that are there but not asked for (MOT's "don't care": one mostly outside the
-frame or hidden): a predicted animal that agrees with one of them (matched one to one, before the truth is)
-counts neither as a hit nor as a false positive.
+frame or hidden): a predicted animal within `ignore_threshold` (default `threshold`) of one of them, matched one
+to one before the truth is, counts neither as a hit nor as a false positive.
 
 Both matchings are `scipy.optimize.linear_sum_assignment`, so neither depends on the order animals are listed.
 Written here because py-motmetrics, which defines them the same way, is not a dependency (nor worth one for
@@ -49,14 +49,19 @@ def _without_ignored(pred: FrameIds, ignore: FrameIds, threshold: float) -> Fram
 
 
 def identity_metrics(
-    gt: Sequence[FrameIds], pred: Sequence[FrameIds], threshold: float, ignore: Sequence[FrameIds] | None = None
+    gt: Sequence[FrameIds],
+    pred: Sequence[FrameIds],
+    threshold: float,
+    ignore: Sequence[FrameIds] | None = None,
+    ignore_threshold: float | None = None,
 ) -> dict[str, float]:
     """IDF1, IDP, IDR, identity switches and the counts behind them, over frames listed in the same order."""
     if len(gt) != len(pred) or (ignore is not None and len(ignore) != len(gt)):
         raise ValueError(f"{len(gt)} frames of ground truth, {len(pred)} of predictions"
                          + ("" if ignore is None else f", {len(ignore)} of ignored animals"))  # fmt: skip
     if ignore is not None:
-        pred = [_without_ignored(p, i, threshold) for p, i in zip(pred, ignore, strict=True)]
+        near = threshold if ignore_threshold is None else ignore_threshold
+        pred = [_without_ignored(p, i, near) for p, i in zip(pred, ignore, strict=True)]
     gt_ids = sorted({i for f in gt for i in f})
     pred_ids = sorted({i for f in pred for i in f})
     gi, pi = {g: n for n, g in enumerate(gt_ids)}, {p: n for n, p in enumerate(pred_ids)}

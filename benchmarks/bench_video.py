@@ -144,8 +144,11 @@ def main() -> None:
     ap.add_argument("--detector-folds", default="0")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--animals", type=int, default=3)
-    ap.add_argument("--max-animals", type=int, help="tracks alive at once (default: twice --animals, so a "
-                    "spurious track never takes a real animal's place)")
+    ap.add_argument(
+        "--max-animals",
+        type=int,
+        help="tracks alive at once (default: twice --animals, so a spurious track never takes a real animal's place)",
+    )
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-visible", type=int, default=9, help="visible keypoints for a true animal to count")

@@ -397,7 +397,8 @@ def test_start_score_keeps_unsure_detections_from_beginning_tracks_but_not_from_
     frames = _detections(truth, 11, noise=1.0, drop=0.0, false_pos=0.0)
     # a persistent false positive at a fixed place, scored 0.4 (under start_score 0.5) in every frame
     ghost = np.concatenate([np.full((K, 2), 50.0) + np.arange(K)[:, None], np.full((K, 1), 0.5)], axis=1)
-    with_ghost = [FrameDetections(np.concatenate([f.keypoints, ghost[None]]), np.concatenate([f.boxes, _box(ghost[:, :2])[None]]),
+    gbox = _box(ghost[:, :2])[None]
+    with_ghost = [FrameDetections(np.concatenate([f.keypoints, ghost[None]]), np.concatenate([f.boxes, gbox]),
                                   np.append(f.scores, 0.4)) for f in frames]  # fmt: skip
     ids = track(with_ghost, TrackConfig(max_animals=3), SIGMAS)
     assert all(int(i[0]) == 1 and int(i[1]) == UNTRACKED for i in ids)  # the animal tracked, the ghost never

@@ -85,7 +85,7 @@ def load(
     check_categories: bool = True,
     overrides: dict[str, Any] | None = None,
     device: str = "auto",
-    flip: bool = True,
+    flip: bool | None = True,
     onnx: Path | None = None,
     log: Log | None = None,
     folds: str | None = None,

@@ -227,7 +227,8 @@ def run_video(
     boxes = None
     if detector is not None:  # loaded, and its categories checked against the run's, before any frame is read
         options = {"max_animals": cfg.track.max_animals, "score_threshold": score_threshold}
-        boxes = detector_source.load(detector, run, overrides=options, device=device, flip=flip,
+        det_flip = None if detector_onnx is not None else cfg.video.detector_flip  # an export has its own
+        boxes = detector_source.load(detector, run, overrides=options, device=device, flip=det_flip,
                                      onnx=detector_onnx, log=log, folds=detector_folds)  # fmt: skip
     det_id = _detector_id(detector, detector_onnx, detector_folds, score_threshold, cfg)
     partial_root = outdir / PARTIAL
@@ -257,7 +258,7 @@ def _detector_id(detector: Path | None, onnx: Path | None, folds: str | None, sc
     return {"path": str(detector.resolve()),
             "checkpoints": sorted(sha256_file(p) for p in sorted(detector.glob("fold*/best.pt"))),
             "onnx": None if onnx is None else sha256_file(onnx), "folds": folds, "score_threshold": score_threshold,
-            "max_animals": cfg.track.max_animals}  # fmt: skip
+            "max_animals": cfg.track.max_animals, "flip": cfg.video.detector_flip}  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -217,6 +217,9 @@ class VideoConfig(_Section):
     labelled: bool = True  # write the labelled video (skeleton per track) beside the CSVs
     codec: Literal["auto", "mp4v", "MJPG"] = "auto"  # auto: mp4v (.mp4), else MJPG (.avi), whichever OpenCV writes
     draw_min_score: float = Field(0.3, ge=0, le=1)  # keypoints below this score are drawn hollow
+    # the detector's mirrored pass (PyTorch; an export has its own, `export --no-flip`): off, since a track over
+    # frames steadies boxes as the mirror would, at half the detection time
+    detector_flip: bool = False
 
 
 class TrackConfig(_Section):

@@ -212,7 +212,7 @@ def load_detector(
     run_dir: Path,
     folds: list[int] | None = None,
     device: str = "auto",
-    flip: bool = True,
+    flip: bool | None = True,
     options: DetectOptions | None = None,
     backend: str = "torch",
     onnx: Path | None = None,
@@ -220,7 +220,8 @@ def load_detector(
     log: Log | None = None,
 ) -> Detector:
     """A detector run's folds (all by default) as a `Detector`: PyTorch (`backend="torch"`) or the ONNX export
-    `onnx` (`backend="onnx"`, checked against the run). A keypoint run is refused (UserError)."""
+    `onnx` (`backend="onnx"`, checked against the run; `flip` None: as exported). A keypoint run is refused
+    (UserError)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
     run.require_task("detect", "--detector")
     options = (options or DetectOptions.from_config(run.cfg)).check()
@@ -228,7 +229,7 @@ def load_detector(
         chosen = run.model_folds(folds)
         target = dev.resolve_device(device if device != "auto" else run.cfg.train.device)
         dev.flush_denormals(target)
-        graph, categories = ensemble_graph(run, chosen, flip)
+        graph, categories = ensemble_graph(run, chosen, flip is not False)
         graph = graph.to(target)
         if run.cfg.model.channels_last:
             graph = graph.to(memory_format=torch.channels_last)

@@ -42,7 +42,7 @@ def _without_ignored(pred: FrameIds, ignore: FrameIds, threshold: float) -> Fram
     """The predicted animals of a frame less those matched (one to one, within `threshold`) to ignored ones."""
     if not ignore or not pred:
         return pred
-    g, p, d = _distances(ignore, pred)
+    _, p, d = _distances(ignore, pred)
     rows, cols = linear_sum_assignment(np.where(d < threshold, d, 1e9))
     drop = {p[c] for r, c in zip(rows, cols, strict=True) if d[r, c] < threshold}
     return {k: v for k, v in pred.items() if k not in drop}

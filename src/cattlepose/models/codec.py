@@ -213,8 +213,9 @@ class HeatmapCodec:
     # ------------------------------------------------------------------------------------------ decode
     def decode(self, probs: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(N, K, Hh, Wh) probabilities -> coords (N, K, 2) in input pixels and scores (N, K) = each map's
-        maximum (for ce, against a target's; module docstring). Tensors are decoded where they are (a GPU batch never copies its maps to the host); the
-        maps keep their dtype (float32 from a network), the Newton step runs in float64."""
+        maximum (for ce, against a target's; module docstring). Tensors are decoded where they are (a GPU batch
+        never copies its maps to the host); the maps keep their dtype (float32 from a network), the Newton step
+        runs in float64."""
         maps = torch.as_tensor(np.ascontiguousarray(probs) if isinstance(probs, np.ndarray) else probs)
         maps = maps if maps.is_floating_point() else maps.double()
         xy, scores = self.decode_tensors(maps)

@@ -17,7 +17,6 @@ slow test.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import shutil
@@ -34,7 +33,7 @@ from cattlepose.data.records import ImageSource
 from cattlepose.data.transforms import BOX_PADDING
 from cattlepose.engine.detect import DetectOptions, load_detector
 from cattlepose.runs.rundir import RunDir
-from conftest import CALF_ID, synth_set
+from conftest import CALF_ID, csv_rows, synth_set
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}
@@ -147,11 +146,6 @@ def _photos(scene: Scene) -> list[ImageSource]:
     return [ImageSource.of(scene.photos / name) for name in sorted(scene.boxes)]
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _per_image(results: list[dict], scene: Scene) -> list[int]:
     names = [d["file_name"] for d in results]
     return [names.count(name) for name in sorted(scene.boxes)]
@@ -213,7 +207,7 @@ def test_every_animal_of_every_photograph_is_written_with_its_box_category_and_k
 
     long = tmp_path / "pred.csv"
     assert _predict(keypoint_run, scene, detector, long, "long-csv", *EVERY_PEAK, "--max-animals", "2").exit_code == 0
-    rows = _rows(long)
+    rows = csv_rows(long)
     assert [(r["image"], r["instance"]) for r in rows] == [(name, str(j)) for name in names for j in range(2)]
     for row, d in zip(rows, results, strict=True):  # the same animals with the same numbers in both files
         assert IDS[row["category"]] == d["category_id"]
@@ -294,7 +288,7 @@ def test_the_detectors_onnx_export_finds_what_pytorch_finds(keypoint_run, scene,
     def placed(rows: list[dict[str, str]]) -> list[dict[str, str]]:
         return sorted(rows, key=lambda row: (row["image"], float(row["box_x"]), float(row["box_y"])))
 
-    a, b = placed(_rows(torch_out)), placed(_rows(onnx_out))
+    a, b = placed(csv_rows(torch_out)), placed(csv_rows(onnx_out))
     assert len(a) == len(b) == 8
     for x, y in zip(a, b, strict=True):
         assert (x["image"], x["category"]) == (y["image"], y["category"])
@@ -338,14 +332,14 @@ def test_category_keeps_the_animals_of_one_category(keypoint_run, scene, detecto
     args = (*EVERY_PEAK, "--max-animals", "6")
     r = _predict(keypoint_run, scene, detector, tmp_path / "all.csv", "long-csv", *args)  # both: the run knows calves
     assert r.exit_code == 0, r.output
-    every = _rows(tmp_path / "all.csv")
+    every = csv_rows(tmp_path / "all.csv")
     calves = sum(row["category"] == "calf" for row in every)
     assert 0 < calves < len(every)  # the detector's peaks are of both categories
     out = tmp_path / "p.csv"
     r = _predict(keypoint_run, scene, detector, out, "long-csv", *args, "--category", "Cattle")  # any case
     assert r.exit_code == 0, r.output
     assert f"{calves} animal(s) of other categories than --category left out" in r.output
-    rows = _rows(out)
+    rows = csv_rows(out)
     assert [(row["image"], row["box_x"]) for row in rows] == [
         (row["image"], row["box_x"]) for row in every if row["category"] == "cattle"]  # fmt: skip
     assert {row["category"] for row in rows} == {"cattle"}
@@ -363,7 +357,7 @@ def test_coco_results_carry_the_data_sets_category_ids_not_the_detectors_places(
     args = (*EVERY_PEAK, "--max-animals", "3")
     long = tmp_path / "p.csv"  # the animals' category names (the same detector weights in each case below)
     assert _predict(keypoint_run, scene, detector, long, "long-csv", *args).exit_code == 0
-    names = [row["category"] for row in _rows(long)]
+    names = [row["category"] for row in csv_rows(long)]
     for n, (kp, det, ids) in enumerate([(keypoint_run, detector.run, IDS), (without, detector.run, IDS),
                                         (without, old_detector, {"calf": 1, "cattle": 2})]):  # fmt: skip
         coco = tmp_path / f"p{n}.json"

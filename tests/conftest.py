@@ -6,6 +6,9 @@
 - `make_coco`: the same as one COCO keypoints file, several animals per image.
 - `synth_set`, `csv_rows`, `history_numbers`, `kill_after_rows`: helpers for the end-to-end training tests
   (a small synthetic set per module, run artefacts read back, a run killed with SIGKILL mid-training).
+- `detector_herd`, `detector_run`, `detector_onnx`: the one real detector run of the test session (trained by
+  `cattlepose train -c configs/detector.yaml` for two optimizer steps a fold on a tiny synthetic herd of cattle
+  and calves) and its ONNX export, for tests/test_detector.py and tests/test_whole_image.py.
 
 Both factories write the files by hand (not through cattlepose's writers), so reader tests do not depend on
 the code they test. Corrupt what you need afterwards: each factory returns the paths it wrote.
@@ -244,3 +247,62 @@ def kill_after_rows(proc: subprocess.Popen, history: Path, rows: int, kill: Call
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     kill()
     proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------- the detector run
+# `cattlepose train -c configs/detector.yaml` overrides of the session's detector run: 64 px, no ImageNet weights,
+# 2 folds of 1 epoch (10 photographs: 5 per fold, batch 4, two optimizer steps a fold), one thread
+DETECTOR_TINY = ["model.input_size=[64,64]", "model.pretrained=null", "train.folds=2", "train.epochs=1",
+                 "train.batch_size=4", "train.workers=0", "train.threads=1", "train.val_every=1",
+                 "data.schema=adk17"]  # fmt: skip
+CALF_ID = 3  # the calves' COCO category id in `detector_herd` (cattle: 1), as in ADK2021 and the synthetic set
+
+
+@pytest.fixture(scope="session")
+def detector_herd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`cattlepose synth-herd`'s training file of 10 photographs (and 2 test ones beside it), its calves (the
+    animals whose `body_type` is calf) made category `calf`, id 3: two categories whose COCO ids (cattle 1,
+    calf 3) are not their places in the detector's sorted list (calf first, cattle second)."""
+    from cattlepose.data.synth.herd import synthesize_herd
+
+    root = tmp_path_factory.mktemp("herd")
+    synthesize_herd(root, n_train=10, n_test=2, seed=1)
+    path = root / "train" / "annotations.json"
+    doc = json.loads(path.read_text())
+    doc["categories"].append({**doc["categories"][0], "id": CALF_ID, "name": "calf"})
+    for a in doc["annotations"]:
+        if a["body_type"] == "calf":
+            a["category_id"] = CALF_ID
+    assert {a["category_id"] for a in doc["annotations"]} == {1, CALF_ID}, "the herd needs cattle and calves"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture(scope="session")
+def detector_run(detector_herd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real detector run (task: detect, Lite0 CenterNet, categories calf and cattle) trained on `detector_herd`
+    by the command line, both folds done. Barely trained: tests that need its boxes ask for them with
+    `score_threshold=0` (every peak) and assert what holds of any box; finding animals is a slow test's."""
+    from typer.testing import CliRunner
+
+    from cattlepose.cli import app
+
+    runs = tmp_path_factory.mktemp("detector_runs")
+    args = ["train", "-c", "configs/detector.yaml", "-s", f"data.train={detector_herd}",
+            *[a for o in DETECTOR_TINY for a in ("-s", o)], "--runs-dir", str(runs), "--name", "det", "-q"]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return runs / "det"
+
+
+@pytest.fixture(scope="session")
+def detector_onnx(detector_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`detector_run`'s folds exported by `cattlepose export` (float, flip as the run's config has it)."""
+    from typer.testing import CliRunner
+
+    from cattlepose.cli import app
+
+    out = tmp_path_factory.mktemp("detector_export") / "det.onnx"
+    r = CliRunner().invoke(app, ["export", str(detector_run), "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    return out

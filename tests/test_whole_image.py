@@ -2,24 +2,24 @@
 
 The photographs are synthetic scenes: two or three synthetic cattle images pasted side by side on one canvas, so
 every animal's box and keypoints are known (`scene`). The keypoint run is a real one, trained one epoch on
-tiny synthetic data (`keypoint_run`); its data.json records its categories (`cattle`, ...).
+tiny synthetic data (`keypoint_run`); its data.json records its categories (`cattle` 1, `nuptial` 2, `calf` 3).
 
-The detector is the one fixture `detector` (a detector run folder, `task: detect`, and what it finds): until
-the real `cattlepose.engine.detect` is merged, it installs a stand-in module under that name whose
-`load_detector` keeps the contract (DetectOptions applied, categories, instances by descending score, a
-keypoint run refused) and finds the boxes the test gives it (`detector.found`, by image file name). To run
-these tests on the real detector, the fixture trains one on `scene`'s gt.json instead, and the assertions on
-exact boxes (`EXACT_BOXES`) become assertions on box AP.
+The detector is real: the session's one detector run (`detector_run` of tests/conftest.py, trained by `cattlepose
+train -c configs/detector.yaml` for two optimizer steps a fold on a synthetic herd of cattle and calves), loaded
+by `engine.detect.load_detector` as predict loads it. Barely trained, it finds nothing a test could foretell, so
+tests that need animals ask for every peak (`--score-threshold 0`) and a number of them (`--max-animals N`), and
+assert what holds of any box: N animals per image in every writer, boxes inside their images and at least the
+run's `min_size`, categories and their ids, keypoints inside their crops, PyTorch equal to ONNX Runtime. What a
+test must know of the boxes it takes from the same detector (`engine.detect`) directly. Known answers of the
+scoring are tests of `evaluate` on exact results (`_results`); finding the animals is tests/test_detector.py's
+slow test.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import sys
-import types
-from collections.abc import Sequence
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cattlepose.cli import app
+from cattlepose.data.records import ImageSource
 from cattlepose.data.transforms import BOX_PADDING
-from conftest import synth_set
+from cattlepose.engine.detect import DetectOptions, load_detector
+from cattlepose.runs.rundir import RunDir
+from conftest import CALF_ID, csv_rows, synth_set
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}
 K = 17
-EXACT_BOXES = True  # the stand-in detector gives back exactly the boxes it was told
+EVERY_PEAK = ("--score-threshold", "0")  # an untrained detector's peaks score about its 0.1 prior
+IDS = {"cattle": 1, "calf": CALF_ID}  # the COCO ids of the detector's data (and of the keypoint run's)
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -52,7 +56,7 @@ def keypoint_run(synth_root, tmp_path_factory) -> Path:
 
     cfg = load_config(None, [f"data.train={synth_root / 'train'}", "data.format=adk", "model.input_size=[64,64]",
                              "model.backbone=hrnet_w18_small", "train.folds=2", "train.epochs=1", "train.batch_size=4",
-                             "train.workers=0", "train.threads=2", "infer.batch_size=8"])  # fmt: skip
+                             "train.workers=0", "train.threads=1", "infer.batch_size=8"])  # fmt: skip
     run = tmp_path_factory.mktemp("runs") / "kp"
     run_training(cfg, run, folds=[0])
     return run
@@ -108,84 +112,68 @@ def scene(synth_root, tmp_path_factory) -> Scene:
 
 
 @dataclasses.dataclass
-class FakeDetector:
-    """What the stand-in `engine.detect` answers: the run folder, its categories, the boxes it finds per image
-    file name ((box, score, category) each), and every `load_detector` call's arguments."""
+class Detector:
+    """The detector run predict is given, and every `engine.detect.load_detector` call predict made (the real
+    one runs): whether the detector was loaded at all, and with what."""
 
     run: Path
-    categories: list[str]
-    found: dict[str, list[tuple[list[float], float, str]]]
-    calls: list[dict] = dataclasses.field(default_factory=list)
-
-
-def _stand_in_module(fake: FakeDetector) -> types.ModuleType:
-    """`cattlepose.engine.detect` as its contract has it, answering from `fake`."""
-    from cattlepose.data.records import ImageSource, Instance
-    from cattlepose.runs.rundir import RunDir
-
-    mod = types.ModuleType("cattlepose.engine.detect")
-
-    @dataclasses.dataclass(frozen=True)
-    class DetectOptions:
-        score_threshold: float = 0.3
-        nms_iou: float = 0.5
-        max_animals: int = 20
-        min_size: float = 4.0
-
-    class Detector:
-        def __init__(self, options: DetectOptions):
-            self.categories = list(fake.categories)
-            self.options = options
-
-        def __call__(self, images: Sequence[ImageSource]) -> list[Instance]:
-            o, out = self.options, []
-            for src in images:
-                found = sorted(fake.found.get(src.path.name, []), key=lambda f: -f[1])
-                kept = [f for f in found if f[1] >= o.score_threshold and min(f[0][2:]) >= o.min_size]
-                out += [Instance.in_image(src, np.array(box), ann_id=str(n), score=score, meta={"category": cat})
-                        for n, (box, score, cat) in enumerate(kept[: o.max_animals])]  # fmt: skip
-            return out
-
-        def with_options(self, options: DetectOptions) -> Detector:
-            fake.calls[-1]["options"] = options  # what the command applied over the run's own
-            return Detector(options)
-
-    def load_detector(run_dir, folds=None, device="auto", flip=True, options=None, backend="torch", onnx=None,
-                      batch_size=None, log=None):  # fmt: skip
-        RunDir.config_of(Path(run_dir), "detect", "--detector")
-        fake.calls.append({"run_dir": Path(run_dir), "options": options, "backend": backend, "onnx": onnx,
-                           "flip": flip})  # fmt: skip
-        return Detector(options or DetectOptions())
-
-    mod.DetectOptions, mod.Detector, mod.load_detector = DetectOptions, Detector, load_detector
-    return mod
+    calls: list[dict]
 
 
 @pytest.fixture
-def detector(scene, tmp_path, monkeypatch) -> FakeDetector:
-    """The detector run (a folder whose config.yaml says task: detect) and, in place of the real
-    `engine.detect`, a stand-in that finds every animal of `scene`, its box shifted by a pixel, cattle, scores
-    0.9, 0.8, ...: the one place to change for the real detector."""
-    from cattlepose.core.config import Config, dump_config
+def detector(detector_run, monkeypatch) -> Detector:
+    from cattlepose.engine import detect
 
-    run = tmp_path / "detector_run"
-    run.mkdir()
-    (run / "config.yaml").write_text(dump_config(Config(task="detect")))
-    found = {name: [([b[0] + 1, b[1] - 1, b[2], b[3]], 0.9 - 0.1 * j, "cattle") for j, b in enumerate(bs)]
-             for name, bs in scene.boxes.items()}  # fmt: skip
-    fake = FakeDetector(run, ["cattle"], found)
-    import cattlepose.engine as engine
+    calls: list[dict] = []
+    real = detect.load_detector
 
-    module = _stand_in_module(fake)
-    monkeypatch.setitem(sys.modules, "cattlepose.engine.detect", module)
-    monkeypatch.setattr(engine, "detect", module, raising=False)
-    return fake
+    def recorded(run_dir, **kwargs):
+        calls.append({"run_dir": Path(run_dir), **kwargs})
+        return real(run_dir, **kwargs)
+
+    monkeypatch.setattr(detect, "load_detector", recorded)
+    return Detector(detector_run, calls)
 
 
-def _predict(keypoint_run: Path, scene: Scene, detector: FakeDetector, out: Path, fmt: str, *extra: str):
-    args = ["predict", str(keypoint_run), str(scene.photos), "--detector", str(detector.run), "-o", str(out), "-f",
-            fmt, "--folds", "0", "--workers", "0", "--device", "cpu", *extra]  # fmt: skip
+def _predict(keypoint_run: Path, scene: Scene, detector: Detector | Path, out: Path, fmt: str, *extra: str):
+    run = detector.run if isinstance(detector, Detector) else detector
+    args = ["predict", str(keypoint_run), str(scene.photos), "--detector", str(run), "-o", str(out), "-f", fmt,
+            "--folds", "0", "--workers", "0", "--device", "cpu", *extra]  # fmt: skip
     return runner.invoke(app, args, env=WIDE)
+
+
+def _photos(scene: Scene) -> list[ImageSource]:
+    return [ImageSource.of(scene.photos / name) for name in sorted(scene.boxes)]
+
+
+def _per_image(results: list[dict], scene: Scene) -> list[int]:
+    names = [d["file_name"] for d in results]
+    return [names.count(name) for name in sorted(scene.boxes)]
+
+
+def _copy_run(run: Path, to: Path, config: dict | None = None, categories: dict | bool | None = False) -> Path:
+    """A copy of a run folder, its fold folders linked (the weights are not copied); `config`: sections of its
+    config.yaml to update; `categories`: its data.json record replaced by this one (None: removed, as in a run
+    from before it)."""
+    to.mkdir()
+    for item in run.iterdir():
+        if item.is_dir() and item.name.startswith("fold"):
+            (to / item.name).symlink_to(item)
+        elif item.is_file():
+            shutil.copy2(item, to / item.name)
+    if config:
+        cfg = yaml.safe_load((to / "config.yaml").read_text())
+        for section, values in config.items():
+            cfg[section].update(values)
+        (to / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if categories is not False:
+        record = json.loads((to / "data.json").read_text())
+        if categories is None:
+            del record["categories"]
+        else:
+            record["categories"] = categories
+        (to / "data.json").write_text(json.dumps(record))
+    return to
 
 
 # ---------------------------------------------------------------------------------------------- predict
@@ -193,89 +181,139 @@ def test_every_animal_of_every_photograph_is_written_with_its_box_category_and_k
     keypoint_run, scene, detector, tmp_path
 ):
     out = tmp_path / "pred.json"
-    r = _predict(keypoint_run, scene, detector, out, "coco")
+    r = _predict(keypoint_run, scene, detector, out, "coco", *EVERY_PEAK, "--max-animals", "2")
     assert r.exit_code == 0, r.output
-    assert "wrote" in r.output and "4 images (7 animals)" in r.output
-    assert "1 of 4 images had no animal" in r.output
+    assert "wrote" in r.output and "4 images (8 animals)" in r.output and "had no animal" not in r.output
     assert "detection" in r.output and "keypoints" in r.output and "end to end" in r.output
+    assert [(c["run_dir"], c["backend"], c["onnx"], c["flip"]) for c in detector.calls] == [
+        (detector.run, "torch", None, True)]  # fmt: skip
     results = json.loads(out.read_text())
-    want = [(name, [b[0] + 1, b[1] - 1, b[2], b[3]]) for name, bs in scene.boxes.items() for b in bs]
-    assert [d["file_name"] for d in results] == [name for name, _ in want]
-    if EXACT_BOXES:
-        assert [d["bbox"] for d in results] == [box for _, box in want]
-    assert {d["category_id"] for d in results} == {1}  # cattle's id in the keypoint run's data
+    names = sorted(scene.boxes)
+    assert [d["file_name"] for d in results] == [name for name in names for _ in range(2)]
+    sizes = {name: Image.open(scene.photos / name).size for name in names}
     for d in results:
         kps = np.reshape(d["keypoints"], (K, 3))
         x, y, w, h = d["bbox"]
+        width, height = sizes[d["file_name"]]
         assert np.all(np.isfinite(kps)) and 0 < d["score"] <= 1
+        # inside its photograph, and at least the run's detect.min_size (4 px) on each side
+        assert x >= 0 and y >= 0 and x + w <= width + 1e-3 and y + h <= height + 1e-3 and min(w, h) >= 4, d
+        assert d["category_id"] in IDS.values()
         # top-down: every keypoint lies in its animal's crop (the box grown to the 64x64 input's aspect, then by
-        # transforms.BOX_PADDING), not elsewhere in the photograph
-        half = 0.5 * max(w, h) * BOX_PADDING + 1
-        assert np.all(np.abs(kps[:, :2] - (x + w / 2, y + h / 2)) <= half), d
-    assert detector.calls[0]["options"] is None and detector.calls[0]["backend"] == "torch"
+        # transforms.BOX_PADDING), not elsewhere in the photograph; give or take a heatmap pixel (a 16th of the crop
+        # at stride 4), where the decode's sub-pixel step may take a keypoint at the crop's edge
+        side = max(w, h) * BOX_PADDING
+        assert np.all(np.abs(kps[:, :2] - (x + w / 2, y + h / 2)) <= side / 2 + side / 16), d
 
     long = tmp_path / "pred.csv"
-    assert _predict(keypoint_run, scene, detector, long, "long-csv").exit_code == 0
-    with open(long, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [(r["image"], r["instance"], r["category"]) for r in rows] == [
-        (name, str(j), "cattle") for name, bs in scene.boxes.items() for j in range(len(bs))]  # fmt: skip
+    assert _predict(keypoint_run, scene, detector, long, "long-csv", *EVERY_PEAK, "--max-animals", "2").exit_code == 0
+    rows = csv_rows(long)
+    assert [(r["image"], r["instance"]) for r in rows] == [(name, str(j)) for name in names for j in range(2)]
     for row, d in zip(rows, results, strict=True):  # the same animals with the same numbers in both files
+        assert IDS[row["category"]] == d["category_id"]
         assert [float(row[c]) for c in ("box_x", "box_y", "box_w", "box_h")] == pytest.approx(d["bbox"], abs=1e-3)
         assert float(row["score"]) == pytest.approx(d["score"], abs=1e-4)
 
     adk = tmp_path / "pred.adk.json"
-    assert _predict(keypoint_run, scene, detector, adk, "adk-json").exit_code == 0
+    assert _predict(keypoint_run, scene, detector, adk, "adk-json", *EVERY_PEAK, "--max-animals", "2").exit_code == 0
     anns = json.loads(adk.read_text())["annotations"]
-    assert [Path(a["img_path"]).name for a in anns] == [name for name, _ in want]
+    assert [Path(a["img_path"]).name for a in anns] == [d["file_name"] for d in results]
 
 
 def test_the_run_predict_returns_detection_and_keypoint_times_apart(keypoint_run, scene, detector, tmp_path):
     from cattlepose.commands.predict import run_predict
 
     s = run_predict(keypoint_run, scene.photos, tmp_path / "p.json", fmt="coco", folds="0", workers=0,
-                    device="cpu", detector=detector.run)  # fmt: skip
-    assert (s["images"], s["animals"], s["images_without_animals"]) == (4, 7, 1)
+                    device="cpu", detector=detector.run,
+                    detect_options={"score_threshold": 0.0, "max_animals": 3})  # fmt: skip
+    assert (s["images"], s["animals"], s["images_without_animals"]) == (4, 12, 0)
     assert s["seconds"] == pytest.approx(s["detect_seconds"] + s["keypoint_seconds"])
     assert s["images_per_s"] == pytest.approx(4 / s["seconds"])
     assert s["detect_images_per_s"] > s["images_per_s"] and s["keypoint_images_per_s"] > s["images_per_s"]
+    assert s["other_categories"] == 0
 
 
-def test_detector_options_override_its_defaults_and_reach_it(keypoint_run, scene, detector, tmp_path):
+def test_detector_options_override_the_runs_own_and_reach_it(keypoint_run, scene, detector, tmp_path):
+    from cattlepose.commands import detector_source
+
+    # a detector run whose detect: settings are not the defaults: what is not given stays the run's
+    run = _copy_run(detector.run, tmp_path / "det", config={"detect": {"nms_iou": 0.6, "min_size": 2.0}})
+    source = detector_source.load(run, RunDir.open(keypoint_run), overrides={"score_threshold": 0.75, "max_animals": 1})
+    assert source.detector.options == DetectOptions(score_threshold=0.75, nms_iou=0.6, max_animals=1, min_size=2.0)
+    assert detector_source.load(run, RunDir.open(keypoint_run)).detector.options == DetectOptions(0.3, 0.6, 20, 2.0)
+
+    # the score threshold: predict keeps each photograph's animals the detector scores at least that
+    photos = _photos(scene)
+    every = load_detector(detector.run, options=DetectOptions(score_threshold=0.0, max_animals=100)).detect(photos)
+    scores = sorted({i.score for found in every for i in found}, reverse=True)
+    threshold = (scores[5] + scores[6]) / 2  # a few animals over it, not in every photograph alike
+    want = [min(20, sum(i.score >= threshold for i in found)) for found in every]
+    assert 0 < sum(want) < sum(map(len, every))
     out = tmp_path / "p.json"
-    r = _predict(keypoint_run, scene, detector, out, "coco", "--score-threshold", "0.75", "--max-animals", "1",
-                 "--detector-onnx", str(tmp_path / "det.onnx"), "--no-flip")  # fmt: skip
+    r = _predict(keypoint_run, scene, detector, out, "coco", "--score-threshold", f"{threshold!r}")
     assert r.exit_code == 0, r.output
-    call = detector.calls[-1]
-    assert (call["options"].score_threshold, call["options"].max_animals) == (0.75, 1)
-    assert (call["options"].nms_iou, call["options"].min_size) == (0.5, 4.0)  # the run's own, untouched
-    assert (call["backend"], call["onnx"], call["flip"]) == ("onnx", tmp_path / "det.onnx", False)
+    assert _per_image(json.loads(out.read_text()), scene) == want
+
+    # --max-animals: the surest of each photograph, and the wide CSV can be written (one animal per image)
+    r = _predict(keypoint_run, scene, detector, out, "coco", *EVERY_PEAK, "--max-animals", "1")
+    assert r.exit_code == 0, r.output
     results = json.loads(out.read_text())
-    assert [d["file_name"] for d in results] == ["photo_0.jpg", "photo_1.jpg", "photo_2.jpg"]  # the surest each
-    # the wide CSV holds one animal per image: with --max-animals 1 it can be written
+    assert _per_image(results, scene) == [1, 1, 1, 1]
+    for d, found in zip(results, every, strict=True):
+        assert d["bbox"] == pytest.approx(found[0].bbox, abs=1e-3)
     wide = tmp_path / "p.csv"
-    r = _predict(keypoint_run, scene, detector, wide, "csv", "--max-animals", "1")
+    r = _predict(keypoint_run, scene, detector, wide, "csv", *EVERY_PEAK, "--max-animals", "1")
     assert r.exit_code == 0, r.output
-    assert len(wide.read_text().splitlines()) == 1 + 3
+    assert len(wide.read_text().splitlines()) == 1 + 4
+
+    # --no-flip reaches the detector: its boxes are those of the detector without its mirrored pass
+    r = _predict(keypoint_run, scene, detector, out, "coco", *EVERY_PEAK, "--max-animals", "3", "--no-flip")
+    assert r.exit_code == 0, r.output
+    assert detector.calls[-1]["flip"] is False
+    plain = load_detector(detector.run, flip=False, options=DetectOptions(score_threshold=0.0, max_animals=3))
+    np.testing.assert_allclose([d["bbox"] for d in json.loads(out.read_text())],
+                               [i.bbox for found in plain.detect(photos) for i in found], atol=1e-3)  # fmt: skip
+
+
+def test_the_detectors_onnx_export_finds_what_pytorch_finds(keypoint_run, scene, detector, detector_onnx, tmp_path):
+    torch_out, onnx_out = tmp_path / "t.csv", tmp_path / "o.csv"
+    args = (*EVERY_PEAK, "--max-animals", "2")
+    assert _predict(keypoint_run, scene, detector, torch_out, "long-csv", *args).exit_code == 0
+    r = _predict(keypoint_run, scene, detector, onnx_out, "long-csv", *args, "--detector-onnx", str(detector_onnx))
+    assert r.exit_code == 0, r.output
+    assert (detector.calls[-1]["backend"], detector.calls[-1]["onnx"]) == ("onnx", detector_onnx)
+
+    # each photograph's animals in place order: the empty photograph is mirror-symmetric, so its peaks come in
+    # pairs of equal scores that either backend may rank either way (two animals: the same pair in both)
+    def placed(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return sorted(rows, key=lambda row: (row["image"], float(row["box_x"]), float(row["box_y"])))
+
+    a, b = placed(csv_rows(torch_out)), placed(csv_rows(onnx_out))
+    assert len(a) == len(b) == 8
+    for x, y in zip(a, b, strict=True):
+        assert (x["image"], x["category"]) == (y["image"], y["category"])
+        box = [float(x[c]) - float(y[c]) for c in ("box_x", "box_y", "box_w", "box_h")]
+        assert np.abs(box).max() < 0.05 and abs(float(x["score"]) - float(y["score"])) < 1e-3, (x, y)
 
 
 def test_the_keypoints_can_run_on_onnx_runtime_behind_the_detector(keypoint_run, scene, detector, tmp_path):
     torch_out, onnx_out = tmp_path / "t.json", tmp_path / "o.json"
-    assert _predict(keypoint_run, scene, detector, torch_out, "coco").exit_code == 0
-    r = _predict(keypoint_run, scene, detector, onnx_out, "coco", "--backend", "onnx")
+    args = (*EVERY_PEAK, "--max-animals", "2")
+    assert _predict(keypoint_run, scene, detector, torch_out, "coco", *args).exit_code == 0
+    r = _predict(keypoint_run, scene, detector, onnx_out, "coco", *args, "--backend", "onnx")
     assert r.exit_code == 0, r.output
     a, b = json.loads(torch_out.read_text()), json.loads(onnx_out.read_text())
-    assert [d["bbox"] for d in a] == [d["bbox"] for d in b]
+    assert len(a) == 8 and [d["bbox"] for d in a] == [d["bbox"] for d in b]
     np.testing.assert_allclose([d["keypoints"] for d in a], [d["keypoints"] for d in b], atol=0.05)
 
 
 def test_a_photograph_without_animals_everywhere_is_an_empty_result_in_every_format(
     keypoint_run, scene, detector, tmp_path
 ):
-    detector.found = {}
+    # a score threshold of 1: the detector finds nothing anywhere (its peaks score about 0.1)
     for fmt, suffix in (("coco", "json"), ("long-csv", "csv"), ("adk-json", "json")):
         out = tmp_path / f"none.{fmt}.{suffix}"
-        r = _predict(keypoint_run, scene, detector, out, fmt)
+        r = _predict(keypoint_run, scene, detector, out, fmt, "--score-threshold", "1")
         assert r.exit_code == 0, r.output
         assert "4 of 4 images had no animal" in r.output
         text = out.read_text()
@@ -291,76 +329,90 @@ def test_a_photograph_without_animals_everywhere_is_an_empty_result_in_every_for
 
 # ---------------------------------------------------------------------------------------------- categories
 def test_category_keeps_the_animals_of_one_category(keypoint_run, scene, detector, tmp_path):
-    detector.categories = ["cattle", "calf"]
-    detector.found["photo_1.jpg"][1] = (detector.found["photo_1.jpg"][1][0], 0.7, "calf")
+    args = (*EVERY_PEAK, "--max-animals", "6")
+    r = _predict(keypoint_run, scene, detector, tmp_path / "all.csv", "long-csv", *args)  # both: the run knows calves
+    assert r.exit_code == 0, r.output
+    every = csv_rows(tmp_path / "all.csv")
+    calves = sum(row["category"] == "calf" for row in every)
+    assert 0 < calves < len(every)  # the detector's peaks are of both categories
     out = tmp_path / "p.csv"
-    r = _predict(keypoint_run, scene, detector, out, "long-csv", "--category", "Cattle")  # any case
+    r = _predict(keypoint_run, scene, detector, out, "long-csv", *args, "--category", "Cattle")  # any case
     assert r.exit_code == 0, r.output
-    assert "1 animal(s) of other categories than --category left out" in r.output
-    with open(out, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and {r["category"] for r in rows} == {"cattle"}
-    r = _predict(keypoint_run, scene, detector, tmp_path / "q.csv", "long-csv")  # both: the run knows calves too
-    assert r.exit_code == 0, r.output
-    with open(tmp_path / "q.csv", newline="") as f:
-        assert "calf" in {row["category"] for row in csv.DictReader(f)}
+    assert f"{calves} animal(s) of other categories than --category left out" in r.output
+    rows = csv_rows(out)
+    assert [(row["image"], row["box_x"]) for row in rows] == [
+        (row["image"], row["box_x"]) for row in every if row["category"] == "cattle"]  # fmt: skip
+    assert {row["category"] for row in rows} == {"cattle"}
+
+
+def test_coco_results_carry_the_data_sets_category_ids_not_the_detectors_places(
+    keypoint_run, scene, detector, tmp_path
+):
+    """The detector's categories are sorted (calf 1st, cattle 2nd); COCO results carry the ids of the data the
+    runs were trained on (cattle 1, calf 3): the keypoint run's data.json, else the detector run's."""
+    assert RunDir.open(detector.run).categories() == {"calf": CALF_ID, "cattle": 1}
+    assert RunDir.open(keypoint_run).categories()["calf"] == CALF_ID
+    without = _copy_run(keypoint_run, tmp_path / "kp_old", categories=None)  # a keypoint run before the record
+    old_detector = _copy_run(detector.run, tmp_path / "det_old", categories=None)
+    args = (*EVERY_PEAK, "--max-animals", "3")
+    long = tmp_path / "p.csv"  # the animals' category names (the same detector weights in each case below)
+    assert _predict(keypoint_run, scene, detector, long, "long-csv", *args).exit_code == 0
+    names = [row["category"] for row in csv_rows(long)]
+    for n, (kp, det, ids) in enumerate([(keypoint_run, detector.run, IDS), (without, detector.run, IDS),
+                                        (without, old_detector, {"calf": 1, "cattle": 2})]):  # fmt: skip
+        coco = tmp_path / f"p{n}.json"
+        r = _predict(kp, scene, det, coco, "coco", *args)
+        assert r.exit_code == 0, r.output
+        pairs = set(zip(names, [d["category_id"] for d in json.loads(coco.read_text())], strict=True))
+        assert pairs == set(ids.items()), (kp, det)  # neither run records them: the detector's places, from 1
 
 
 def test_a_category_the_detector_does_not_know_is_refused_listing_those_it_knows(
     keypoint_run, scene, detector, tmp_path
 ):
-    detector.categories = ["cattle", "calf"]
     out = tmp_path / "p.json"
     r = _predict(keypoint_run, scene, detector, out, "coco", "--category", "sheep")
     assert r.exit_code == 2
-    assert "'sheep'" in r.output and "it knows cattle, calf" in r.output and "--category" in r.output
+    assert "'sheep'" in r.output and "it knows calf, cattle" in r.output and "--category" in r.output
     assert str(detector.run) in r.output and not out.exists()
 
 
 def test_a_detector_of_other_animals_than_the_keypoint_run_is_refused_naming_both(
     keypoint_run, scene, detector, tmp_path
 ):
-    detector.categories = ["dog", "cat"]
+    # the keypoint run's record says dog and cat (a copy of the run; the detector finds calf and cattle)
+    dogs = _copy_run(keypoint_run, tmp_path / "kp_dogs", categories={"dog": 1, "cat": 2})
     out = tmp_path / "p.json"
-    r = _predict(keypoint_run, scene, detector, out, "coco")
+    r = _predict(dogs, scene, detector, out, "coco")
     assert r.exit_code == 2, r.output
-    assert "finds dog, cat" in r.output and "no category in common" in r.output
-    assert str(detector.run) in r.output and str(keypoint_run) in r.output and "calf, cattle, nuptial" in r.output
+    assert "finds calf, cattle" in r.output and "no category in common" in r.output
+    assert str(detector.run) in r.output and str(dogs) in r.output and "dog, cat" in r.output
     assert not out.exists()
     # the same animals under other names: the user says so
-    r = _predict(keypoint_run, scene, detector, out, "coco", "--skip-category-check")
+    r = _predict(dogs, scene, detector, out, "coco", "--skip-category-check")
     assert r.exit_code == 0, r.output
 
 
 def test_a_detector_finding_more_categories_than_the_run_knows_is_told_which_to_keep(
     keypoint_run, scene, detector, tmp_path
 ):
-    detector.categories = ["cattle", "sheep"]
-    r = _predict(keypoint_run, scene, detector, tmp_path / "p.json", "coco")
+    cattle = _copy_run(keypoint_run, tmp_path / "kp_cattle", categories={"cattle": 1})
+    r = _predict(cattle, scene, detector, tmp_path / "p.json", "coco")
     assert r.exit_code == 2
-    assert "not trained on sheep" in r.output and "--category cattle" in r.output
-    assert _predict(keypoint_run, scene, detector, tmp_path / "p.json", "coco", "--category", "cattle").exit_code == 0
+    assert "not trained on calf" in r.output and "--category cattle" in r.output
+    assert _predict(cattle, scene, detector, tmp_path / "p.json", "coco", "--category", "cattle").exit_code == 0
 
 
 def test_a_keypoint_run_without_a_record_of_its_categories_is_not_checked_but_warned_about(
     keypoint_run, scene, detector, tmp_path
 ):
-    import shutil
-
-    old = tmp_path / "old_run"
-    shutil.copytree(keypoint_run, old)
-    record = json.loads((old / "data.json").read_text())
-    del record["categories"]
-    (old / "data.json").write_text(json.dumps(record))
-    detector.categories = ["dog"]
+    old = _copy_run(keypoint_run, tmp_path / "old_run", categories=None)
     r = _predict(old, scene, detector, tmp_path / "p.json", "coco")
     assert r.exit_code == 0, r.output
     assert "no record of the categories it was trained on" in r.output
 
 
 def test_the_keypoint_run_records_the_categories_of_its_training_data(keypoint_run):
-    from cattlepose.runs.rundir import RunDir
-
     assert RunDir.open(keypoint_run).categories() == {"calf": 3, "cattle": 1, "nuptial": 2}
 
 
@@ -479,19 +531,24 @@ def test_evaluate_counts_false_positives_and_misses_by_the_coco_protocol(scene, 
 
 
 def test_evaluate_scores_what_predict_wrote_from_whole_photographs(keypoint_run, scene, detector, tmp_path):
+    """End to end on the real detector's boxes: whatever they are, evaluate pairs and scores every animal predict
+    wrote, the same from COCO results and from the long CSV (the known answers are the test above's)."""
     pred = tmp_path / "pred.json"
-    assert _predict(keypoint_run, scene, detector, pred, "coco").exit_code == 0
+    args = (*EVERY_PEAK, "--max-animals", "3", "--category", "cattle")  # the ground truth's one category
+    assert _predict(keypoint_run, scene, detector, pred, "coco", *args).exit_code == 0
+    written = json.loads(pred.read_text())
+    assert written and {d["category_id"] for d in written} == {1}
     code, result, out = _evaluate(pred, scene, tmp_path)
     assert code == 0, out
-    assert result["matching"]["method"] == "coco" and result["matching"]["detections"] == 7
-    assert 0.0 <= result["overall"]["oks_ap"] <= 1.0
-    # the boxes are the animals' own shifted by a pixel: box AP high, whatever the one-epoch keypoints are
-    assert result["boxes"]["box_ap50"] == pytest.approx(1.0)
+    assert result["matching"]["method"] == "coco" and result["matching"]["detections"] == len(written)
+    assert 0.0 <= result["overall"]["oks_ap"] <= 1.0 and 0.0 <= result["boxes"]["box_ap"] <= 1.0
+    assert "COCO box AP" in out
     long = tmp_path / "pred.csv"
-    assert _predict(keypoint_run, scene, detector, long, "long-csv").exit_code == 0
+    assert _predict(keypoint_run, scene, detector, long, "long-csv", *args).exit_code == 0
     code, from_csv, out = _evaluate(long, scene, tmp_path)
     assert code == 0, out
     assert from_csv["overall"]["oks_ap"] == pytest.approx(result["overall"]["oks_ap"], abs=1e-3)
+    assert from_csv["boxes"]["box_ap"] == pytest.approx(result["boxes"]["box_ap"], abs=1e-3)
 
 
 def test_a_wide_csv_missing_an_image_is_still_an_error(make_adk, tmp_path):

@@ -10,7 +10,8 @@ The detector itself lives in `engine.detect` (`load_detector`, `DetectOptions`, 
   `--skip-category-check` (the same animals under other names, `cattle` and `cow`); a run without that record
   is not checked, with a warning;
 - each animal found gets the `category_id` COCO results carry: the detector's own where it gives one, else the
-  id the keypoint run's data gives the category, else the category's place in the detector's list, from 1;
+  id the keypoint run's data gives the category, else the id the detector run's data gives it (both data.json),
+  else the category's place in the detector's list, from 1;
 - the detection time, kept apart from the keypoints' (`seconds`).
 """
 
@@ -113,8 +114,8 @@ def load(
     record = run.categories()
     if check_categories:
         _check_against_run(keep or known, detector_dir, run, record, log)
-    trained = {str(name).casefold(): cid for name, cid in (record or {}).items() if _is_id(cid)}
-    ids = {c.casefold(): trained.get(c.casefold(), i + 1) for i, c in enumerate(known)}
+    trained, own = _ids(record), _ids(det.run.categories() if det.run is not None else None)
+    ids = {c.casefold(): trained.get(c.casefold(), own.get(c.casefold(), i + 1)) for i, c in enumerate(known)}
     return DetectorSource(det, None if keep is None else {c.casefold() for c in keep}, ids, categories=known)
 
 
@@ -155,6 +156,11 @@ def _check_against_run(
     keep = " ".join(f"--category {c}" for c in shared)
     raise UserError(f"{both}: it was not trained on {', '.join(outside)}. Keep the categories they share with "
                     f"`{keep}`, {escape}", path=detector_dir, field="--detector")  # fmt: skip
+
+
+def _ids(record: dict[str, Any] | None) -> dict[str, int]:
+    """A run's categories record (name -> id, or None where the data gave no id) as casefolded name -> id."""
+    return {str(name).casefold(): cid for name, cid in (record or {}).items() if _is_id(cid)}
 
 
 def _is_id(v: Any) -> bool:

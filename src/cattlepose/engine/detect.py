@@ -153,15 +153,18 @@ def postprocess(
     options: DetectOptions,
 ) -> Detections:  # fmt: skip
     """One image's decoded peaks (x0, y0, x1, y1 in input pixels) -> its detections in original pixels: clipped
-    to the image, above the score threshold, at least min_size on the shorter side, NMS per category, the
-    max_animals best, best first; boxes as x, y, w, h."""
+    to the image, peaks (score above 0) at least the score threshold, at least min_size (and more than 0) on the
+    shorter side, NMS per category, the max_animals best, best first; boxes as x, y, w, h."""
     b = torch.as_tensor(np.asarray(boxes, np.float64) / scale)
     b[:, 0::2] = b[:, 0::2].clamp(0, wh[0])
     b[:, 1::2] = b[:, 1::2].clamp(0, wh[1])
     s = torch.as_tensor(np.asarray(scores, np.float64))
     c = torch.as_tensor(np.asarray(labels).astype(np.int64))
     side = torch.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    keep = (s >= options.score_threshold) & (side >= options.min_size)
+    # whatever the options say: a box without area is no animal (a peak in the letterbox's padding clips to one;
+    # COCO results and evaluate refuse it), and a score of 0 is no peak (the decode zeroes the cells that are not
+    # and top-K takes them where an image has fewer peaks), so --score-threshold 0 keeps every peak, nothing else
+    keep = (s >= options.score_threshold) & (s > 0) & (side >= options.min_size) & (side > 0)
     b, s, c = b[keep], s[keep], c[keep]
     kept = batched_nms(b.float(), s.float(), c, options.nms_iou)[: options.max_animals]
     b, s, c = b[kept].numpy(), s[kept].numpy(), c[kept].numpy()

@@ -28,6 +28,9 @@ from cattlepose.models.efficientnet import FEATURE_INDICES, ConvBNReLU, InputAda
 STRIDES = (4, 8)
 HEAD_WIDTH = 64  # channels of the decoder and of each head's hidden layer
 PRIOR = 0.1  # initial centre probability (the focal-loss prior of RetinaNet/CenterNet: bias -log((1-p)/p))
+# initial box side, in cells: the size head ends in a ReLU, and a default (random, often negative) bias made every
+# box of a new network zero-sized and left the size loss without a gradient wherever the output was below zero
+SIZE_PRIOR = 1.0
 GAUSSIAN_ALPHA = 0.54  # TTFNet
 SIZE_WEIGHT, OFFSET_WEIGHT = 0.1, 1.0  # CenterNet's loss weights
 MAX_OBJECTS = 64  # animals per training image that get a size target (more are rare and are still centres)
@@ -56,6 +59,7 @@ class CenterNet(nn.Module):
         self.size = _head(width, 2)
         self.offset = _head(width, 2)
         nn.init.constant_(self.heat[-1].bias, -float(np.log((1 - PRIOR) / PRIOR)))
+        nn.init.constant_(self.size[-1].bias, SIZE_PRIOR)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.backbone(self.adapt(x))[self.first :]

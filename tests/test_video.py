@@ -593,3 +593,39 @@ def test_several_videos_in_one_command(run_dir, clip, tmp_path, fake_network):
     twin = write_video(tmp_path / "elsewhere" / "walk.mp4", frames=3)
     r = runner.invoke(app, ["video", str(run_dir), str(clip), str(twin), "-o", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "has the same name as" in r.output and str(twin) in r.output, r.output
+
+
+def test_a_real_detector_on_video_frames_in_pytorch_and_from_its_export(run_dir, detector_run,
+                                                                        detector_onnx, tmp_path):  # fmt: skip
+    """The trained detector run (tests/conftest.py) on video frames, PyTorch and its ONNX export: the same boxes,
+    so the same crops and raw keypoints; frames reach the detector through `holding`, not from disk."""
+    short = write_video(tmp_path / "short.mp4", frames=6)
+    common = ["--detector", str(detector_run), "--score-threshold", "0", "--max-animals", "2", "--no-labelled",
+              "-s", "track.start_score=0", "-s", "track.min_hits=1", "-s", "track.smooth=none"]  # fmt: skip
+    raws = {}
+    for name, extra in (
+        ("torch", ["-s", "video.detector_flip=true"]),
+        ("onnx", ["--detector-onnx", str(detector_onnx)]),
+    ):
+        out = tmp_path / name
+        r = runner.invoke(app, ["video", str(run_dir), str(short), "-o", str(out), *common, *extra])
+        assert r.exit_code == 0, r.output
+        rows = [r_ for r_ in _rows(out / "short.tracks.csv") if r_["x_raw"]]
+        # random boxes of a barely trained detector: the tracker may leave one unmatched, but most frames have some
+        assert len({int(r_["frame"]) for r_ in rows}) >= 4
+        raws[name] = np.array(sorted((int(r_["frame"]), r_["keypoint"], float(r_["x_raw"]), float(r_["y_raw"]))
+                                     for r_ in rows), dtype=object)  # fmt: skip
+    a, b = raws["torch"], raws["onnx"]
+    assert a.shape == b.shape and a.shape[0] >= 4 * K
+    same = np.abs(a[:, 2:].astype(float) - b[:, 2:].astype(float)).max(axis=1) < 0.05
+    assert same.mean() >= 0.9, same.mean()  # the barely trained keypoint network's near-ties aside
+
+
+def test_a_keypoint_export_given_as_the_detector_export_is_refused(run_dir, detector_run, clip, tmp_path):
+    kp = tmp_path / "kp.onnx"
+    r = runner.invoke(app, ["export", str(run_dir), "-o", str(kp), "--folds", "0"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["video", str(run_dir), str(clip), "-o", str(out), "--detector", str(detector_run),
+                            "--detector-onnx", str(kp)])  # fmt: skip
+    assert r.exit_code == 2 and "not a detector's export" in r.output, r.output

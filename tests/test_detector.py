@@ -197,7 +197,7 @@ def test_export_boxes_equal_pytorchs(detector_run, detector_herd, detector_onnx)
     out = detector_onnx  # `cattlepose export` of the run (tests/conftest.py)
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["task"] == "detect" and info["categories"] == ["calf", "cattle"]
-    assert info["format"] == "cattlepose-onnx/2"
+    assert info["format"] == "cattlepose-onnx/3"
     images = [ImageSource.of(p) for p in sorted((detector_herd.parent / "images").glob("*.jpg"))[:4]]
     options = DetectOptions(score_threshold=0.0, min_size=0.0)
     torch_dets = load_detector(detector_run, options=options).detect(images)

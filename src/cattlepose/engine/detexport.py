@@ -5,7 +5,7 @@ the top-K peaks) as one ONNX file with its sidecar, and engine/detect.py's `Onnx
 
 The graph takes (N, H, W, 3) uint8 letterboxed images (top-left, PAD_VALUE grey; original = input / scale) and
 returns boxes (N, K, 4) x0, y0, x1, y1 in input pixels, scores (N, K) and category indices (N, K). The sidecar
-is the keypoint export's (`cattlepose-onnx/2`: SHA-256 of the graph and of each fold's best.pt) with
+is the keypoint export's (`cattlepose-onnx/3`: SHA-256 of the graph and of each fold's best.pt) with
 `task: detect` and the categories; `--int8` is the same ONNX Runtime static quantisation of the fold networks'
 convolutions, calibrated on the run's letterboxed training photographs.
 """

@@ -51,7 +51,7 @@ from cattlepose.runs.rundir import CONFIG, RunDir, read_data_record
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "crops", "keypoints"
 # /2: the sidecar holds the SHA-256 of the graph file and of each fold checkpoint it was made from
-SIDECAR_FORMAT = "cattlepose-onnx/2"
+SIDECAR_FORMAT = "cattlepose-onnx/3"  # 3: ce keypoint scores on the mse scale (models/codec.py); 2 scored 0-0.07
 CALIBRATION_IMAGES = 32  # training crops the int8 ranges are measured on
 _CALIBRATION_BATCH = 8
 

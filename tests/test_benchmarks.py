@@ -168,3 +168,55 @@ def test_transfer_refuses_a_finished_run_of_other_settings_and_reuses_an_equal_o
     err = capfd.readouterr().err
     assert stop.value.code == 2 and "train.epochs (10 in the run, 20 now)" in err and "disagrees with this" in err
     assert load_config(run / "config.yaml").train.epochs == 10
+
+
+def _truth_as_tracks(truth, swap_at: int | None = None):
+    """The truth's keypoints as `cattlepose video` tracks (score 1); with `swap_at`, the first two animals'
+    identities exchanged from that frame on (two identity switches)."""
+    import numpy as np
+
+    from cattlepose.data.formats.tracks_csv import VideoTrack
+
+    per_frame: dict[int, dict[int, np.ndarray]] = {}
+    for t in truth.tracks.values():
+        for f, kp in zip(t.frames, t.keypoints, strict=True):
+            per_frame.setdefault(int(f), {})[t.track] = np.concatenate([kp[:, :2], np.ones((len(kp), 1))], axis=1)
+    ids = sorted(truth.tracks)
+    tracks = []
+    for tid in ids:
+        other = ids[1] if tid == ids[0] else ids[0] if tid == ids[1] else tid
+        rows = {f: a[other if swap_at is not None and f >= swap_at else tid] for f, a in per_frame.items()
+                if (other if swap_at is not None and f >= swap_at else tid) in a}  # fmt: skip
+        first, last = min(rows), max(rows)
+        raw = np.full((last - first + 1, len(truth.keypoints), 3), np.nan)
+        for f, kp in rows.items():
+            raw[f - first] = kp
+        tracks.append(VideoTrack(tid, first, raw, raw.copy(), np.zeros(len(raw), bool)))
+    return tracks
+
+
+def test_video_e2e_scores_the_truth_as_perfect_and_a_swap_as_switches(tmp_path):
+    """benchmarks/video_e2e.py's scoring: the truth written as tracks scores IDF1 1, no switch, no error, and
+    its gait finds each animal's stride; the same tracks with two identities swapped half-way do not."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from video_e2e import score_video
+    finally:
+        sys.path.pop(0)
+    from cattlepose.data.formats.tracks_csv import write_tidy
+    from cattlepose.data.synth_video import read_truth, synthesize_video
+
+    synthesize_video(tmp_path / "walk", animals=2, seconds=5.0, seed=3)
+    truth = read_truth(tmp_path / "walk" / "truth.json")
+    for swap in (None, truth.frames // 2):
+        csv_path = tmp_path / f"tracks{swap}.csv"
+        write_tidy(csv_path, "walk", truth.fps, _truth_as_tracks(truth, swap), truth.keypoints)
+        r = score_video(truth.path, csv_path, min_visible=9, match=0.25)
+        ids = r["ids"]
+        if swap is None:
+            assert ids["idf1"] == 1.0 and ids["id_switches"] == 0 and ids["gt"] > 0
+            assert max(r["err_raw"]) == 0 and max(r["err_smooth"]) == 0
+            for a in r["animals"]:  # gait from the true keypoints: the true stride duration
+                assert abs(a["stride_s"] / a["true_stride_s"] - 1) < 0.05, a
+        else:
+            assert ids["id_switches"] >= 1 and ids["idf1"] < 0.9

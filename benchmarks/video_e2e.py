@@ -18,7 +18,7 @@ int8 exports when given). Its tidy CSV is then scored against truth.json:
   shorter side named;
 - speed: frames per second of the whole command (start-up, decoding, detection, keypoints, tracking, writing).
 
-    .venv/bin/python benchmarks/bench_video.py --run RUN --detector DET [--onnx KP.onnx --detector-onnx DET.onnx]
+    .venv/bin/python benchmarks/video_e2e.py --run RUN --detector DET [--onnx KP.onnx --detector-onnx DET.onnx]
         [--seeds 0,1,2] [--animals 3] [--seconds 12] [--threads 2] [--work DIR]
 """
 

@@ -423,6 +423,7 @@ class _DiscDetector:
     every box source reads an image (`data.video.image_of`)."""
 
     categories = ("cattle",)
+    run = None  # no detector run behind it: no category record of its own
 
     def __init__(self, options):
         self.options = options

@@ -94,6 +94,18 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
 
 
 # ------------------------------------------------------------------------------------------------- synth
+# the detector options `predict` and `video` share
+DetectorOnnxOpt = Annotated[
+    Path | None, typer.Option(help="With --detector: its exported ONNX file, run by ONNX Runtime.")
+]
+DetectorFoldsOpt = Annotated[
+    str | None, typer.Option(help="With --detector: use only these of its fold models, e.g. 0 (default: all).")
+]
+ScoreThresholdOpt = Annotated[
+    float | None, typer.Option(min=0.0, max=1.0, help="With --detector: the least box score kept.")
+]
+
+
 @app.command()
 @user_errors
 def synth(
@@ -340,15 +352,9 @@ def predict(
         Path | None,
         typer.Option(help="A detector run (task: detect) that finds the animals in each photograph of INPUT."),
     ] = None,
-    detector_onnx: Annotated[
-        Path | None, typer.Option(help="With --detector: its exported ONNX file, run by ONNX Runtime.")
-    ] = None,
-    detector_folds: Annotated[
-        str | None, typer.Option(help="With --detector: use only these of its fold models, e.g. 0 (default: all).")
-    ] = None,
-    score_threshold: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="With --detector: the least box score kept.")
-    ] = None,
+    detector_onnx: DetectorOnnxOpt = None,
+    detector_folds: DetectorFoldsOpt = None,
+    score_threshold: ScoreThresholdOpt = None,
     nms_iou: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="With --detector: boxes overlapping more are one animal.")
     ] = None,
@@ -414,15 +420,9 @@ def video(
     detector: Annotated[
         Path | None, typer.Option(help="A detector run finding the animals of each frame (several per frame).")
     ] = None,
-    detector_onnx: Annotated[
-        Path | None, typer.Option(help="With --detector: its exported ONNX file, run by ONNX Runtime.")
-    ] = None,
-    detector_folds: Annotated[
-        str | None, typer.Option(help="With --detector: use only these of its fold models, e.g. 0 (default: all).")
-    ] = None,
-    score_threshold: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="With --detector: the least box score kept.")
-    ] = None,
+    detector_onnx: DetectorOnnxOpt = None,
+    detector_folds: DetectorFoldsOpt = None,
+    score_threshold: ScoreThresholdOpt = None,
     box: Annotated[
         str | None, typer.Option(help="One animal in this fixed box x,y,w,h (pixels) of every frame.")
     ] = None,

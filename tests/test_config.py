@@ -156,3 +156,19 @@ def test_resolved_config_dumps_to_yaml_and_loads_back_equal(tmp_path: Path):
     path.write_text(dump_config(cfg))
     assert "schema: animalpose20" in path.read_text()  # the alias, as users write it
     assert load_config(path) == cfg
+
+
+def test_a_run_saved_with_the_retired_track_velocity_still_loads(tmp_path):
+    """Runs saved before the tracker's motion became a fitted line carry `track.velocity` (the alpha-beta
+    filter's gain) in their config.yaml: they load, the key has no effect, and a typo of a live key still fails."""
+    cfg = yaml.safe_load(dump_config(Config()))
+    cfg["track"]["velocity"] = 0.3
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    loaded = load_config(path)
+    assert loaded.track.motion_window == Config().track.motion_window
+    assert "velocity" not in dump_config(loaded)
+    cfg["track"]["max_gapp"] = 3
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(UserError, match="max_gapp"):
+        load_config(path)

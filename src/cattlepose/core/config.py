@@ -228,10 +228,10 @@ class TrackConfig(_Section):
     max_animals: int = Field(4, ge=1)  # tracks alive at once (and detections kept per frame)
     min_hits: int = Field(3, ge=1)  # matches in consecutive frames before a track starts (false positives die)
     start_score: float = Field(0.5, ge=0, le=1)  # a detection's box score that may begin a track (any continues one)
-    max_gap: int = Field(10, ge=0)  # frames a track survives unseen; gaps this short are interpolated
+    max_gap: int = Field(40, ge=0)  # frames a track survives unseen; gaps this short are interpolated
     min_similarity: float = Field(0.1, ge=0, le=1)  # gate: a detection less like a track's prediction is not it
     oks_weight: float = Field(0.5, ge=0, le=1)  # similarity = w * OKS + (1 - w) * box IoU
-    velocity: float = Field(0.3, ge=0, le=1)  # how far a surprise moves the predicted motion (the filter's beta)
+    motion_window: int = Field(25, ge=2)  # frames of a track's past matches its motion (a line) is fitted on
     smooth: Literal["savgol", "median", "one_euro", "none"] = "savgol"
     window: int = Field(7, ge=3)  # frames in the smoothing window (odd)
     polyorder: int = Field(2, ge=0, le=5)  # savgol: the local polynomial's degree
@@ -247,6 +247,15 @@ class TrackConfig(_Section):
     d_cutoff: float = Field(0.25, gt=0)  # Hz: the cutoff of the speed estimate itself
     min_score: float = Field(0.2, ge=0, le=1)  # keypoints below this score are down-weighted ...
     low_score_weight: float = Field(0.1, ge=0, le=1)  # ... by this factor (their raw values are kept)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data: Any) -> Any:
+        # `velocity`, the gain of the alpha-beta filter that `motion_window` replaced: every run saved before
+        # has it in its config.yaml, and those runs must keep loading; it no longer does anything
+        if isinstance(data, dict) and "velocity" in data:
+            data = {k: v for k, v in data.items() if k != "velocity"}
+        return data
 
     @field_validator("window")
     @classmethod

@@ -1,7 +1,10 @@
 """Identities across frames: each frame's detected animals (keypoints, box, score) are matched to the tracks
 alive by `scipy.optimize.linear_sum_assignment` on a cost of 1 - similarity, where the similarity of a detection
 and a track is `oks_weight` x OKS + (1 - `oks_weight`) x box IoU against where the track is predicted to be
-now (constant velocity: its last position moved by its smoothed per-frame velocity for the frames since).
+now. A track's motion is a straight line fitted (Theil-Sen) to the confident keypoints of its matches in the last
+`motion_window` frames (`fit_motion`): the prediction is its last pose, put on that line, moved along it for the
+frames since. Leaving a track or a detection unmatched has a cost too (`assign`), so one good match is never
+traded for two poor ones.
 
 Hysteresis, in score and in time (as ByteTrack and SORT): only a detection scoring at least `start_score` begins a
 track, while a track goes on through any detection the detector kept (an animal turning or half hidden scores
@@ -28,7 +31,7 @@ from cattlepose.core.config import TrackConfig
 
 UNTRACKED = -1
 _INFEASIBLE = 1e6
-_POSITION_GAIN = 0.5  # how far a matched track's position moves to its detection (alpha)
+_TRUSTED = 0.3  # a keypoint scored at least this takes part in its track's motion fit
 
 
 @dataclass
@@ -49,21 +52,49 @@ class FrameDetections:
 
 @dataclass
 class _Track:
-    keypoints: np.ndarray  # (K, 3) at the last match
-    box: np.ndarray  # (4,)
+    keypoints: np.ndarray  # (K, 3) at the last match, put on the fitted line
+    box: np.ndarray  # (4,) at the last match, put on the fitted line
     last: int  # frame of the last match
-    velocity: np.ndarray  # (3, 2): the animal's, the box corner's and the box size's motion per frame
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # px per frame, fitted
     hits: int = 1  # consecutive matches (for a tentative track)
     track_id: int | None = None  # set when the track starts
     members: list[tuple[int, int]] = field(default_factory=list)  # (frame, detection index)
+    points: list[np.ndarray] = field(default_factory=list)  # each member's (K + 1, 3): keypoints, box centre
 
     def predicted(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
-        """Where the track should be at `frame`: keypoints (K, 2) and box."""
-        dt = frame - self.last
-        xy = self.keypoints[:, :2] + dt * self.velocity[0]
-        box = self.box + dt * self.velocity[1:].reshape(4)
-        box[2:] = np.maximum(box[2:], 1.0)
-        return xy, box
+        """Where the track should be at `frame`: keypoints (K, 2) and box, moved along the fitted motion."""
+        shift = (frame - self.last) * self.velocity
+        box = self.box.copy()
+        box[:2] += shift
+        return self.keypoints[:, :2] + shift, box
+
+
+def fit_motion(frames: np.ndarray, points: np.ndarray, confident: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One straight-line motion shared by the points of an animal: (n,) frames, (n, P, 2) points, (n, P) which
+    are trusted -> ((P, 2) each point where the line puts it at the last frame, NaN where it was never trusted;
+    (2,) the velocity per frame). Theil-Sen: the velocity is the median of the slopes between every two frames of
+    every point trusted in both, each point's place the median of its trusted positions moved to the last frame.
+
+    A line, because animals walk steadily over a second or two. Points, not the box, because a half-hidden
+    animal's box is its visible part, which stands still while the animal walks behind another, whereas each
+    visible keypoint moves with it. Theil-Sen, because while two animals overlap some matches may be the other
+    animal's: up to ~29 % of wrong slopes leave the line where the animal is (least squares, or the alpha-beta
+    filter before it, follow them: docs/BENCHMARKS.md, "Video end to end")."""
+    x = np.asarray(frames, dtype=np.float64) - frames[-1]
+    pts = np.asarray(points, dtype=np.float64)
+    ok = np.asarray(confident, dtype=bool)
+    velocity = np.zeros(2)
+    if len(x) >= 2:
+        i, j = np.triu_indices(len(x), 1)
+        both = ok[i] & ok[j]  # (pairs, P)
+        slopes = (pts[j] - pts[i]) / (x[j] - x[i])[:, None, None]
+        if both.any():
+            velocity = np.median(slopes[both], axis=0)
+    moved = np.where(ok[..., None], pts - x[:, None, None] * velocity, np.nan)
+    at_last = np.full(pts.shape[1:], np.nan)
+    seen = ok.any(axis=0)  # a point never trusted stays NaN (nanmedian would warn on it)
+    at_last[seen] = np.nanmedian(moved[:, seen], axis=0)
+    return at_last, velocity
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -135,11 +166,8 @@ def track(frames: Sequence[FrameDetections], cfg: TrackConfig, sigmas: Sequence[
             sim = similarity(sub, alive, t, cfg, sig)
             # started tracks are preferred to tentative ones for the same detection
             bonus = np.array([0.05 if tr.track_id is not None else 0.0 for tr in alive])
-            cost = np.where(sim >= cfg.min_similarity, 1.0 - sim - bonus[None, :], _INFEASIBLE)
-            rows, cols = linear_sum_assignment(cost)
-            for r, c in zip(rows, cols, strict=True):
-                if cost[r, c] >= _INFEASIBLE:
-                    continue
+            cost = np.where(sim >= cfg.min_similarity, 1.0 - sim - bonus[None, :], np.inf)
+            for r, c in assign(cost, cfg.min_similarity):
                 _update(alive[c], dets, int(order[r]), t, cfg)
                 matched.add(int(order[r]))
         for i in order:
@@ -158,34 +186,53 @@ def track(frames: Sequence[FrameDetections], cfg: TrackConfig, sigmas: Sequence[
     return ids
 
 
+def assign(cost: np.ndarray, min_similarity: float) -> list[tuple[int, int]]:
+    """Rows matched to columns at the least total cost, where leaving a row or a column unmatched costs half
+    the gate's cost (1 - min_similarity): a pair is matched only if it is cheaper than leaving both out, and one
+    good match is not traded for two poor ones. (A plain rectangular assignment matches as many pairs as it
+    can first, so a gated-out pair can decide which of the others are made.)"""
+    n, m = cost.shape
+    out = (1.0 - min_similarity) / 2
+    big = np.full((n + m, n + m), _INFEASIBLE)
+    big[:n, :m] = np.where(np.isfinite(cost), cost, _INFEASIBLE)
+    big[:n, m:] = np.where(np.eye(n, dtype=bool), out, _INFEASIBLE)
+    big[n:, :m] = np.where(np.eye(m, dtype=bool), out, _INFEASIBLE)
+    big[n:, m:] = 0.0
+    rows, cols = linear_sum_assignment(big)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if r < n and c < m and big[r, c] < _INFEASIBLE]
+
+
 def _new_track(dets: FrameDetections, i: int, t: int) -> _Track:
-    return _Track(dets.keypoints[i].copy(), dets.boxes[i].copy(), t, np.zeros((3, 2)), members=[(t, i)])
+    box = dets.boxes[i].astype(np.float64)
+    return _Track(dets.keypoints[i].copy(), box, t, members=[(t, i)], points=[_points(dets.keypoints[i], box)])
+
+
+def _points(kp: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(K + 1, 3): the keypoints, then the box centre (always trusted: the fallback when no keypoint is)."""
+    centre = np.asarray(box[:2], dtype=np.float64) + np.asarray(box[2:], dtype=np.float64) / 2
+    return np.concatenate([np.asarray(kp, dtype=np.float64), [[*centre, 1.0]]])
 
 
 def _update(tr: _Track, dets: FrameDetections, i: int, t: int, cfg: TrackConfig) -> None:
-    """An alpha-beta filter (a Kalman filter with fixed gains) on the animal's position and motion: the state
-    moves part of the way to the detection, the velocity by `velocity` x the surprise per frame, so one noisy
-    or wrong detection bends a track less than it would replace it."""
-    dt = t - tr.last
-    kp, box = dets.keypoints[i], dets.boxes[i]
-    pred_xy, pred_box = tr.predicted(t)
-    # one motion for the whole animal: the median of its confident keypoints' (limbs swing, and a keypoint's
-    # own noise would be its motion's), or the box's when none is confident
-    confident = np.minimum(kp[:, 2], tr.keypoints[:, 2]) > 0.2
-    corner = (box - pred_box).reshape(2, 2)
-    body = np.median((kp[:, :2] - pred_xy)[confident], axis=0) if confident.any() else corner[0]
-    surprise = np.concatenate([body[None], corner])
-    if len(tr.members) == 1:  # the second sighting: the first motion is all there is
-        tr.velocity = tr.velocity + surprise / dt
-        state_xy, state_box = kp[:, :2], box
-    else:
-        tr.velocity = tr.velocity + cfg.velocity * surprise / dt
-        state_xy = pred_xy + _POSITION_GAIN * (kp[:, :2] - pred_xy)
-        state_box = pred_box + _POSITION_GAIN * (box - pred_box)
-    tr.hits = tr.hits + 1 if dt == 1 else 1
-    tr.keypoints = np.concatenate([state_xy, kp[:, 2:3]], axis=1)
-    tr.box, tr.last = np.asarray(state_box, dtype=np.float64).copy(), t
+    """The track takes the detection's pose and box, put on the motion line refitted over its matches of the
+    last `motion_window` frames: one wrong or noisy detection moves the next prediction no more than the line
+    lets it."""
+    tr.hits = tr.hits + 1 if t - tr.last == 1 else 1
+    tr.last = t
     tr.members.append((t, i))
+    box = dets.boxes[i].astype(np.float64)
+    now = _points(dets.keypoints[i], box)
+    tr.points.append(now)
+    frames = np.array([f for f, _ in tr.members], dtype=np.float64)
+    use = np.flatnonzero(frames > t - cfg.motion_window)
+    pts = np.stack([tr.points[k] for k in use])
+    at_last, tr.velocity = fit_motion(frames[use], pts[:, :, :2], pts[:, :, 2] >= _TRUSTED)
+    # each point on the line where it has been trusted; the others (and the box) by the points' median shift
+    shift = at_last - now[:, :2]
+    common = np.nanmedian(shift[np.isfinite(shift[:, 0])], axis=0)
+    shift = np.where(np.isfinite(shift), shift, common)
+    tr.keypoints = np.concatenate([now[:-1, :2] + shift[:-1], now[:-1, 2:]], axis=1)
+    tr.box = np.concatenate([box[:2] + common, box[2:]])
 
 
 def tracks_of(frames: Sequence[FrameDetections], ids: Sequence[np.ndarray]) -> dict[int, tuple[int, np.ndarray]]:

@@ -35,7 +35,7 @@ from cattlepose.core.ui import Log
 from cattlepose.core.yamlfile import load_yaml
 from cattlepose.data.boxes import BoxSource
 from cattlepose.data.folds import parse_fold_list
-from cattlepose.data.formats.tracks_csv import VideoTrack, write_dlc, write_summary, write_tidy
+from cattlepose.data.formats.tracks_csv import write_dlc, write_summary, write_tidy
 from cattlepose.data.records import ImageSource, Instance
 from cattlepose.data.source import training_paths
 from cattlepose.data.video import Chunk, VideoInfo, chunks, holding, probe
@@ -346,9 +346,7 @@ def _one_video(run: RunDir, cfg: Config, info: VideoInfo, outdir: Path, be: _Bac
     resumed = min(resumed, n_frames)
     ids = track(frames, cfg.track, run.schema.sigmas)
     tracks = [
-        VideoTrack(tid, first, sm.raw, sm.smoothed, sm.interpolated)
-        for tid, (first, raw) in tracks_of(frames, ids).items()
-        for sm in [smooth_track(first, raw, cfg.track, info.fps)]
+        smooth_track(first, raw, cfg.track, info.fps, track=tid) for tid, (first, raw) in tracks_of(frames, ids).items()
     ]
     names = output_names(outdir, stem, suffix, cfg.video.labelled)
     labelled_tmp = folder / f"labelled{suffix}"

@@ -30,7 +30,6 @@ system's filtering.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -38,21 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import median_filter
 
 from cattlepose.core.config import TrackConfig
-
-
-@dataclass
-class Smoothed:
-    """A track over frames first .. first + T - 1: raw (T, K, 3) x, y, score (NaN where not detected), smoothed
-    (T, K, 3), and which frames were filled in (`interpolated`, (T,): the animal was not detected there)."""
-
-    first: int
-    raw: np.ndarray
-    smoothed: np.ndarray
-    interpolated: np.ndarray
-
-    @property
-    def frames(self) -> np.ndarray:
-        return np.arange(self.first, self.first + self.raw.shape[0])
+from cattlepose.data.formats.tracks_csv import VideoTrack
 
 
 def weights_of(scores: np.ndarray, cfg: TrackConfig) -> np.ndarray:
@@ -151,9 +136,9 @@ def one_euro(values: np.ndarray, weights: np.ndarray, fps: float, min_cutoff: fl
     return out
 
 
-def smooth_track(first: int, raw: np.ndarray, cfg: TrackConfig, fps: float) -> Smoothed:
+def smooth_track(first: int, raw: np.ndarray, cfg: TrackConfig, fps: float, track: int = 0) -> VideoTrack:
     """Smooth one track: raw (T, K, 3), NaN rows where the animal was not detected; `fps`, the video's frame
-    rate, sets the time between frames (the One-Euro filter's cutoffs are in Hz)."""
+    rate, sets the time between frames (the One-Euro filter's cutoffs are in Hz); `track`, its id in the outputs."""
     t_len, k = raw.shape[:2]
     smoothed = np.full(raw.shape, np.nan)
     missing = np.isnan(raw[:, :, 0]).all(axis=1)
@@ -189,7 +174,7 @@ def smooth_track(first: int, raw: np.ndarray, cfg: TrackConfig, fps: float) -> S
         else:
             sx, sy = fx, fy
         smoothed[:, j] = np.stack([sx, sy, fs], axis=1)
-    return Smoothed(first, raw, smoothed, interpolated)
+    return VideoTrack(track, first, raw, smoothed, interpolated)
 
 
 def _median(v: np.ndarray, w: np.ndarray, cfg: TrackConfig) -> np.ndarray:

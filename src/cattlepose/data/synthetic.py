@@ -33,6 +33,7 @@ from cattlepose.data.formats import adk
 from cattlepose.data.records import Sample
 from cattlepose.data.synth import parts
 from cattlepose.data.synth.render import Rendered, render, sample_scene
+from cattlepose.data.synth.target import check_target
 
 SPLITS = {"train": 1, "test": 2}
 _OWN_FILE = re.compile(r"^synth_(train|test)_\d{6}\.(jpg|json)$")
@@ -52,18 +53,8 @@ def synthesize(
     `occlusion` scales how often foreground objects appear (0: none, only self-occlusion; 1: default; 2: heavy).
     """
     out = Path(out)
-    if n_train < 1 or n_test < 0:
-        raise UserError("need at least one training image and a non-negative test count", field="n_train/n_test")
-    if not np.isfinite(occlusion) or occlusion < 0:
-        raise UserError(f"occlusion level must be >= 0, got {occlusion}", field="occlusion")
-    if out.exists() and not out.is_dir():
-        raise UserError("the output must be a folder", path=out)
     schema = load_schema("adk17")
-    foreign = foreign_files(out, schema)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" ... ({len(foreign) - 5} more)" if len(foreign) > 5 else "")
-        raise UserError(f"holds {len(foreign)} file(s) cattlepose synth did not write ({shown}); give an empty "
-                        "folder, or one an earlier synth wrote", path=out)  # fmt: skip
+    check_target(out, n_train, n_test, occlusion, lambda: foreign_files(out, schema), "synth")
     if preview is not None:
         check_output(preview, keep_out=[("the data set", out / split) for split in SPLITS])
     done_marker = out / "sample_submission.csv"

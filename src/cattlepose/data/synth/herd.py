@@ -29,13 +29,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cattlepose.core.errors import UserError
 from cattlepose.core.files import atomic_open, write_json
 from cattlepose.core.schema import load_schema
 from cattlepose.data.synth import occluders, parts
 from cattlepose.data.synth.geometry import fill
 from cattlepose.data.synth.render import render, sample_scene
 from cattlepose.data.synth.scene import FARMS, background, camera, lighting
+from cattlepose.data.synth.target import check_target
 
 SPLITS = {"train": 1, "test": 2}
 MAX_SIDE = 640
@@ -120,17 +120,7 @@ def synthesize_herd(
 ) -> dict[str, Any]:
     """Write the herd set under `out`; return a summary (images, animals, seconds)."""
     out = Path(out)
-    if n_train < 1 or n_test < 0:
-        raise UserError("need at least one training image and a non-negative test count", field="n_train/n_test")
-    if not np.isfinite(occlusion) or occlusion < 0:
-        raise UserError(f"occlusion level must be >= 0, got {occlusion}", field="occlusion")
-    if out.exists() and not out.is_dir():
-        raise UserError("the output must be a folder", path=out)
-    foreign = foreign_files(out)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" ... ({len(foreign) - 5} more)" if len(foreign) > 5 else "")
-        raise UserError(f"holds {len(foreign)} file(s) cattlepose synth-herd did not write ({shown}); give an empty "
-                        "folder, or one an earlier synth-herd wrote", path=out)  # fmt: skip
+    check_target(out, n_train, n_test, occlusion, lambda: foreign_files(out), "synth-herd")
     (out / DONE).unlink(missing_ok=True)  # incomplete until rewritten at the very end
     schema = load_schema("adk17")
     start = time.perf_counter()

@@ -56,22 +56,24 @@ def _num(v: float, digits: int = 3) -> str:
 
 
 def write_tidy(path: Path, video: str, fps: float, tracks: Sequence[VideoTrack], keypoints: Sequence[str]) -> None:
-    """The tidy CSV (rows by frame, then track, then keypoint)."""
-    rows = []
-    for tr in tracks:
-        for t, frame in enumerate(tr.frames):
-            if np.isnan(tr.smoothed[t, :, 0]).all():
-                continue
-            for k, name in enumerate(keypoints):
-                s, r = tr.smoothed[t, k], tr.raw[t, k]
-                rows.append((int(frame), tr.track, k, [video, str(int(frame)), _num(frame / fps, 4), str(tr.track),
-                             name, _num(s[0]), _num(s[1]), _num(s[2], 4), _num(r[0]), _num(r[1]), _num(r[2], 4),
-                             str(int(tr.interpolated[t]))]))  # fmt: skip
-    rows.sort(key=lambda r: r[:3])
+    """The tidy CSV (rows by frame, then track, then keypoint), written as it is made: a 10-minute video has a
+    million rows, which held as strings would be the largest thing in memory."""
+    at: dict[int, list[tuple[int, int]]] = {}  # frame -> (position in `tracks`, row of that track), by track id
+    for n in sorted(range(len(tracks)), key=lambda n: tracks[n].track):
+        tr = tracks[n]
+        for t in np.flatnonzero(~np.isnan(tr.smoothed[:, :, 0]).all(axis=1)):
+            at.setdefault(int(tr.first + t), []).append((n, int(t)))
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(TIDY_COLUMNS)
-        w.writerows(r[3] for r in rows)
+        for frame in sorted(at):
+            for n, t in at[frame]:
+                tr = tracks[n]
+                for k, name in enumerate(keypoints):
+                    s, r = tr.smoothed[t, k], tr.raw[t, k]
+                    w.writerow([video, str(frame), _num(frame / fps, 4), str(tr.track), name, _num(s[0]),
+                                _num(s[1]), _num(s[2], 4), _num(r[0]), _num(r[1]), _num(r[2], 4),
+                                str(int(tr.interpolated[t]))])  # fmt: skip
 
 
 def read_tidy(path: Path) -> list[dict[str, str | float | int | None]]:
@@ -126,13 +128,11 @@ def write_summary(path: Path, video: str, fps: float, tracks: Sequence[VideoTrac
 
 
 def write_dlc(path: Path, scorer: str, frames: int, tracks: Sequence[VideoTrack], keypoints: Sequence[str]) -> None:
-    """The DeepLabCut multi-animal CSV, a row for each of the video's `frames`."""
+    """The DeepLabCut multi-animal CSV, a row for each of the video's `frames`, made row by row (the table is
+    frames x every track's columns: a long video with many animals passing would not fit whole)."""
     ind = [f"track{tr.track}" for tr in tracks]
-    table = np.full((frames, len(tracks) * len(keypoints) * 3), np.nan)
-    for n, tr in enumerate(tracks):
-        block = tr.smoothed.reshape(tr.smoothed.shape[0], -1)  # x, y, score per keypoint
-        end = min(frames, tr.first + block.shape[0])
-        table[tr.first : end, n * block.shape[1] : (n + 1) * block.shape[1]] = block[: end - tr.first]
+    width = len(keypoints) * 3  # x, y, score per keypoint, per track
+    empty = np.full(width, np.nan)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         cells = [(i, k, c) for i in ind for k in keypoints for c in ("x", "y", "likelihood")]
@@ -140,5 +140,9 @@ def write_dlc(path: Path, scorer: str, frames: int, tracks: Sequence[VideoTrack]
         w.writerow(["individuals", *[c[0] for c in cells]])
         w.writerow(["bodyparts", *[c[1] for c in cells]])
         w.writerow(["coords", *[c[2] for c in cells]])
-        for frame, row in enumerate(table):
+        for frame in range(frames):
+            row = np.concatenate([
+                tr.smoothed[frame - tr.first].reshape(width) if 0 <= frame - tr.first < tr.smoothed.shape[0] else empty
+                for tr in tracks
+            ]) if tracks else empty[:0]  # fmt: skip
             w.writerow([frame, *(_num(v, 4 if n % 3 == 2 else 3) for n, v in enumerate(row))])

@@ -223,10 +223,13 @@ def _update(tr: _Track, dets: FrameDetections, i: int, t: int, cfg: TrackConfig)
     box = dets.boxes[i].astype(np.float64)
     now = _points(dets.keypoints[i], box)
     tr.points.append(now)
-    frames = np.array([f for f, _ in tr.members], dtype=np.float64)
-    use = np.flatnonzero(frames > t - cfg.motion_window)
-    pts = np.stack([tr.points[k] for k in use])
-    at_last, tr.velocity = fit_motion(frames[use], pts[:, :, :2], pts[:, :, 2] >= _TRUSTED)
+    # the matches of the last window, found from the end: a track of a long video has thousands of members
+    start = len(tr.members)
+    while start > 0 and tr.members[start - 1][0] > t - cfg.motion_window:
+        start -= 1
+    frames = np.array([f for f, _ in tr.members[start:]], dtype=np.float64)
+    pts = np.stack(tr.points[start:])
+    at_last, tr.velocity = fit_motion(frames, pts[:, :, :2], pts[:, :, 2] >= _TRUSTED)
     # each point on the line where it has been trusted; the others (and the box) by the points' median shift
     shift = at_last - now[:, :2]
     common = np.nanmedian(shift[np.isfinite(shift[:, 0])], axis=0)

@@ -170,10 +170,10 @@ def test_losses_are_read_every_few_steps_not_every_step(synth_root, tmp_path, mo
     from cattlepose.engine import fit
 
     reads = []
-    real = fit._check_losses
+    real = fit.check_losses
     monkeypatch.setattr(fit, "LOSS_READ_EVERY", 2)
     monkeypatch.setattr(
-        fit, "_check_losses", lambda losses, a, b, *rest: reads.append((a, b)) or real(losses, a, b, *rest)
+        fit, "check_losses", lambda losses, a, b, *rest: reads.append((a, b)) or real(losses, a, b, *rest)
     )
     fold, state = _fold_setup(synth_root, tmp_path)  # 40 samples, batch 8: 5 steps
     row = fit.train_one_epoch(fold, state, 0)

@@ -12,7 +12,6 @@ convolutions, calibrated on the run's letterboxed training photographs.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from cattlepose.core.errors import UserError
-from cattlepose.core.files import check_output, sha256_file, staged, writing
+from cattlepose.core.files import check_output
 from cattlepose.core.ui import Log
 from cattlepose.data.detection import PAD_VALUE, letterbox
 from cattlepose.data.images import load_image
@@ -32,13 +31,12 @@ from cattlepose.engine.export import (
     OPSET,
     SIDECAR_FORMAT,
     _own_initializers,
-    _scratch,
     _version,
     checkpoint_fingerprints,
-    quantize_int8,
     run_data_config,
     sidecar_path,
     static_same_padding,
+    write_pair,
 )
 from cattlepose.runs.rundir import RunDir
 
@@ -118,16 +116,7 @@ def export_detector(
         static_same_padding(model, size)  # type: ignore[arg-type]
     info = detector_sidecar(run, chosen, flip, int8, categories)
     batches = calibration_images(run, calibration, log) if int8 else []
-    with staged(out, json_path) as (tmp_onnx, tmp_json):
-        with writing(out), _scratch(out, int8) as scratch:
-            fp32 = scratch / "fp32.onnx" if scratch else tmp_onnx
-            _to_onnx(graph, fp32, size)  # type: ignore[arg-type]
-            if int8:
-                info["float_nodes"] = quantize_int8(fp32, tmp_onnx, graph, batches)  # type: ignore[arg-type]
-                info["calibration_images"] = sum(len(b) for b in batches)
-        info["graph_sha256"] = sha256_file(tmp_onnx)
-        with writing(json_path):
-            tmp_json.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_pair(out, json_path, info, lambda fp32: _to_onnx(graph, fp32, size), graph, int8, batches)  # type: ignore[arg-type]
     log.info(f"wrote {out} and {json_path} (detector, {len(chosen)} fold(s), flip {'on' if flip else 'off'}"
              f"{', int8' if int8 else ''})")  # fmt: skip
     return {"onnx": str(out), "sidecar": str(json_path), **info}

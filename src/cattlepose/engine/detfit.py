@@ -31,8 +31,8 @@ from cattlepose.engine.detect import CPU_BATCH, DetectOptions, Detector, Detecto
 from cattlepose.engine.fit import (
     LOSS_READ_EVERY,
     FoldResult,
-    TrainingDiverged,
     TrainState,
+    check_losses,
     optimizer_step,
     save_checkpoint,
     seed_everything,
@@ -176,7 +176,7 @@ def train_one_epoch(fold: DetFold, state: TrainState, epoch: int) -> dict[str, A
             optimizer_step(state, tc.grad_clip)
             seen += images.shape[0]
             if step + 1 - read >= LOSS_READ_EVERY or step + 1 == steps:
-                mean = _check(losses, read, step + 1, epoch, fold)
+                mean = check_losses(losses, read, step + 1, epoch, fold.cfg.train.lr, fold.dir)
                 read = step + 1
                 rate = seen / (time.perf_counter() - start)
                 status = f"loss {mean:.4f} lr {state.scheduler.get_last_lr()[0]:.2e} {rate:.1f} img/s"
@@ -189,20 +189,6 @@ def train_one_epoch(fold: DetFold, state: TrainState, epoch: int) -> dict[str, A
         "seconds": round(seconds, 3),
         "images_per_s": round(seen / seconds, 2),
     }
-
-
-def _check(losses: torch.Tensor, start: int, stop: int, epoch: int, fold: DetFold) -> float:
-    values = losses[:stop].double().cpu()
-    bad = (~torch.isfinite(values[start:])).nonzero()
-    if len(bad):
-        step = start + int(bad[0])
-        raise TrainingDiverged(
-            f"the loss became {float(values[step])} at epoch {epoch + 1}, step {step + 1}; lower train.lr "
-            f"(now {fold.cfg.train.lr}) or set train.grad_clip",
-            path=fold.dir,
-            field="train.lr",
-        )
-    return float(values.mean())
 
 
 def validate(fold: DetFold, model: nn.Module, images: list[DetImage]) -> dict[str, float | None]:

@@ -24,7 +24,7 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -391,19 +391,28 @@ def export_run(
     graph = export_model(run, chosen, flip)
     size = tuple(run.cfg.model.input_size)
     batches = calibration_batches(run, calibration_images, batch, log) if int8 else []
+    write_pair(out, json_path, info, lambda fp32: to_onnx(graph, fp32, size, batch), graph, int8, batches)
+    log.info(f"wrote {out} and {json_path} ({len(chosen)} fold(s), flip {'on' if flip else 'off'}"
+             f"{', int8' if int8 else ''})")  # fmt: skip
+    return {"onnx": str(out), "sidecar": str(json_path), **info}
+
+
+def write_pair(
+    out: Path, json_path: Path, info: dict[str, Any], to_fp32: Callable[[Path], None], graph: nn.Module,
+    int8: bool, batches: list[np.ndarray],
+) -> None:  # fmt: skip
+    """The ONNX file (`to_fp32` writes the float graph; with `int8`, quantized on the calibration `batches`) and
+    its sidecar `info`, both theirs together at the end (core/files.staged): the one writer of an export's pair."""
     with staged(out, json_path) as (tmp_onnx, tmp_json):
         with writing(out), _scratch(out, int8) as scratch:
             fp32 = scratch / "fp32.onnx" if scratch else tmp_onnx
-            to_onnx(graph, fp32, size, batch)
+            to_fp32(fp32)
             if int8:
                 info["float_nodes"] = quantize_int8(fp32, tmp_onnx, graph, batches)
                 info["calibration_images"] = sum(len(b) for b in batches)
         info["graph_sha256"] = sha256_file(tmp_onnx)
         with writing(json_path):
             tmp_json.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    log.info(f"wrote {out} and {json_path} ({len(chosen)} fold(s), flip {'on' if flip else 'off'}"
-             f"{', int8' if int8 else ''})")  # fmt: skip
-    return {"onnx": str(out), "sidecar": str(json_path), **info}
 
 
 @contextlib.contextmanager

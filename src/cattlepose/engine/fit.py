@@ -242,7 +242,7 @@ def train_one_epoch(fold: Fold, state: TrainState, epoch: int) -> dict[str, Any]
             optimizer_step(state, tc.grad_clip)
             seen += batch.images.shape[0]
             if step + 1 - read >= LOSS_READ_EVERY or step + 1 == steps:
-                mean = _check_losses(losses, read, step + 1, epoch, fold)
+                mean = check_losses(losses, read, step + 1, epoch, fold.cfg.train.lr, fold.dir)
                 read = step + 1
                 rate = seen * fold.info.world_size / (time.perf_counter() - start)
                 status = f"loss {mean:.4f} lr {state.scheduler.get_last_lr()[0]:.2e} {rate:.0f} img/s"
@@ -281,17 +281,17 @@ def _first_compiled_step(fold: Fold, bar: Any) -> Iterator[None]:
     fold.compile_pending = False
 
 
-def _check_losses(losses: torch.Tensor, start: int, stop: int, epoch: int, fold: Fold) -> float:
-    """Read steps [start, stop) of the epoch's losses; a non-finite one stops the run and names its step.
-    Returns the epoch's mean loss so far."""
+def check_losses(losses: torch.Tensor, start: int, stop: int, epoch: int, lr: float, where: Path) -> float:
+    """Read steps [start, stop) of the epoch's losses; a non-finite one stops the run (`where`: its fold folder)
+    and names its step. Returns the epoch's mean loss so far."""
     values = losses[:stop].double().cpu()
     bad = (~torch.isfinite(values[start:])).nonzero()
     if len(bad):
         step = start + int(bad[0])
         raise TrainingDiverged(
             f"the loss became {float(values[step])} at epoch {epoch + 1}, step {step + 1}; lower train.lr "
-            f"(now {fold.cfg.train.lr}) or set train.grad_clip",
-            path=fold.dir,
+            f"(now {lr}) or set train.grad_clip",
+            path=where,
             field="train.lr",
         )
     return float(values.mean())

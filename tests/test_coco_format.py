@@ -191,6 +191,19 @@ def test_adk_samples_written_as_coco_get_integer_ids_and_keep_their_metadata(mak
     assert [s.image for s in back] == [s.image for s in samples]
 
 
+def test_animals_numbered_within_each_image_get_distinct_annotation_ids(make_adk, tmp_path):
+    # a track or detection number is an id within its image: "1" in every frame must not become id 1 twice
+    samples, schema = read_samples("adk", make_adk(n=3), "adk17")
+    for s in samples:
+        s.ann_id = "1"
+    out = tmp_path / "frames.json"
+    coco.write(samples, out, schema)
+    ids = [a["id"] for a in json.loads(out.read_text())["annotations"]]
+    assert sorted(ids) == [1, 2, 3]
+    back = coco.read(out, schema)  # the reader refuses a duplicate id: the file must read back
+    assert all(np.array_equal(a.keypoints, b.keypoints) for a, b in zip(samples, back, strict=True))
+
+
 SHEEP_HORSE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "animalpose_sheep_horse"
 
 

@@ -459,7 +459,10 @@ def write(samples: Sequence[Sample], path: str | Path, schema: KeypointSchema) -
     validate_samples(samples, source="<samples to write>", num_keypoints=schema.num_keypoints)
     out_dir = path.parent.resolve()
     image_ids = _assign_ids([_image_key(s) for s in samples])
-    ann_ids = _assign_ids([s.ann_id if s.ann_id is not None else f"#{i}" for i, s in enumerate(samples)])
+    ann_keys = [s.ann_id if s.ann_id is not None else f"#{i}" for i, s in enumerate(samples)]
+    if len(set(ann_keys)) < len(ann_keys):  # ids that number the animals within each image: renumbered
+        ann_keys = [(image_id, k) for image_id, k in zip(image_ids, ann_keys, strict=True)]
+    ann_ids = _assign_ids(ann_keys)
     images: dict[Any, dict[str, Any]] = {}
     files: dict[Any, Path] = {}
     categories: dict[Any, str] = {}

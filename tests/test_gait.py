@@ -233,3 +233,25 @@ def test_tracks_with_nothing_to_measure_give_an_honest_row_and_a_figure(tmp_path
         assert g.strides == [] and g.summary["strides"] == 0 and np.isnan(g.summary["stride_duration_s"])
         assert "long enough" in g.summary["note"]
         assert save(gait_figure(g, FPS), tmp_path / f"{g.track}.png").stat().st_size > 0
+
+
+def test_hooves_labelled_twice_on_one_leg_give_no_strides_and_say_why() -> None:
+    """A model that cannot tell left from right puts both hooves of a pair on one leg: no strides from that pair
+    (they would mix two legs), a note naming it, and the other pair measured as before."""
+    w, track = walk(Lameness(), seed=5)
+    kp = track.keypoints.copy()
+    i = {n: k for k, n in enumerate(ADK17)}
+    kp[:, i["fore_right_foot"], :2] = kp[:, i["fore_left_foot"], :2] + 0.3  # both fore hooves on the left leg
+    (g,) = gait_table([KeypointTrack("one-leg", track.frames, kp)], ADK17, FPS)
+    hooves = {r["hoof"] for r in g.strides}
+    assert hooves == {"rear_left_foot", "rear_right_foot"}
+    assert "fore hooves: left and right coincide" in g.summary["note"] and "rear hooves" not in g.summary["note"]
+    assert g.summary["stride_duration_s"] == pytest.approx(w.period, rel=0.05)
+    assert np.isnan(g.summary["tracking_bl"])  # rear prints against fore prints: no fore prints
+    kp[:, i["rear_right_foot"], :2] = kp[:, i["rear_left_foot"], :2]
+    (both,) = gait_table([KeypointTrack("no-legs", track.frames, kp)], ADK17, FPS)
+    assert both.strides == [] and np.isnan(both.summary["stride_duration_s"])
+    assert "rear hooves: left and right coincide" in both.summary["note"]
+    # a sound walker's hooves pass each other but are a pair of points: untouched
+    (sound,) = gait_table([track], ADK17, FPS)
+    assert "coincide" not in sound.summary["note"] and len({r["hoof"] for r in sound.strides}) == 4

@@ -516,6 +516,25 @@ def test_onnx_backend_agrees_with_torch(run_dir, tmp_path):
     assert close.mean() >= 0.97, np.abs(a - b).max(axis=1)
 
 
+def test_an_export_of_some_folds_runs_where_the_run_lacks_the_others(run_dir, tmp_path):
+    """`--onnx` alone takes the export's folds: a run whose other folds were never trained still runs it."""
+    import shutil
+
+    one = tmp_path / "one_fold"
+    shutil.copytree(run_dir, one)
+    onnx = tmp_path / "fold0.onnx"
+    r = runner.invoke(app, ["export", str(one), "-o", str(onnx), "--folds", "0"])
+    assert r.exit_code == 0, r.output
+    shutil.rmtree(one / "fold1")
+    short = write_video(tmp_path / "short.mp4", frames=3)
+    r = runner.invoke(app, ["video", str(one), str(short), "-o", str(tmp_path / "out"), "--backend", "onnx",
+                            "--onnx", str(onnx), "--no-labelled"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "1 model(s), onnx" in r.output and (tmp_path / "out" / "short.tracks.csv").is_file()
+    r = runner.invoke(app, ["video", str(one), str(short), "-o", str(tmp_path / "torch"), "--no-labelled"])
+    assert r.exit_code == 2 and "fold1" in r.output and not (tmp_path / "torch").exists()
+
+
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
 def test_a_killed_process_leaves_no_output_and_the_rerun_continues(run_dir, clip, tmp_path, sig):
     """A real process killed mid-video: finished chunks kept, no output written; the same command continues."""

@@ -223,6 +223,10 @@ def run_video(
         for path in output_names(outdir, info.path.stem, suffix, cfg.video.labelled).values():
             check_output(path, protect=protect, keep_out=keep_out)
     fold_list = parse_fold_list(folds, run.cfg.train.folds) if folds is not None else None
+    if fold_list is None and backend == "onnx" and onnx is not None:  # the export's folds (the run may lack others)
+        from cattlepose.engine.onnx_backend import read_sidecar
+
+        fold_list = [int(k) for k in read_sidecar(onnx)["folds"]]
     run.model_folds(fold_list)  # a missing fold is named before the output folder is made
     boxes = None
     if detector is not None:  # loaded, and its categories checked against the run's, before any frame is read

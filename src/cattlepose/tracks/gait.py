@@ -44,6 +44,10 @@ learning pose estimation for multi-cattle lameness detection", Scientific Report
 dairy cattle", J. Dairy Sci. 96; Flower F. C., Weary D. M. (2006), "Effect of hoof pathologies on subjective
 assessments of dairy cow gait", J. Dairy Sci. 89.
 
+A pair of hooves (fore or rear) whose left and right keypoints coincide (median under `COINCIDE_BL` body
+lengths apart) is one leg labelled twice, the mark of a model that cannot tell near legs from far ones: its
+footfalls and strides are not measured, and the track's note says so.
+
 Missing keypoints (a score below `min_score`, or no row) are filled linearly across gaps up to a quarter
 second; longer gaps cut the track into segments and no stride spans one. Positions are smoothed by a
 Savitzky-Golay filter (0.2 s, order 2) before any signal is taken.
@@ -78,6 +82,12 @@ MAX_GAP_S = 0.25
 SMOOTH_S = 0.2
 FOOTFALL_SMOOTH = 0.35  # of the stride period: the window protraction is smoothed over to find footfalls
 PERIOD_RANGE_S = (0.4, 3.0)
+# A pair's left and right hooves closer than this (median, body lengths) are one point labelled twice: a model
+# that cannot tell the near legs from the far ones puts both on whichever leg it sees best (walking hooves are a
+# quarter body length apart at the median; they pass each other only briefly). Strides from such a pair would
+# be a mixture of two legs, so they are not measured, and the note says why.
+COINCIDE_BL = 0.05
+PAIRS = {"fore": HOOVES[:2], "rear": HOOVES[2:]}
 
 STRIDE_COLUMNS = ("track", "hoof", "stride", "start_frame", "end_frame", "start_s", "duration_s", "length_px",
                   "length_bl", "speed_bl_s", "step_bl", "tracking_bl", "head_bob_bl", "back_arch_bl")  # fmt: skip
@@ -221,6 +231,7 @@ def track_gait(track: KeypointTrack, index: dict[str, int], fps: float, min_scor
     body = np.linalg.norm(xy[:, col["fore_spine"]] - xy[:, col["hip"]], axis=1)
     body_len = float(np.nanmedian(body)) if np.isfinite(body).any() else float("nan")
     notes = []
+    hooves = _distinct_hooves(xy, col, body_len, notes)
     segments = _segments(valid, max(window + 2, int(PERIOD_RANGE_S[0] * fps * 2)))
     if not segments:
         notes.append("no stretch long enough with every needed keypoint seen")
@@ -243,13 +254,15 @@ def track_gait(track: KeypointTrack, index: dict[str, int], fps: float, min_scor
         protr = {h: (seg[:, col[h]] - withers) @ u / body_len for h in HOOVES}
         for h in HOOVES:
             out.protraction[h][s:e] = protr[h]
-        period = _period(list(protr.values()), fps)
+        if not hooves:
+            continue
+        period = _period([protr[h] for h in hooves], fps)
         if period is None:
             notes.append(f"frames {grid[s]}-{grid[e - 1]}: no stride rhythm found")
             continue
         # footfalls from protraction smoothed over a third of the stride (from the unsmoothed positions)
         peak_window = _odd(FOOTFALL_SMOOTH * period)
-        for h in HOOVES:
+        for h in hooves:
             raw = (xy[s:e, col[h]] - xy[s:e, col["fore_spine"]]) @ u / body_len
             p = savgol_filter(raw, peak_window, 2) if len(raw) > peak_window else protr[h]
             spread = float(np.percentile(p, 95) - np.percentile(p, 5))
@@ -260,6 +273,22 @@ def track_gait(track: KeypointTrack, index: dict[str, int], fps: float, min_scor
     out.strides.sort(key=lambda r: (r["start_frame"], r["hoof"]))
     out.summary = _summary(out, body_len, fps, notes)
     return out
+
+
+def _distinct_hooves(xy: np.ndarray, col: dict[str, int], body_len: float, notes: list[str]) -> list[str]:
+    """The hooves whose pair (fore or rear) is two points; a note for each pair labelled twice on one point."""
+    keep = []
+    for limb, (a, b) in PAIRS.items():
+        d = np.linalg.norm(xy[:, col[a]] - xy[:, col[b]], axis=1)
+        d = d[np.isfinite(d)]
+        apart = float(np.median(d)) / body_len if len(d) and body_len > 0 else float("nan")
+        if np.isfinite(apart) and apart < COINCIDE_BL:
+            notes.append(f"{limb} hooves: left and right coincide (median {apart * body_len:.1f} px apart): the "
+                         f"keypoint model does not tell them apart, so their footfalls and strides are not "
+                         f"measured")  # fmt: skip
+        else:
+            keep += [a, b]
+    return keep
 
 
 def _strides(out: TrackGait, seg: np.ndarray, col: dict[str, int], s: int, grid: np.ndarray, u: np.ndarray,
@@ -334,7 +363,7 @@ def _summary(g: TrackGait, body_len: float, fps: float, notes: list[str]) -> dic
     asym = (step_l - step_r) / (0.5 * (step_l + step_r)) if np.isfinite(step_l + step_r) else float("nan")
     shorter = "" if not np.isfinite(asym) or abs(asym) < ASYMMETRY_SIDE else ("left" if asym < 0 else "right")
     duration = _median(rows, "duration_s")
-    per_hoof = [sum(r["hoof"] == h for r in rows) for h in HOOVES]
+    per_hoof = [n for n in (sum(r["hoof"] == h for r in rows) for h in HOOVES) if n] or [0]
     if not rows and not notes:
         notes.append("no strides: fewer than two footfalls of any hoof")
     return {

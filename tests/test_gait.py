@@ -255,3 +255,16 @@ def test_hooves_labelled_twice_on_one_leg_give_no_strides_and_say_why() -> None:
     # a sound walker's hooves pass each other but are a pair of points: untouched
     (sound,) = gait_table([track], ADK17, FPS)
     assert "coincide" not in sound.summary["note"] and len({r["hoof"] for r in sound.strides}) == 4
+
+
+def test_gait_command_prints_why_a_track_has_no_strides(tmp_path: Path) -> None:
+    _, track = walk(Lameness(), seed=6)
+    kp = track.keypoints.copy()
+    i = {n: k for k, n in enumerate(ADK17)}
+    kp[:, i["rear_left_foot"], :2] = kp[:, i["rear_right_foot"], :2]
+    tidy = tmp_path / "tracks.csv"
+    write_tidy(tidy, [KeypointTrack("3", track.frames, kp)])
+    res = runner.invoke(app, ["gait", str(tidy), "-o", str(tmp_path / "g"), "--no-plots"], env=WIDE)
+    assert res.exit_code == 0, res.output
+    assert "track 3: rear hooves: left and right coincide" in " ".join(res.output.split())
+    assert "coincide" in read_table(tmp_path / "g" / "summary.csv")[0]["note"]

@@ -174,6 +174,9 @@ def gait(
     rows = [[_fmt(s[c]) for c in cols] for s in res["tracks"]]
     log = Log(quiet)
     log.show(_table(f"gait at {res['fps']:.4g} fps -> {out}", cols, rows))
+    for s in res["tracks"]:  # why a track has no (or fewer) strides: read before the numbers
+        if s["note"]:
+            log.info(f"track {s['track']}: {s['note']}")
     log.info(f"wrote {res['strides']}, {res['summary']}" + (f" and {len(res['figures'])} figures" if plots else ""))
 
 

@@ -350,3 +350,33 @@ def test_one_scored_animal_per_image_is_paired_and_ranked_by_its_score(make_adk,
     better = run_evaluate(tmp_path / "q.csv", root)
     assert better["overall"]["oks_ap"] > r["overall"]["oks_ap"]
     assert better["overall"]["rmse"] == r["overall"]["rmse"]
+
+
+def test_evaluate_warns_when_left_and_right_fall_on_one_point(tmp_path):
+    rng = np.random.default_rng(5)
+    root = tmp_path / "data"
+    root.mkdir()
+    right, left = SCHEMA.index("fore_right_foot"), SCHEMA.index("fore_left_foot")
+    rows, preds = [], {}
+    for i in range(12):
+        name = f"cow_{i:02d}.jpg"
+        kps = random_keypoints(rng, K, *SIZE, occluded_every=0)
+        kps[right, :2], kps[left, :2] = (20, 60), (50, 60)
+        draw_animal(root / name, SIZE, kps, seed=i)
+        rows.append([name, *[f"{v:g}" for x, y, vis in kps for v in (x, y, vis)]])
+        p = kps[:, :2].copy()
+        p[right] = p[left]
+        preds[name] = p
+    gt = root / "labels.csv"
+    with open(gt, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", *[f"{k}_{c}" for k in SCHEMA.keypoints for c in ("x", "y", "v")]])
+        w.writerows(rows)
+    pred = _csv_predictions(tmp_path / "p.csv", preds)
+    out = tmp_path / "m.json"
+    r = runner.invoke(app, ["evaluate", str(pred), str(gt), "--json", str(out)], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "fore_right_foot / fore_left_foot: both predictions on one point in 100% of 12 animals" in text
+    assert "does not tell left from right" in text
+    assert json.loads(out.read_text())["left_right"]["fore_right_foot / fore_left_foot"] == {"n": 12, "merged": 1.0}

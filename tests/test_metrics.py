@@ -235,3 +235,31 @@ def test_one_category_gives_no_split():
     for s in samples:
         s.meta["category"] = "cow"
     assert "by_category" not in evaluate(preds, samples, SCHEMA)
+
+
+def test_a_left_right_pair_on_one_point_is_counted_as_merged():
+    """Both fore hooves predicted on the left one: merged for every animal whose two hooves are apart; a pair
+    whose truth is close is not counted (it may rightly be one point), and correct predictions merge nothing."""
+    from cattlepose.metrics.keypoints import merged_pairs
+
+    right, left = SCHEMA.index("fore_right_foot"), SCHEMA.index("fore_left_foot")
+    samples = [cow(f"c{i}") for i in range(12)]
+    for i, s in enumerate(samples):
+        s.keypoints[right, :2] = (60, 95)
+        s.keypoints[left, :2] = (90, 95) if i < 10 else (65, 95)  # two of them 5 px apart: under 0.1 of 200 px
+    merged = {}
+    for s in samples:
+        p = s.keypoints[:, :2].copy()
+        p[right] = p[left] + 0.5
+        merged[s.key] = p
+    pair = "fore_right_foot / fore_left_foot"
+    r = evaluate(merged, samples, SCHEMA)
+    assert r["left_right"][pair] == {"n": 10, "merged": 1.0}
+    assert r["left_right"]["rear_right_foot / rear_left_foot"]["merged"] == 0.0
+    assert len(r["left_right"]) == len(SCHEMA.pairs)
+    (line,) = merged_pairs(r)
+    assert line.startswith(f"{pair}: both predictions on one point in 100% of 10 animals")
+    assert merged_pairs(r, min_n=11) == []
+    perfect = evaluate({s.key: s.keypoints[:, :2] for s in samples}, samples, SCHEMA)
+    assert perfect["left_right"][pair] == {"n": 10, "merged": 0.0} and merged_pairs(perfect) == []
+    json.dumps(r, allow_nan=False)

@@ -308,6 +308,10 @@ def train(
         return
     log.show(_table(f"cross-validation: {run_dir}", ["", *metrics], _cv_rows(report, metrics)))
     log.info(f"wrote {run_dir / 'oof.csv'} and {run_dir / 'cv.json'}")
+    from cattlepose.metrics.keypoints import merged_pairs
+
+    for line in merged_pairs(report):
+        log.warn(f"out of fold, {line}")
 
 
 def _cv_rows(report: dict[str, Any], metrics: tuple[str, ...]) -> list[list[str]]:
@@ -545,6 +549,10 @@ def evaluate(
     rows = [[name, *[_fmt(m.get(c)) for c in cols]] for name, m in result["per_keypoint"].items()]
     rows += [[f"({split})", *[_fmt(m.get(c)) for c in cols]] for split, m in result["by_visibility"].items()]
     console.print(_table("per keypoint", ["keypoint", *cols], rows))
+    from cattlepose.metrics.keypoints import merged_pairs
+
+    for line in merged_pairs(result):
+        Log().warn(line)
     if "by_category" in result:
         cols = ["pck_torso@0.35", "pck_bbox@0.1", "oks_ap", "rmse"]
         rows = [[name, str(part["n_samples"]), *[_fmt(part["overall"].get(c)) for c in cols]]

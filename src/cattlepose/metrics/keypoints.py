@@ -226,7 +226,46 @@ def _scores(
         "overall": {name: overall[name] for name in order},
         "per_keypoint": per_keypoint,
         "by_visibility": by_visibility,
+        "left_right": left_right_merged(gt, pred, schema, norms["bbox"]),
     }
+
+
+# A left/right pair counts when its two labelled keypoints are at least this far apart (of the box's long side);
+# it is merged when the two predictions are closer than MERGED_OF_TRUE of that distance.
+APART_OF_BOX = 0.1
+MERGED_OF_TRUE = 0.25
+
+
+def left_right_merged(
+    gt: np.ndarray, pred: np.ndarray, schema: KeypointSchema, box: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Per left/right pair ("left / right" names as the schema's flip pairs give them): `n` animals whose two
+    keypoints are both labelled and apart, and `merged`, the fraction of them whose two predictions fall on one
+    point. A model that cannot tell the sides apart (near and far legs of a side view) learns the same map for
+    both and puts both keypoints on whichever it sees best: PCK at a generous threshold hides that, a gait or a
+    per-side measurement does not."""
+    out = {}
+    for a, b in schema.pairs:
+        both = (gt[:, a, 2] > 0) & (gt[:, b, 2] > 0)
+        true = np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=1)
+        predicted = np.linalg.norm(pred[:, a] - pred[:, b], axis=1)
+        with np.errstate(invalid="ignore"):
+            apart = both & (true >= APART_OF_BOX * box) & np.isfinite(predicted)
+            merged = apart & (predicted < MERGED_OF_TRUE * true)
+        n = int(apart.sum())
+        out[f"{schema.keypoints[a]} / {schema.keypoints[b]}"] = {
+            "n": n, "merged": float(merged.sum() / n) if n else None,
+        }  # fmt: skip
+    return out
+
+
+def merged_pairs(result: Mapping[str, Any], at_least: float = 0.5, min_n: int = 10) -> list[str]:
+    """Warnings for the pairs of an `evaluate` result that are merged in at least `at_least` of `min_n` or more
+    animals."""
+    return [f"{pair}: both predictions on one point in {m['merged']:.0%} of {m['n']} animals whose two are apart; "
+            "the model does not tell left from right there"
+            for pair, m in result.get("left_right", {}).items()
+            if m["merged"] is not None and m["n"] >= min_n and m["merged"] >= at_least]  # fmt: skip
 
 
 def _by_category(samples: Sequence[Sample]) -> dict[str, list[Sample]]:

@@ -11,8 +11,10 @@ int8 exports when given). Its tidy CSV is then scored against truth.json:
   head alone shows at the edge, or that walks behind another, is not one a detector can be asked for). A true
   and a predicted animal agree when their mean distance over the true animal's visible keypoints is below
   `--match` (0.25) of the median body length (withers to tail root); a prediction within twice that of a
-  don't-care animal is its (the few keypoints it shows are the ones a model places worst);
-- keypoints: the mean error of the visible keypoints of matched animals, raw (as predicted) and smoothed;
+  don't-care animal is its (the few keypoints it shows are the ones a model places worst). The distance takes
+  each left/right pair in its nearer order (which leg a model calls left says nothing about which animal it is);
+- keypoints: the mean error of the visible keypoints of matched animals, raw (as predicted) and smoothed, with
+  the sides as named and with each left/right pair in its nearer order ("either side": where the legs are);
 - gait: `tracks.gait` on each predicted track, the track that follows a true animal longest standing for it:
   stride duration against the truth, head bob and back arch ranked against the true lameness (Spearman), the
   shorter side named;
@@ -39,7 +41,7 @@ from scipy.stats import spearmanr
 
 from cattlepose.data.formats.tracks_csv import read_tidy
 from cattlepose.data.synth_video import read_truth, synthesize_video
-from cattlepose.metrics.tracking import identity_metrics
+from cattlepose.metrics.tracking import identity_metrics, keypoint_distances
 from cattlepose.tracks.gait import gait_table
 from cattlepose.tracks.gait_io import read_tidy as read_gait_tracks
 
@@ -62,6 +64,7 @@ def _frames_of(rows: list[dict], names: list[str], raw: bool) -> dict[int, dict[
 def score_video(truth_path: Path, tracks_csv: Path, min_visible: int, match: float) -> dict:
     truth = read_truth(truth_path)
     names = list(truth.keypoints)
+    pairs = [(i, names.index(n.replace("_left_", "_right_"))) for i, n in enumerate(names) if "_left_" in n]
     body = float(np.median([t.animal["body_length_px"] for t in truth.tracks.values()]))
     threshold = match * body
     gt: list[dict[int, np.ndarray]] = [{} for _ in range(truth.frames)]
@@ -79,15 +82,15 @@ def score_video(truth_path: Path, tracks_csv: Path, min_visible: int, match: flo
     smooth = _frames_of(rows, names, raw=False)
     raw = _frames_of(rows, names, raw=True)
     pred = [smooth.get(f, {}) for f in range(truth.frames)]
-    ids = identity_metrics(gt, pred, threshold, ignore, ignore_threshold=2 * threshold)
+    ids = identity_metrics(gt, pred, threshold, ignore, ignore_threshold=2 * threshold, pairs=pairs)
     # keypoint errors and the pairs behind the gait mapping: each frame's animals matched one to one
-    err_raw, err_smooth = [], []
+    err_raw, err_smooth, any_raw, any_smooth = [], [], [], []
     follows: dict[tuple[int, int], int] = {}
     for f in range(truth.frames):
         g, p = list(gt[f]), list(pred[f])
         if not g or not p:
             continue
-        d = np.array([[np.nanmean(np.linalg.norm(gt[f][a] - pred[f][b], axis=1)) for b in p] for a in g])
+        d = np.array([[np.nanmean(keypoint_distances(gt[f][a], pred[f][b], pairs)) for b in p] for a in g])
         for i, j in zip(*linear_sum_assignment(d), strict=True):
             if d[i, j] >= threshold:
                 continue
@@ -97,6 +100,8 @@ def score_video(truth_path: Path, tracks_csv: Path, min_visible: int, match: flo
                 v = vis[f][a]
                 err_raw += list(np.linalg.norm(raw[f][b][v] - gt[f][a][v], axis=1))
                 err_smooth += list(np.linalg.norm(pred[f][b][v] - gt[f][a][v], axis=1))
+                any_raw += list(keypoint_distances(gt[f][a], raw[f][b], pairs)[v])
+                any_smooth += list(keypoint_distances(gt[f][a], pred[f][b], pairs)[v])
     # gait of the predicted (smoothed) tracks; each true animal stood for by the track following it longest
     gnames, gtracks, fps = read_gait_tracks(tracks_csv)
     by_track = {g.track: g.summary for g in gait_table(gtracks, gnames, fps or truth.fps)}
@@ -114,7 +119,8 @@ def score_video(truth_path: Path, tracks_csv: Path, min_visible: int, match: flo
             "back_arch_bl": summary["back_arch_bl"] if summary else float("nan"),
             "shorter_side": (summary["shorter_side"] or "") if summary else None,
         })  # fmt: skip
-    return {"ids": ids, "err_raw": err_raw, "err_smooth": err_smooth, "animals": animals, "frames": truth.frames}
+    return {"ids": ids, "err_raw": err_raw, "err_smooth": err_smooth, "any_raw": any_raw, "any_smooth": any_smooth,
+            "animals": animals, "frames": truth.frames}  # fmt: skip
 
 
 def run_video(run: Path, video: Path, out: Path, threads: int, extra: list[str]) -> tuple[float, float, str]:
@@ -181,12 +187,14 @@ def main() -> None:
             ids = r["ids"]
             print(f"seed {seed} {name}: IDF1 {ids['idf1']:.3f}, switches {ids['id_switches']:.0f} in "
                   f"{ids['gt']:.0f} animal-frames, error raw {np.mean(r['err_raw']):.2f} px -> smoothed "
-                  f"{np.mean(r['err_smooth']):.2f} px, {fps:.1f} frames/s ({r['frames'] / wall:.1f} with start-up)",
+                  f"{np.mean(r['err_smooth']):.2f} px (either side {np.mean(r['any_raw']):.2f} -> "
+                  f"{np.mean(r['any_smooth']):.2f}), "
+                  f"{fps:.1f} frames/s ({r['frames'] / wall:.1f} with start-up)",
                   flush=True)  # fmt: skip
     print("\n| backend | animal-frames | IDF1 | IDP | IDR | switches per 1,000 | keypoint error raw / smoothed px "
-          "| strides within 5 % | head bob Spearman | back arch Spearman | shorter side named | frames/s "
-          "(with start-up) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| either side px | strides within 5 % | head bob Spearman | back arch Spearman | shorter side named "
+          "| frames/s (with start-up) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rs in results.items():
         gtn = sum(r["ids"]["gt"] for r in rs)
         predn = sum(r["ids"]["pred"] for r in rs)
@@ -194,6 +202,8 @@ def main() -> None:
         sw = sum(r["ids"]["id_switches"] for r in rs)
         raw = np.mean(np.concatenate([r["err_raw"] for r in rs]))
         smo = np.mean(np.concatenate([r["err_smooth"] for r in rs]))
+        any_raw = np.mean(np.concatenate([r["any_raw"] for r in rs]))
+        any_smo = np.mean(np.concatenate([r["any_smooth"] for r in rs]))
         an = [a for r in rs for a in r["animals"]]
         ok = [a for a in an if np.isfinite(a["stride_s"])]
         within = np.mean([abs(a["stride_s"] / a["true_stride_s"] - 1) <= 0.05 for a in ok]) if ok else float("nan")
@@ -205,11 +215,12 @@ def main() -> None:
         wall = sum(r["frames"] for r in rs) / sum(r["wall"] for r in rs)
         print(f"| {name} | {gtn:.0f} | {2 * idtp / max(gtn + predn, 1):.3f} | {idtp / max(predn, 1):.3f} | "
               f"{idtp / max(gtn, 1):.3f} | {1000 * sw / max(gtn, 1):.2f} | {raw:.2f} / {smo:.2f} | "
+              f"{any_raw:.2f} / {any_smo:.2f} | "
               f"{_num(within, '.0%')} ({len(ok)}/{len(an)} animals) | {_num(bob)} | {_num(arch)} | "
               f"{_num(named, '.0%')} of {len(lame)} | {fps:.1f} ({wall:.1f}) |")  # fmt: skip
     args.work.mkdir(parents=True, exist_ok=True)
     with open(args.work / "results.json", "w", encoding="utf-8") as f:
-        json.dump({k: [{**r, "err_raw": float(np.mean(r["err_raw"])), "err_smooth": float(np.mean(r["err_smooth"]))}
+        json.dump({k: [{**r, **{e: float(np.mean(r[e])) for e in ("err_raw", "err_smooth", "any_raw", "any_smooth")}}
                        for r in rs] for k, rs in results.items()}, f, indent=1)  # fmt: skip
 
 

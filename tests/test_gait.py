@@ -268,3 +268,17 @@ def test_gait_command_prints_why_a_track_has_no_strides(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "track 3: rear hooves: left and right coincide" in " ".join(res.output.split())
     assert "coincide" in read_table(tmp_path / "g" / "summary.csv")[0]["note"]
+
+
+def test_legs_mixed_up_from_some_frame_on_keep_the_stride_period() -> None:
+    """A track whose left and right hooves change names once (a model that cannot tell near from far legs,
+    followed through a crossing the wrong way): each hoof's own series then repeats at no clean period, but the
+    leg in front of each pair does, twice a stride, so the period and the stride durations stay right."""
+    names = list(ADK17)
+    for w, t in lame_herd(2.0)[:3]:
+        kp = t.keypoints.copy()
+        for limb in ("fore", "rear"):
+            a, b = names.index(f"{limb}_left_foot"), names.index(f"{limb}_right_foot")
+            kp[70:, a], kp[70:, b] = t.keypoints[70:, b], t.keypoints[70:, a]
+        g = gait_table([KeypointTrack(t.track, t.frames, kp)], ADK17, FPS)[0]
+        assert g.summary["stride_duration_s"] == pytest.approx(w.period, rel=0.05)

@@ -496,3 +496,59 @@ def test_identities_survive_a_long_mutual_occlusion(speed, seed):
     assert m["id_switches"] == 0, m
     if speed >= 3:  # at a walk the half-seen frames are few; slower, their guessed keypoints are many frames
         assert m["idf1"] >= 0.9, m
+
+
+def _legs_at_random(frames: list[FrameDetections], seed: int) -> list[FrameDetections]:
+    """Each detection's left/right pairs in random order, as a model that cannot tell near legs from far ones."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in frames:
+        kp = d.keypoints.copy()
+        for a, b in SCHEMA.pairs:
+            swap = rng.random(len(kp)) < 0.5
+            kp[swap, a], kp[swap, b] = d.keypoints[swap, b], d.keypoints[swap, a]
+        out.append(FrameDetections(kp, d.boxes, d.scores))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_legs_named_at_random_keep_the_identities(seed):
+    """The tracker matches each left/right pair in either order (pose_oks, _update): identities hold however
+    the model names the legs, and a prediction with its legs named the other way still is its animal."""
+    truth = _truth(3, 120, seed)
+    frames = _legs_at_random(_detections(truth, seed, noise=2.0, drop=0.1, false_pos=0.1), seed)
+    cfg = TrackConfig(max_animals=3)
+    ids = track(frames, cfg, SIGMAS, SCHEMA.pairs)
+    raw = [
+        {int(i): d.keypoints[j, :, :2] for j, i in enumerate(tid) if i >= 0} for d, tid in zip(frames, ids, strict=True)
+    ]
+    m = identity_metrics(_gt_frames(truth), raw, threshold=15.0, pairs=SCHEMA.pairs)
+    assert m["idf1"] >= 0.9 and m["id_switches"] == 0, m
+
+
+def test_pose_oks_takes_each_pair_in_its_nearer_order():
+    from cattlepose.tracks.track import pose_oks
+
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(0, 100, (1, K, 2))
+    det = pred.copy()
+    a, b = SCHEMA.pairs[0]
+    det[0, a], det[0, b] = pred[0, b], pred[0, a]
+    weights = np.ones((1, 1, K))
+    area = np.array([100.0 * 100.0])
+    assert pose_oks(pred, pred, area, SIGMAS, weights)[0, 0] == pytest.approx(1.0)
+    assert pose_oks(det, pred, area, SIGMAS, weights)[0, 0] < 0.95
+    assert pose_oks(det, pred, area, SIGMAS, weights, SCHEMA.pairs)[0, 0] == pytest.approx(1.0)
+
+
+def test_identity_metrics_take_each_pair_in_its_nearer_order():
+    """A prediction whose legs are named the other way is still its animal when the pairs are given."""
+    gt = np.zeros((K, 2))
+    a, b = SCHEMA.pairs[0]
+    gt[a], gt[b] = (0.0, 0.0), (200.0, 0.0)
+    pred = gt.copy()
+    pred[a], pred[b] = gt[b], gt[a]  # mean distance 400 / 17 = 23.5 px as named, 0 in the nearer order
+    frames = [{1: gt}] * 3
+    assert identity_metrics(frames, [{7: pred}] * 3, threshold=15.0)["idtp"] == 0
+    m = identity_metrics(frames, [{7: pred}] * 3, threshold=15.0, pairs=SCHEMA.pairs)
+    assert m["idtp"] == 3 and m["idf1"] == pytest.approx(1.0)

@@ -490,13 +490,17 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Static int8 (QDQ), calibrated on training crops.")] = False,
     batch: Annotated[str, typer.Option(help="Crops per call fixed in the graph, or 'dynamic'.")] = "dynamic",
     calibration: Annotated[int, typer.Option(min=1, help="Training images int8 is calibrated on.")] = 32,
+    split_pairs: Annotated[
+        float,
+        typer.Option(help="Split a left/right pair on one point into its maps' two peaks (video.split_pairs)."),
+    ] = 0.0,
     quiet: QuietOpt = False,
 ) -> None:
     """The run's fold + flip ensemble, decoding included, as one ONNX file: (N, H, W, 3) uint8 crops ->
     (N, K, 3) x, y, score in crop pixels; runs with onnxruntime and numpy alone."""
     from cattlepose.commands.export import run_export
 
-    run_export(run_dir, output, folds, not no_flip, int8, batch, calibration, Log(quiet))
+    run_export(run_dir, output, folds, not no_flip, int8, batch, calibration, Log(quiet), split_pairs)
 
 
 @app.command()

@@ -43,6 +43,7 @@ from cattlepose.engine import device as dev
 from cattlepose.engine.infer import BatchFn, load_ensemble, predict_batches, torch_batch_fn
 from cattlepose.report.video import pick_codec, write_labelled
 from cattlepose.runs.rundir import BEST, RunDir
+from cattlepose.tracks.sides import follow_pairs
 from cattlepose.tracks.smooth import smooth_track
 from cattlepose.tracks.track import FrameDetections, track, tracks_of
 
@@ -243,7 +244,7 @@ def run_video(
             raise UserError("another `cattlepose video` is writing to this folder; wait for it or choose another",
                             path=outdir)  # fmt: skip
         total = sum(i.frames for i in infos)
-        with _backend(run, backend, onnx, fold_list, flip, device, batch_size, total, log) as be:
+        with _backend(run, backend, onnx, fold_list, flip, cfg.video.split_pairs, device, batch_size, total, log) as be:
             for info in infos:
                 results.append(_one_video(run, cfg, info, outdir, be, boxes, fixed, det_id, fourcc, suffix, log))
         for r in results:
@@ -272,6 +273,7 @@ def _backend(
     onnx: Path | None,
     folds: list[int] | None,
     flip: bool,
+    split: float,
     device: str,
     batch_size: int | None,
     frames: int,
@@ -283,9 +285,10 @@ def _backend(
     if backend == "torch":
         ens = load_ensemble(run, folds, device=device, crops=frames, flip=flip, log=log)
         size = batch_size or dev.resolve_infer_batch(ens.cfg.infer.batch_size, ens.device)
-        fn = torch_batch_fn(ens, flip, size, log)
+        fn = torch_batch_fn(ens, flip, size, log, split_pairs=split)
         yield _Backend(fn, run.cfg.model.input_size, size, ens.device, len(ens.models),
-                       {"backend": "torch", "checkpoints": checkpoints, "flip": flip})  # fmt: skip
+                       {"backend": "torch", "checkpoints": checkpoints, "flip": flip,
+                        "split_pairs": split})  # fmt: skip
         return
     from cattlepose.engine.export import export_run
     from cattlepose.engine.onnx_backend import OnnxEnsemble, check_against_run, read_sidecar
@@ -293,14 +296,21 @@ def _backend(
     with tempfile.TemporaryDirectory(prefix="cattlepose-onnx-") as scratch:
         if onnx is None:
             onnx = Path(scratch) / "model.onnx"
-            export_run(run, onnx, folds, flip=flip)
+            export_run(run, onnx, folds, flip=flip, split_pairs=split)
         elif onnx.is_file():
-            check_against_run(read_sidecar(onnx), onnx, run, folds, flip, log)
+            info = read_sidecar(onnx)
+            check_against_run(info, onnx, run, folds, flip, log)
+            made = float(info.get("split_pairs", 0.0))  # exports older than the key never split
+            if made != split:  # the graph decides; said, so a gait without strides is not a mystery
+                log.warn(f"{onnx} was exported with --split-pairs {made:g}, not video.split_pairs {split:g}: it "
+                         f"decides (export again with `--split-pairs {split:g}` for this setting)")  # fmt: skip
+                split = made
         model = OnnxEnsemble(onnx, threads=run.cfg.train.threads, device=device)
         size = batch_size or model.batch or dev.resolve_infer_batch(run.cfg.infer.batch_size, model.device)
         graph = sha256_file(onnx) if onnx.parent != Path(scratch) else None
         yield _Backend(model, run.cfg.model.input_size, size, model.device, len(model.info["folds"]),
-                       {"backend": "onnx", "graph": graph, "checkpoints": checkpoints, "flip": flip})  # fmt: skip
+                       {"backend": "onnx", "graph": graph, "checkpoints": checkpoints, "flip": flip,
+                        "split_pairs": split})  # fmt: skip
 
 
 def _fingerprint(info: VideoInfo, run: RunDir, be: _Backend, det: dict[str, Any] | None, fixed: np.ndarray | None,
@@ -348,9 +358,11 @@ def _one_video(run: RunDir, cfg: Config, info: VideoInfo, outdir: Path, be: _Bac
     seconds = time.perf_counter() - start
     frames, n_frames, missing = _load_chunks(folder, k)
     resumed = min(resumed, n_frames)
-    ids = track(frames, cfg.track, run.schema.sigmas)
+    pairs = run.schema.pairs if cfg.track.follow_pairs else []
+    ids = track(frames, cfg.track, run.schema.sigmas, pairs)
     tracks = [
-        smooth_track(first, raw, cfg.track, info.fps, track=tid) for tid, (first, raw) in tracks_of(frames, ids).items()
+        smooth_track(first, follow_pairs(raw, pairs, cfg.track.max_gap), cfg.track, info.fps, track=tid)
+        for tid, (first, raw) in tracks_of(frames, ids).items()
     ]
     names = output_names(outdir, stem, suffix, cfg.video.labelled)
     labelled_tmp = folder / f"labelled{suffix}"

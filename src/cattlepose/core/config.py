@@ -220,6 +220,11 @@ class VideoConfig(_Section):
     # the detector's mirrored pass (PyTorch; an export has its own, `export --no-flip`): off, since a track over
     # frames steadies boxes as the mirror would, at half the detection time
     detector_flip: bool = False
+    # a left/right pair predicted on one point takes the second peak of its maps when that reaches this fraction
+    # of the first (models/codec.py `split_pairs`; 0: off): a model that cannot tell near legs from far ones
+    # puts both keypoints of a leg pair on one leg, and gait needs both legs. Video only: on stills, with no
+    # frames to tell which leg is which, the split costs OKS AP (docs/BENCHMARKS.md)
+    split_pairs: float = Field(0.3, ge=0, lt=1)
 
 
 class TrackConfig(_Section):
@@ -229,6 +234,7 @@ class TrackConfig(_Section):
     min_hits: int = Field(3, ge=1)  # matches in consecutive frames before a track starts (false positives die)
     start_score: float = Field(0.5, ge=0, le=1)  # a detection's box score that may begin a track (any continues one)
     max_gap: int = Field(40, ge=0)  # frames a track survives unseen; gaps this short are interpolated
+    follow_pairs: bool = True  # each keypoint of a left/right pair kept on one leg through the track (tracks/sides.py)
     min_similarity: float = Field(0.1, ge=0, le=1)  # gate: a detection less like a track's prediction is not it
     oks_weight: float = Field(0.5, ge=0, le=1)  # similarity = w * OKS + (1 - w) * box IoU
     motion_window: int = Field(25, ge=2)  # frames of a track's past matches its motion (a line) is fitted on

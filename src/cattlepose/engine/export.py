@@ -113,8 +113,11 @@ class EnsembleGraph(nn.Module):
     """(N, H, W, 3) uint8 crops -> (N, K, 3) float32 x, y, score in input-crop pixels: what predict computes
     from a batch of crops, as one traceable module (module paths `models.{i}` name each fold's nodes)."""
 
-    def __init__(self, models: Sequence[nn.Module], codec: HeatmapCodec, flip_index: Sequence[int], flip: bool):
+    def __init__(self, models: Sequence[nn.Module], codec: HeatmapCodec, flip_index: Sequence[int], flip: bool,
+                 pairs: Sequence[tuple[int, int]] = (), split_pairs: float = 0.0):  # fmt: skip
         super().__init__()
+        self.pairs = list(pairs)
+        self.split_pairs = split_pairs
         self.models = nn.ModuleList(models)
         self.codec = codec
         self.flip_index = list(flip_index)
@@ -131,10 +134,10 @@ class EnsembleGraph(nn.Module):
         for model in self.models:
             total = add_probs(total, model_probs(self.codec, model(x), n, self.flip, self.flip_index))
         assert total is not None
-        return self.codec.decode_graph(total / len(self.models))
+        return self.codec.decode_graph(self.codec.split_pairs(total / len(self.models), self.pairs, self.split_pairs))
 
 
-def export_model(run: RunDir, folds: list[int], flip: bool) -> EnsembleGraph:
+def export_model(run: RunDir, folds: list[int], flip: bool, split_pairs: float = 0.0) -> EnsembleGraph:
     """The run's fold models (batch norm fused, static padding) in one graph module, on the CPU, eval mode."""
     models = []
     for k in folds:
@@ -143,7 +146,7 @@ def export_model(run: RunDir, folds: list[int], flip: bool) -> EnsembleGraph:
         static_same_padding(model, tuple(run.cfg.model.input_size))
         models.append(model)
     codec = HeatmapCodec.from_config(run.cfg)
-    return EnsembleGraph(models, codec, run.schema.flip_index, flip).eval()
+    return EnsembleGraph(models, codec, run.schema.flip_index, flip, run.schema.pairs, split_pairs).eval()
 
 
 def to_onnx(graph: EnsembleGraph, path: Path, input_size: tuple[int, int], batch: int | None) -> None:
@@ -311,7 +314,9 @@ def _version() -> str:
         return "unknown"
 
 
-def sidecar(run: RunDir, folds: list[int], flip: bool, int8: bool, batch: int | None) -> dict[str, Any]:
+def sidecar(
+    run: RunDir, folds: list[int], flip: bool, int8: bool, batch: int | None, split_pairs: float = 0.0
+) -> dict[str, Any]:
     """What a user with onnxruntime and numpy needs to feed the file and read its output."""
     h, w = run.cfg.model.input_size
     c = run.cfg.codec
@@ -348,6 +353,7 @@ def sidecar(run: RunDir, folds: list[int], flip: bool, int8: bool, batch: int | 
         "psa": run.cfg.model.psa,
         "codec": {"kind": c.kind, "decode": c.decode, "loss": c.loss, "sigma": c.sigma},
         "flip": flip,
+        "split_pairs": split_pairs,
         "folds": folds,
         "int8": int8,
         "batch": batch or "dynamic",
@@ -374,8 +380,10 @@ def export_run(
     batch: int | None = None,
     calibration_images: int = CALIBRATION_IMAGES,
     log: Log | None = None,
+    split_pairs: float = 0.0,
 ) -> dict[str, Any]:
-    """Write OUT.onnx and OUT.json; every check (run, folds, output) comes before the export. Both files become
+    """Write OUT.onnx and OUT.json (`split_pairs` > 0: a left/right pair on one point decoded as its two peaks,
+    what `cattlepose video` asks for); every check (run, folds, output) comes before the export. Both files become
     theirs together at the end; a failure writing either names that file and leaves the previous pair whole."""
     log = log or Log(quiet=True)
     out = Path(out)
@@ -387,8 +395,10 @@ def export_run(
     json_path = sidecar_path(out)
     for path in (out, json_path):
         check_output(path, protect=[("the run", run.path), *data], keep_out=data)
-    info = sidecar(run, chosen, flip, int8, batch)  # the checkpoints' fingerprints before they are read
-    graph = export_model(run, chosen, flip)
+    if not 0 <= split_pairs < 1:
+        raise UserError(f"must be at least 0 and below 1, got {split_pairs}", field="--split-pairs")
+    info = sidecar(run, chosen, flip, int8, batch, split_pairs)  # the checkpoints' fingerprints before they are read
+    graph = export_model(run, chosen, flip, split_pairs)
     size = tuple(run.cfg.model.input_size)
     batches = calibration_batches(run, calibration_images, batch, log) if int8 else []
     write_pair(out, json_path, info, lambda fp32: to_onnx(graph, fp32, size, batch), graph, int8, batches)
@@ -435,6 +445,8 @@ def export_line(info: dict[str, Any], run: str | Path, out: str | Path) -> str:
         parts.append("--no-flip")
     if info.get("int8"):
         parts.append("--int8")
+    if info.get("split_pairs"):
+        parts += ["--split-pairs", f"{info['split_pairs']:g}"]
     if isinstance(info.get("batch"), int):
         parts += ["--batch", str(info["batch"])]
     return " ".join(parts)

@@ -236,8 +236,11 @@ def ensemble_probs(
 BatchFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
 
 
-def torch_batch_fn(ens: Ensemble, flip: bool, batch_size: int, log: Log | None = None) -> BatchFn:
-    """The PyTorch backend: the ensemble's probabilities decoded by the codec (the input buffer reused).
+def torch_batch_fn(
+    ens: Ensemble, flip: bool, batch_size: int, log: Log | None = None, split_pairs: float = 0.0
+) -> BatchFn:
+    """The PyTorch backend: the ensemble's probabilities decoded by the codec (the input buffer reused; a
+    left/right pair on one point split into its two peaks with `split_pairs` > 0, `HeatmapCodec.split_pairs`).
     Compiled models see one batch shape only: a short last batch is padded to `batch_size` (a new shape would
     compile every region again), and its first batch, which compiles them, is reported."""
     buffer: list[torch.Tensor | None] = [None]
@@ -253,7 +256,8 @@ def torch_batch_fn(ens: Ensemble, flip: bool, batch_size: int, log: Log | None =
             pending[0] = False
         else:
             probs, buffer[0] = ensemble_probs(ens, crops, flip, buffer[0])
-        coords, scores = ens.codec.decode(probs[:n])
+        probs = ens.codec.split_pairs(probs[:n], ens.schema.pairs, split_pairs)
+        coords, scores = ens.codec.decode(probs)
         return coords, scores
 
     return run

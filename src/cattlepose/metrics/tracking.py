@@ -3,7 +3,9 @@ predicted identities that agrees on the most frames) and identity switches (CLEA
 in a frame, to another predicted identity than the one it was last matched to, a match of the previous
 frame kept while it is still within the threshold). A true and a predicted animal
 agree in a frame when their distance (the mean keypoint distance, in pixels) is below `threshold`; a true
-keypoint given as NaN (outside the frame, say) is left out of that mean.
+keypoint given as NaN (outside the frame, say) is left out of that mean. With `pairs` (the schema's left/right
+pairs), each pair is taken in whichever order is nearer: which leg a model calls left says nothing about which
+animal it has, and a model that cannot tell near legs from far ones names them at random.
 
 `ignore` lists, per frame, animals that are there but not asked for (MOT's "don't care": one mostly outside the
 frame or hidden): a predicted animal within `ignore_threshold` (default `threshold`) of one of them, matched one
@@ -25,24 +27,36 @@ from scipy.optimize import linear_sum_assignment
 FrameIds = Mapping[int, np.ndarray]
 
 
-def _distances(gt: FrameIds, pred: FrameIds) -> tuple[list[int], list[int], np.ndarray]:
+def keypoint_distances(gt: np.ndarray, pred: np.ndarray, pairs: Sequence[tuple[int, int]] = ()) -> np.ndarray:
+    """(K,) distances of (K, D) predicted keypoints to the true ones, each pair in its nearer order."""
+    dist = np.linalg.norm(gt - pred, axis=-1)
+    for a, b in pairs:
+        other = np.linalg.norm(gt[[a, b]] - pred[[b, a]], axis=-1)
+        if np.nansum(other) < np.nansum(dist[[a, b]]) and np.isfinite(other).sum() >= np.isfinite(dist[[a, b]]).sum():
+            dist[[a, b]] = other
+    return dist
+
+
+def _distances(
+    gt: FrameIds, pred: FrameIds, pairs: Sequence[tuple[int, int]] = ()
+) -> tuple[list[int], list[int], np.ndarray]:
     g, p = list(gt), list(pred)
     d = np.full((len(g), len(p)), np.inf)
     for i, a in enumerate(g):
         ga = np.atleast_2d(np.asarray(gt[a], dtype=np.float64))
         for j, b in enumerate(p):
             pb = np.atleast_2d(np.asarray(pred[b], dtype=np.float64))
-            dist = np.linalg.norm(ga - pb, axis=-1)
+            dist = keypoint_distances(ga, pb, pairs)
             dist = dist[np.isfinite(dist)]
             d[i, j] = float(dist.mean()) if dist.size else np.inf
     return g, p, d
 
 
-def _without_ignored(pred: FrameIds, ignore: FrameIds, threshold: float) -> FrameIds:
+def _without_ignored(pred: FrameIds, ignore: FrameIds, threshold: float, pairs: Sequence[tuple[int, int]]) -> FrameIds:
     """The predicted animals of a frame less those matched (one to one, within `threshold`) to ignored ones."""
     if not ignore or not pred:
         return pred
-    _, p, d = _distances(ignore, pred)
+    _, p, d = _distances(ignore, pred, pairs)
     rows, cols = linear_sum_assignment(np.where(d < threshold, d, 1e9))
     drop = {p[c] for r, c in zip(rows, cols, strict=True) if d[r, c] < threshold}
     return {k: v for k, v in pred.items() if k not in drop}
@@ -54,6 +68,7 @@ def identity_metrics(
     threshold: float,
     ignore: Sequence[FrameIds] | None = None,
     ignore_threshold: float | None = None,
+    pairs: Sequence[tuple[int, int]] = (),
 ) -> dict[str, float]:
     """IDF1, IDP, IDR, identity switches and the counts behind them, over frames listed in the same order."""
     if len(gt) != len(pred) or (ignore is not None and len(ignore) != len(gt)):
@@ -61,7 +76,7 @@ def identity_metrics(
                          + ("" if ignore is None else f", {len(ignore)} of ignored animals"))  # fmt: skip
     if ignore is not None:
         near = threshold if ignore_threshold is None else ignore_threshold
-        pred = [_without_ignored(p, i, near) for p, i in zip(pred, ignore, strict=True)]
+        pred = [_without_ignored(p, i, near, pairs) for p, i in zip(pred, ignore, strict=True)]
     gt_ids = sorted({i for f in gt for i in f})
     pred_ids = sorted({i for f in pred for i in f})
     gi, pi = {g: n for n, g in enumerate(gt_ids)}, {p: n for n, p in enumerate(pred_ids)}
@@ -70,7 +85,7 @@ def identity_metrics(
     for fg, fp in zip(gt, pred, strict=True):
         if not fg or not fp:
             continue
-        g, p, d = _distances(fg, fp)
+        g, p, d = _distances(fg, fp, pairs)
         close = d < threshold
         for a, b in zip(*np.nonzero(close), strict=True):
             agree[gi[g[a]], pi[p[b]]] += 1

@@ -239,6 +239,66 @@ class HeatmapCodec:
         uv = self._dark(flat) if self.decoder == "dark" else self._argmax_shift(flat)
         return self.to_input(uv).reshape(n, k, 2), scores.reshape(n, k)
 
+    def split_pairs(self, maps: torch.Tensor, pairs: Sequence[tuple[int, int]], min_ratio: float) -> torch.Tensor:
+        """(N, K, Hh, Wh) maps with each left/right pair that peaks on one point given its two modes.
+
+        A network that cannot tell a near leg from a far one learns the same two-peaked map for both keypoints
+        of the pair, and both decode to the stronger peak: one leg labelled twice, the other lost. Where the two
+        maps' peaks coincide (within one heatmap pixel) and their sum has a second peak (outside `2 sigma` of
+        the first) reaching `min_ratio` of the first, each keypoint keeps one of the two peaks: the pairing
+        under which the two maps are highest, and the other peak's neighbourhood is zeroed in its map (scaled so
+        the keypoint scores the map's height at both peaks: the model's certainty that a leg is there). Which
+        one is "left" is then only as sure as the maps are (a track can restore it by continuity:
+        tracks/sides.py). Pairs already apart, or with one peak only, are untouched. Traceable (masks and
+        `where`, no data-dependent branch), so the exported graph does the same."""
+        if not pairs or min_ratio <= 0:
+            return maps
+        n, k, h, w = maps.shape
+        ia, ib = [a for a, _ in pairs], [b for _, b in pairs]
+        a_maps, b_maps = maps[:, ia], maps[:, ib]  # (N, P, H, W)
+        p = len(pairs)
+
+        def peak(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = self._argmax(m.reshape(n * p, h, w))
+            return x.reshape(n, p, 1, 1), y.reshape(n, p, 1, 1)
+
+        xa, ya = peak(a_maps)
+        xb, yb = peak(b_maps)
+        together = ((xa - xb).abs() <= 1) & ((ya - yb).abs() <= 1)
+        both = a_maps + b_maps
+        cols = torch.arange(w, device=maps.device).reshape(1, 1, 1, w)
+        rows = torch.arange(h, device=maps.device).reshape(1, 1, h, 1)
+        r2 = (2.0 * self.sigma) ** 2
+        x1, y1 = peak(both)
+        far1 = ((cols - x1) ** 2 + (rows - y1) ** 2).to(maps.dtype) > r2
+        rest = both * far1
+        x2, y2 = peak(rest)
+        far2 = ((cols - x2) ** 2 + (rows - y2) ** 2).to(maps.dtype) > r2
+        top = both.flatten(2).amax(-1).reshape(n, p, 1, 1)
+        second = rest.flatten(2).amax(-1).reshape(n, p, 1, 1)
+        split = together & (second >= min_ratio * top)
+
+        def at(m: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self._at(m.reshape(n * p, h, w), y.reshape(-1), x.reshape(-1)).reshape(n, p, 1, 1)
+
+        a_first = at(a_maps, x1, y1) + at(b_maps, x2, y2) >= at(a_maps, x2, y2) + at(b_maps, x1, y1)
+        far1, far2 = far1.to(maps.dtype), far2.to(maps.dtype)  # ONNX Runtime has no boolean Where
+        keep_a = torch.where(a_first, far2, far1)  # a keeps the first peak: the second's neighbourhood goes
+        keep_b = torch.where(a_first, far1, far2)
+        # A map that spreads a keypoint over two legs gives each peak part of its height; split, each keypoint
+        # is scored by both (its map's height at its own peak plus at the other's: how surely a leg is there,
+        # as one peak would be scored), its map scaled to that, which moves no peak
+        a1, a2, b1, b2 = at(a_maps, x1, y1), at(a_maps, x2, y2), at(b_maps, x1, y1), at(b_maps, x2, y2)
+        tiny = torch.finfo(maps.dtype).tiny
+        gain_a = (a1 + a2) / torch.where(a_first, a1, a2).clamp_min(tiny)
+        gain_b = (b1 + b2) / torch.where(a_first, b2, b1).clamp_min(tiny)
+        a_maps = torch.where(split, a_maps * keep_a * gain_a, a_maps)
+        b_maps = torch.where(split, b_maps * keep_b * gain_b, b_maps)
+        order = list(range(k))
+        for i, (a, b) in enumerate(pairs):
+            order[a], order[b] = k + i, k + p + i
+        return torch.cat([maps, a_maps, b_maps], dim=1)[:, order]
+
     @staticmethod
     def _argmax(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = maps.shape[-1]

@@ -16,9 +16,9 @@ length below is also given in body lengths, `_bl`, so animals of any size and di
   (the hoof's height and speed minimum, the other classic cues, depend on the camera's tilt and on noise far
   more). With 3 px of keypoint noise, smoothing over 0.35 of a stride instead of 0.2 s took the strides
   within 5 % of their true duration from 91 % to all (tests/test_gait.py's six cows; 95 % of 688 strides of
-  30 cows in benchmarks/bench_gait.py). The stride period that spaces the peaks is the first peak of the
-  hooves' mean autocorrelation between 0.4 and 3 s reaching 0.7 of the highest (a multiple of the period
-  correlates about as well as the period itself).
+  30 cows in benchmarks/bench_gait.py). The stride period that spaces the peaks is twice the median time between
+  landings of either hoof of a pair: the peaks of the front leg's protraction, max(left, right), which does not
+  depend on which leg a model calls left (`_stride_period`).
 - **Stride** (per hoof): from one footfall of a hoof to its next. Duration: their time difference. Length:
   the distance between the two landing positions (stride length, the classic definition: one full gait cycle).
 - **Step length**: from a footfall to the landing position of the other side's hoof of the same pair (fore or
@@ -82,6 +82,7 @@ MAX_GAP_S = 0.25
 SMOOTH_S = 0.2
 FOOTFALL_SMOOTH = 0.35  # of the stride period: the window protraction is smoothed over to find footfalls
 PERIOD_RANGE_S = (0.4, 3.0)
+FRONT_SMOOTH_S = 0.25  # the front leg's protraction is smoothed over this before its peaks (landings) are found
 # A pair's left and right hooves closer than this (median, body lengths) are one point labelled twice: a model
 # that cannot tell the near legs from the far ones puts both on whichever leg it sees best (walking hooves are a
 # quarter body length apart at the median; they pass each other only briefly). Strides from such a pair would
@@ -182,23 +183,28 @@ def _odd(n: float) -> int:
     return k if k % 2 else k + 1
 
 
-def _period(protr: list[np.ndarray], fps: float) -> float | None:
-    """Stride period (frames) from the first peak of the hooves' mean autocorrelation in PERIOD_RANGE_S."""
-    n = len(protr[0])
-    lo, hi = int(PERIOD_RANGE_S[0] * fps), min(int(PERIOD_RANGE_S[1] * fps), n - 2)
-    if hi <= lo + 2:
+def _stride_period(protr: dict[str, np.ndarray], hooves: list[str], fps: float) -> float | None:
+    """The stride period (frames) of a walking segment: twice the median time between the landings of either
+    hoof of a pair, the peaks of the leg in front, max(left, right) protraction. That series does not care which
+    leg is called left, so a model that mixes the legs up in some frames (tracks/sides.py) leaves it whole, where
+    each hoof's own series, mixed, repeats at 1.5 or 2 strides (their autocorrelation, used before, took 9 of 18
+    synthetic-video animals within 5 % of the truth; this, 15: docs/BENCHMARKS.md)."""
+    spacings: list[float] = []
+    for a, b in PAIRS.values():
+        if a not in hooves:
+            continue
+        front = np.maximum(protr[a], protr[b])
+        window = _odd(FRONT_SMOOTH_S * fps)
+        if len(front) <= window:
+            continue
+        front = savgol_filter(front, window, 2)
+        spread = float(np.percentile(front, 95) - np.percentile(front, 5))
+        peaks, _ = find_peaks(front, distance=max(1, int(PERIOD_RANGE_S[0] * fps / 2)), prominence=0.25 * spread)
+        spacings += np.diff(peaks).tolist()
+    if not spacings:
         return None
-    ac = np.zeros(n)
-    for p in protr:
-        q = p - p.mean()
-        full = np.correlate(q, q, "full")[n - 1 :]
-        ac += full / max(full[0], 1e-12) * n / (n - np.arange(n))  # unbiased: longer lags are not shrunk
-    peaks, _ = find_peaks(ac[: hi + 1])
-    peaks = peaks[peaks >= lo]
-    if len(peaks) == 0 or ac[peaks].max() <= 0:
-        return None
-    # the first peak nearly as high as the highest: multiples of the period correlate as well as the period
-    return float(peaks[np.argmax(ac[peaks] >= 0.7 * ac[peaks].max())])
+    period = 2.0 * float(np.median(spacings))
+    return period if PERIOD_RANGE_S[0] * fps <= period <= PERIOD_RANGE_S[1] * fps else None
 
 
 def _refine(y: np.ndarray, i: int) -> float:
@@ -256,7 +262,7 @@ def track_gait(track: KeypointTrack, index: dict[str, int], fps: float, min_scor
             out.protraction[h][s:e] = protr[h]
         if not hooves:
             continue
-        period = _period([protr[h] for h in hooves], fps)
+        period = _stride_period(protr, hooves, fps)
         if period is None:
             notes.append(f"frames {grid[s]}-{grid[e - 1]}: no stride rhythm found")
             continue

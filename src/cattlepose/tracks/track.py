@@ -109,18 +109,36 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def pose_oks(
-    det: np.ndarray, pred: np.ndarray, area: np.ndarray, sigmas: np.ndarray, weights: np.ndarray
+    det: np.ndarray,
+    pred: np.ndarray,
+    area: np.ndarray,
+    sigmas: np.ndarray,
+    weights: np.ndarray,
+    pairs: Sequence[tuple[int, int]] = (),
 ) -> np.ndarray:
     """(n, K, 2) detections x (m, K, 2) predictions -> (n, m) object keypoint similarity, each keypoint weighted
-    (by the scores of both sides); `area`: (m,) the scale of each prediction (its box area)."""
-    d2 = ((det[:, None, :, :] - pred[None, :, :, :]) ** 2).sum(-1)  # (n, m, K)
+    (by the scores of both sides); `area`: (m,) the scale of each prediction (its box area). Each left/right pair
+    in `pairs` counts in whichever of its two orders matches better: a model that cannot tell near legs from
+    far ones names them at random, and that says nothing about which animal it is."""
     kappa2 = (2 * sigmas) ** 2
-    e = np.exp(-d2 / (2 * np.maximum(area, 1.0)[None, :, None] * kappa2[None, None, :]))
-    return (e * weights).sum(-1) / np.maximum(weights.sum(-1), 1e-12)
+    scale = 2 * np.maximum(area, 1.0)[None, :, None] * kappa2[None, None, :]
+
+    def terms(d: np.ndarray) -> np.ndarray:  # (n, m, K) weighted per-keypoint similarities
+        return np.exp(-((d[:, None, :, :] - pred[None, :, :, :]) ** 2).sum(-1) / scale) * weights
+
+    e = terms(det)
+    total = e.sum(-1)
+    if pairs:
+        a, b = np.array(pairs).T
+        swapped = det.copy()
+        swapped[:, a], swapped[:, b] = det[:, b], det[:, a]
+        f = terms(swapped)
+        total += np.maximum(0.0, f[..., a] + f[..., b] - e[..., a] - e[..., b]).sum(-1)
+    return total / np.maximum(weights.sum(-1), 1e-12)
 
 
-def similarity(dets: FrameDetections, tracks: Sequence[_Track], frame: int, cfg: TrackConfig, sigmas: np.ndarray
-               ) -> np.ndarray:  # fmt: skip
+def similarity(dets: FrameDetections, tracks: Sequence[_Track], frame: int, cfg: TrackConfig, sigmas: np.ndarray,
+               pairs: Sequence[tuple[int, int]] = ()) -> np.ndarray:  # fmt: skip
     """(n detections, m tracks) similarity in [0, 1] to each track's predicted position."""
     preds = [t.predicted(frame) for t in tracks]
     xy = np.stack([p[0] for p in preds])
@@ -132,7 +150,7 @@ def similarity(dets: FrameDetections, tracks: Sequence[_Track], frame: int, cfg:
         np.clip(dets.keypoints[:, None, :, 2], 0, 1) * np.stack([t.keypoints[:, 2] for t in tracks])[None]
     )
     weights = np.clip(weights, 1e-3, None)
-    oks = pose_oks(dets.keypoints[:, :, :2], xy, area, sigmas, weights)
+    oks = pose_oks(dets.keypoints[:, :, :2], xy, area, sigmas, weights, pairs)
     grown = boxes.copy()  # the box widened the same way
     pad = (np.sqrt(1.0 + 0.5 * unseen)[:, None] - 1.0) * boxes[:, 2:]
     grown[:, :2] -= pad / 2
@@ -141,10 +159,16 @@ def similarity(dets: FrameDetections, tracks: Sequence[_Track], frame: int, cfg:
     return cfg.oks_weight * oks + (1 - cfg.oks_weight) * iou
 
 
-def track(frames: Sequence[FrameDetections], cfg: TrackConfig, sigmas: Sequence[float]) -> list[np.ndarray]:
+def track(
+    frames: Sequence[FrameDetections],
+    cfg: TrackConfig,
+    sigmas: Sequence[float],
+    pairs: Sequence[tuple[int, int]] = (),
+) -> list[np.ndarray]:
     """The track id (1, 2, ...) of each detection of each frame, or UNTRACKED (-1): a false positive, an animal
     beyond `max_animals`, a track that never started. Frames are consecutive (frame i of the list is frame i of
-    the video); an empty frame is a frame where nothing was found or that could not be decoded."""
+    the video); an empty frame is a frame where nothing was found or that could not be decoded. `pairs`: the
+    schema's left/right pairs, each matched in either order (`pose_oks`, `_update`)."""
     sig = np.asarray(sigmas, dtype=np.float64)
     alive: list[_Track] = []
     finished: list[_Track] = []
@@ -163,12 +187,12 @@ def track(frames: Sequence[FrameDetections], cfg: TrackConfig, sigmas: Sequence[
         matched: set[int] = set()
         if len(order) and alive:
             sub = FrameDetections(dets.keypoints[order], dets.boxes[order], dets.scores[order])
-            sim = similarity(sub, alive, t, cfg, sig)
+            sim = similarity(sub, alive, t, cfg, sig, pairs)
             # started tracks are preferred to tentative ones for the same detection
             bonus = np.array([0.05 if tr.track_id is not None else 0.0 for tr in alive])
             cost = np.where(sim >= cfg.min_similarity, 1.0 - sim - bonus[None, :], np.inf)
             for r, c in assign(cost, cfg.min_similarity):
-                _update(alive[c], dets, int(order[r]), t, cfg)
+                _update(alive[c], dets, int(order[r]), t, cfg, pairs)
                 matched.add(int(order[r]))
         for i in order:
             if int(i) not in matched and dets.scores[i] >= cfg.start_score:
@@ -213,15 +237,19 @@ def _points(kp: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(kp, dtype=np.float64), [[*centre, 1.0]]])
 
 
-def _update(tr: _Track, dets: FrameDetections, i: int, t: int, cfg: TrackConfig) -> None:
+def _update(
+    tr: _Track, dets: FrameDetections, i: int, t: int, cfg: TrackConfig, pairs: Sequence[tuple[int, int]] = ()
+) -> None:
     """The track takes the detection's pose and box, put on the motion line refitted over its matches of the
     last `motion_window` frames: one wrong or noisy detection moves the next prediction no more than the line
-    lets it."""
+    lets it. Each left/right pair is taken in the order nearer the track's prediction, so the line of a leg is
+    fitted to one leg (the track's own memory only: the detection itself is not changed)."""
+    expected = tr.predicted(t)[0]
     tr.hits = tr.hits + 1 if t - tr.last == 1 else 1
     tr.last = t
     tr.members.append((t, i))
     box = dets.boxes[i].astype(np.float64)
-    now = _points(dets.keypoints[i], box)
+    now = _points(_nearer_order(dets.keypoints[i], expected, pairs), box)
     tr.points.append(now)
     # the matches of the last window, found from the end: a track of a long video has thousands of members
     start = len(tr.members)
@@ -236,6 +264,17 @@ def _update(tr: _Track, dets: FrameDetections, i: int, t: int, cfg: TrackConfig)
     shift = np.where(np.isfinite(shift), shift, common)
     tr.keypoints = np.concatenate([now[:-1, :2] + shift[:-1], now[:-1, 2:]], axis=1)
     tr.box = np.concatenate([box[:2] + common, box[2:]])
+
+
+def _nearer_order(kp: np.ndarray, pred: np.ndarray, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(K, 3) keypoints with each pair swapped where the swapped order is nearer the (K, 2) prediction."""
+    out = np.array(kp, dtype=np.float64, copy=True)
+    for a, b in pairs:
+        keep = np.nansum((kp[[a, b], :2] - pred[[a, b]]) ** 2)
+        swap = np.nansum((kp[[b, a], :2] - pred[[a, b]]) ** 2)
+        if swap < keep:
+            out[a], out[b] = kp[b], kp[a]
+    return out
 
 
 def tracks_of(frames: Sequence[FrameDetections], ids: Sequence[np.ndarray]) -> dict[int, tuple[int, np.ndarray]]:

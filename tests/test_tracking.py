@@ -552,3 +552,26 @@ def test_identity_metrics_take_each_pair_in_its_nearer_order():
     assert identity_metrics(frames, [{7: pred}] * 3, threshold=15.0)["idtp"] == 0
     m = identity_metrics(frames, [{7: pred}] * 3, threshold=15.0, pairs=SCHEMA.pairs)
     assert m["idtp"] == 3 and m["idf1"] == pytest.approx(1.0)
+
+
+def test_a_started_track_takes_its_detection_before_a_tentative_one():
+    """A detector's duplicate box for one frame starts a tentative track; when the animal's own detections then
+    sit nearer that tentative track than its started one (its keypoints jumped a little), the started track still
+    takes them (started tracks first, ByteTrack's cascade), so the animal keeps its identity."""
+    truth = _truth(1, 30, 3)[:, 0]
+    rng = np.random.default_rng(0)
+
+    def det(xy: np.ndarray, score: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        kp = np.concatenate([xy + rng.normal(0, 0.5, xy.shape), np.full((K, 1), 0.9)], axis=1)
+        return kp, _box(xy)
+
+    frames = []
+    for f in range(30):
+        shift = np.array([12.0, 0.0]) if f > 10 else np.zeros(2)
+        dets = [det(truth[f] + shift)]
+        if f == 10:
+            dets.append(det(truth[f] + np.array([12.0, 0.0])))  # the duplicate, where the animal goes next
+        frames.append(FrameDetections(np.stack([d[0] for d in dets]), np.stack([d[1] for d in dets]),
+                                      np.full(len(dets), 0.9)))  # fmt: skip
+    ids = track(frames, TrackConfig(max_animals=2), SIGMAS)
+    assert [int(i[0]) for i in ids] == [1] * 30

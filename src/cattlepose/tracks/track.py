@@ -10,7 +10,8 @@ Hysteresis, in score and in time (as ByteTrack and SORT): only a detection scori
 track, while a track goes on through any detection the detector kept (an animal turning or half hidden scores
 lower, a false positive seldom scores high); a new track is tentative until it has matched in `min_hits`
 consecutive frames (a false positive seldom does), and it is then given its id for those frames too; a
-tentative track that misses a frame dies. A
+tentative track that misses a frame dies. Started tracks take their detections first and tentative ones match
+what is left (ByteTrack's cascade), so a duplicate box never grows a track that takes an animal from its own. A
 started track survives `max_gap` frames unseen (an occlusion, a missed detection, an undecodable frame) and ends
 after. Pairs less similar than `min_similarity` are never matched (the gate, widened by the frames a track has
 been unseen), and at most `max_animals` tracks are started and alive at once: a tentative track beyond the cap
@@ -188,12 +189,19 @@ def track(
         if len(order) and alive:
             sub = FrameDetections(dets.keypoints[order], dets.boxes[order], dets.scores[order])
             sim = similarity(sub, alive, t, cfg, sig, pairs)
-            # started tracks are preferred to tentative ones for the same detection
-            bonus = np.array([0.05 if tr.track_id is not None else 0.0 for tr in alive])
-            cost = np.where(sim >= cfg.min_similarity, 1.0 - sim - bonus[None, :], np.inf)
-            for r, c in assign(cost, cfg.min_similarity):
-                _update(alive[c], dets, int(order[r]), t, cfg, pairs)
-                matched.add(int(order[r]))
+            cost = np.where(sim >= cfg.min_similarity, 1.0 - sim, np.inf)
+            # started tracks take their detections first, tentative ones from what is left (ByteTrack's
+            # cascade): a second box on an animal (a detector's duplicate) must not grow a tentative track that
+            # then looks more like the animal than its own track does and takes it over
+            started = np.array([tr.track_id is not None for tr in alive])
+            for stage in (started, ~started):
+                free = np.array([int(order[r]) not in matched for r in range(len(order))])
+                if not stage.any() or not free.any():
+                    continue
+                rows, cols = np.flatnonzero(free), np.flatnonzero(stage)
+                for r, c in assign(cost[np.ix_(rows, cols)], cfg.min_similarity):
+                    _update(alive[cols[c]], dets, int(order[rows[r]]), t, cfg, pairs)
+                    matched.add(int(order[rows[r]]))
         for i in order:
             if int(i) not in matched and dets.scores[i] >= cfg.start_score:
                 alive.append(_new_track(dets, int(i), t))

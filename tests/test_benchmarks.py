@@ -85,6 +85,7 @@ CPU_BENCHMARKS = {
     "bench_synth.py": (["--n-train", "8", "--n-test", "8"], "mean pose"),
     "bench_fingerprint.py": (["--synthetic", "8", "--rounds", "1"], "fingerprint first start / decoding"),
     "bench_gait.py": (["--animals", "6", "--seconds", "3", "--noise", "0,3"], "| noise px | strides |"),
+    "bench_sides.py": (["--animals", "3", "--seconds", "3", "--noise", "0"], "| noise px | hooves kept on"),
     "bench_smoothing.py": (
         ["--animals", "2", "--seconds", "1", "--noise", "0,3", "--grid"],
         "| min_cutoff Hz | beta | d_cutoff Hz | score |",

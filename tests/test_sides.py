@@ -4,6 +4,8 @@ frame, as a model that cannot tell near legs from far ones gives them."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,31 @@ def test_the_split_gives_each_keypoint_the_peak_its_map_prefers() -> None:
         uv = codec.to_heatmap(codec.decode(codec.split_pairs(maps, [(0, 1)], 0.3))[0][0])
         first = 0 if order[0] is a else 1  # the map with the weaker second peak keeps the first
         assert np.allclose(uv[first], (4, 8), atol=0.1) and np.allclose(uv[1 - first], (12, 8), atol=0.1)
+
+
+def test_the_split_in_an_onnx_graph_matches_the_torch_path(tmp_path) -> None:
+    """What `export --split-pairs` puts in the graph: split and decode traced, run by ONNX Runtime."""
+    import onnxruntime as ort
+
+    codec = HeatmapCodec((64, 64))  # ce, dark: the exported decode
+
+    class Graph(torch.nn.Module):
+        def forward(self, maps: torch.Tensor) -> torch.Tensor:
+            return codec.decode_graph(codec.split_pairs(maps, [(0, 1), (2, 3)], 0.3))
+
+    same = _two_peaks(codec, (4, 8), (11, 9), 0.7)
+    apart_a, apart_b = _two_peaks(codec, (3, 3), (12, 3), 0.4), _two_peaks(codec, (12, 3), (3, 3), 0.4)
+    one = np.stack([same, same * 0.97, apart_a, apart_b])
+    maps = torch.tensor(np.stack([one, one[[1, 0, 3, 2]]]), dtype=torch.float32)
+    maps = maps / maps.sum(dim=(2, 3), keepdim=True)  # probabilities, as a ce network's softmax gives
+    path = tmp_path / "split.onnx"
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer warnings, as export.py
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Graph(), (maps,), str(path), dynamo=False, opset_version=18, input_names=["maps"],
+                          output_names=["kp"], dynamic_axes={"maps": {0: "n"}, "kp": {0: "n"}})  # fmt: skip
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"maps": maps.numpy()})[0]
+    xy, scores = codec.decode(codec.split_pairs(maps, [(0, 1), (2, 3)], 0.3))
+    assert np.allclose(got[..., :2], xy, atol=1e-3) and np.allclose(got[..., 2], scores, atol=1e-4)
+    uv = codec.to_heatmap(xy[0])
+    assert np.linalg.norm(uv[0] - uv[1]) > 5  # the merged pair was split, in both orders of the batch
+    assert np.linalg.norm(codec.to_heatmap(xy[1])[0] - codec.to_heatmap(xy[1])[1]) > 5

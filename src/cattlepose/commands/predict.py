@@ -199,7 +199,12 @@ def _predict_onnx(
             onnx = Path(scratch) / "model.onnx"
             export_run(run, onnx, folds, flip=True if flip is None else flip)
         elif onnx.is_file():  # the sidecar against the run first: it names what differs
-            check_against_run(read_sidecar(onnx), onnx, run, folds, flip, log)
+            info = read_sidecar(onnx)
+            check_against_run(info, onnx, run, folds, flip, log)
+            if info.get("split_pairs"):
+                log.warn(f"{onnx} was exported with --split-pairs {info['split_pairs']:g}, for video: on photographs "
+                         "a pair split without frames to follow it names the legs at random, which costs OKS AP "
+                         "(docs/BENCHMARKS.md); export without it for predict")  # fmt: skip
         model = OnnxEnsemble(onnx, threads=run.cfg.train.threads, device=device)
         batch = batch_size or model.batch or dev.resolve_infer_batch(run.cfg.infer.batch_size, model.device)
         preds = predict_batches(instances, run.cfg.model.input_size, run.schema.num_keypoints, model, batch,

@@ -206,6 +206,20 @@ def test_exported_on_the_fly_with_a_template(run, data, tmp_path):
     assert max(np.abs(p.keypoints - q.keypoints).max() for p, q in zip(a, b, strict=True)) < 0.5
 
 
+def test_an_export_for_video_splits_pairs_and_predict_says_so(run, data, tmp_path):
+    out = tmp_path / "split.onnx"
+    r = runner.invoke(app, ["export", str(run), "-o", str(out), "--split-pairs", "0.3"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.with_suffix(".json").read_text())["split_pairs"] == 0.3
+    r = runner.invoke(app, ["predict", str(run), str(data / "test" / "images"), "-o", str(tmp_path / "p.csv"),
+                            "--backend", "onnx", "--onnx", str(out), "--workers", "0"], env=WIDE)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "exported with --split-pairs 0.3, for video" in " ".join(r.output.split())
+    for bad in ("1", "-0.1"):
+        r = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "bad.onnx"), "--split-pairs", bad])
+        assert r.exit_code == 2 and "--split-pairs" in r.output and not (tmp_path / "bad.onnx").exists()
+
+
 def test_efficientnet_lite0_exports_with_static_padding_and_agrees(data, tmp_path):
     run = fake_run(tmp_path / "lite", [*SETS, "model.backbone=tf_efficientnet_lite0", "model.pretrained=null",
                                        f"data.train={data / 'train'}", "data.format=adk"], folds=1)  # fmt: skip

@@ -531,6 +531,8 @@ def test_an_export_of_some_folds_runs_where_the_run_lacks_the_others(run_dir, tm
                             "--onnx", str(onnx), "--no-labelled"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "1 model(s), onnx" in r.output and (tmp_path / "out" / "short.tracks.csv").is_file()
+    # exported without --split-pairs: said, and the file decides (video.split_pairs is 0.3)
+    assert "exported with --split-pairs 0, not video.split_pairs 0.3" in " ".join(r.output.split())
     r = runner.invoke(app, ["video", str(one), str(short), "-o", str(tmp_path / "torch"), "--no-labelled"])
     assert r.exit_code == 2 and "fold1" in r.output and not (tmp_path / "torch").exists()
 

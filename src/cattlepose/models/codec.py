@@ -281,14 +281,14 @@ class HeatmapCodec:
         def at(m: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return self._at(m.reshape(n * p, h, w), y.reshape(-1), x.reshape(-1)).reshape(n, p, 1, 1)
 
-        a_first = at(a_maps, x1, y1) + at(b_maps, x2, y2) >= at(a_maps, x2, y2) + at(b_maps, x1, y1)
+        a1, a2, b1, b2 = at(a_maps, x1, y1), at(a_maps, x2, y2), at(b_maps, x1, y1), at(b_maps, x2, y2)
+        a_first = a1 + b2 >= a2 + b1
         far1, far2 = far1.to(maps.dtype), far2.to(maps.dtype)  # ONNX Runtime has no boolean Where
         keep_a = torch.where(a_first, far2, far1)  # a keeps the first peak: the second's neighbourhood goes
         keep_b = torch.where(a_first, far1, far2)
         # A map that spreads a keypoint over two legs gives each peak part of its height; split, each keypoint
         # is scored by both (its map's height at its own peak plus at the other's: how surely a leg is there,
         # as one peak would be scored), its map scaled to that, which moves no peak
-        a1, a2, b1, b2 = at(a_maps, x1, y1), at(a_maps, x2, y2), at(b_maps, x1, y1), at(b_maps, x2, y2)
         tiny = torch.finfo(maps.dtype).tiny
         gain_a = (a1 + a2) / torch.where(a_first, a1, a2).clamp_min(tiny)
         gain_b = (b1 + b2) / torch.where(a_first, b2, b1).clamp_min(tiny)

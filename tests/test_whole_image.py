@@ -282,6 +282,7 @@ def test_the_detectors_onnx_export_finds_what_pytorch_finds(keypoint_run, scene,
     r = _predict(keypoint_run, scene, detector, onnx_out, "long-csv", *args, "--detector-onnx", str(detector_onnx))
     assert r.exit_code == 0, r.output
     assert (detector.calls[-1]["backend"], detector.calls[-1]["onnx"]) == ("onnx", detector_onnx)
+    assert detector.calls[-1]["flip"] is None  # the export's own mirror pass (one made --no-flip runs as it is)
 
     # each photograph's animals in place order: the empty photograph is mirror-symmetric, so its peaks come in
     # pairs of equal scores that either backend may rank either way (two animals: the same pair in both)

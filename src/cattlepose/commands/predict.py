@@ -119,7 +119,8 @@ def run_predict(
             check_categories,
             detect_options,
             device,
-            flip is not False,
+            # an export has its own mirror pass (`export --no-flip` halves detection); --no-flip asks for none
+            None if detector_onnx is not None and flip is None else flip is not False,
             detector_onnx,
             log,
             folds=detector_folds,

@@ -82,6 +82,7 @@ MAX_GAP_S = 0.25
 SMOOTH_S = 0.2
 FOOTFALL_SMOOTH = 0.35  # of the stride period: the window protraction is smoothed over to find footfalls
 PERIOD_RANGE_S = (0.4, 3.0)
+STRIDE_RANGE = (0.75, 1.33)  # of the period: a stride outside is a missed or wrong footfall, not a stride
 FRONT_SMOOTH_S = 0.25  # the front leg's protraction is smoothed over this before its peaks (landings) are found
 # A pair's left and right hooves closer than this (median, body lengths) are one point labelled twice: a model
 # that cannot tell the near legs from the far ones puts both on whichever leg it sees best (walking hooves are a
@@ -200,7 +201,7 @@ def _stride_period(protr: dict[str, np.ndarray], hooves: list[str], fps: float) 
         front = savgol_filter(front, window, 2)
         spread = float(np.percentile(front, 95) - np.percentile(front, 5))
         peaks, _ = find_peaks(front, distance=max(1, int(PERIOD_RANGE_S[0] * fps / 2)), prominence=0.25 * spread)
-        spacings += np.diff(peaks).tolist()
+        spacings += np.diff([_refine(front, int(i)) for i in peaks]).tolist()  # to a fraction of a frame
     if not spacings:
         return None
     period = 2.0 * float(np.median(spacings))
@@ -324,7 +325,7 @@ def _strides(out: TrackGait, seg: np.ndarray, col: dict[str, int], s: int, grid:
         ff = local(h)
         count = 0
         for a, b in itertools.pairwise(ff):
-            if not (0.5 * period <= b - a <= 1.6 * period):
+            if not (STRIDE_RANGE[0] * period <= b - a <= STRIDE_RANGE[1] * period):
                 continue  # a missed or doubled footfall: no stride across it
             count += 1
             duration = (b - a) / fps

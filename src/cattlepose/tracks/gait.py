@@ -19,8 +19,10 @@ length below is also given in body lengths, `_bl`, so animals of any size and di
   30 cows in benchmarks/bench_gait.py). The stride period that spaces the peaks is twice the median time between
   landings of either hoof of a pair: the peaks of the front leg's protraction, max(left, right), which does not
   depend on which leg a model calls left (`_stride_period`).
-- **Stride** (per hoof): from one footfall of a hoof to its next. Duration: their time difference. Length:
-  the distance between the two landing positions (stride length, the classic definition: one full gait cycle).
+- **Stride** (per hoof): from one footfall of a hoof to its next, when they are 0.75-1.33 periods apart
+  (`STRIDE_RANGE`; further, a footfall was missed or belongs to the other leg). Duration: their time
+  difference. Length: the distance between the two landing positions (stride length, the classic definition:
+  one full gait cycle).
 - **Step length**: from a footfall to the landing position of the other side's hoof of the same pair (fore or
   rear) that landed last before it, along u. **Step asymmetry** of a track: (S_left - S_right) / mean(S_left,
   S_right), S_side the median step of that side's hooves; negative when the left steps are shorter (the left

@@ -17,12 +17,13 @@ import time
 import numpy as np
 from bench_gait import herd
 
+from cattlepose.core.schema import load_schema
 from cattlepose.data.synth.render import ADK17
 from cattlepose.tracks.gait import KeypointTrack, gait_table
 from cattlepose.tracks.sides import follow_pairs
 
 NAMES = list(ADK17)
-PAIRS = [(i, NAMES.index(n.replace("_left_", "_right_"))) for i, n in enumerate(NAMES) if "_left_" in n]
+PAIRS = load_schema("adk17").pairs  # the schema owns its left/right pairs (ADK17, the walkers' keypoints)
 HOOVES = [(a, b) for a, b in PAIRS if NAMES[a].endswith("_foot")]
 
 

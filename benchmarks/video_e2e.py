@@ -39,6 +39,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
+from cattlepose.core.schema import load_schema
 from cattlepose.data.formats.tracks_csv import read_tidy
 from cattlepose.data.synth_video import read_truth, synthesize_video
 from cattlepose.metrics.tracking import identity_metrics, keypoint_distances
@@ -64,7 +65,7 @@ def _frames_of(rows: list[dict], names: list[str], raw: bool) -> dict[int, dict[
 def score_video(truth_path: Path, tracks_csv: Path, min_visible: int, match: float) -> dict:
     truth = read_truth(truth_path)
     names = list(truth.keypoints)
-    pairs = [(i, names.index(n.replace("_left_", "_right_"))) for i, n in enumerate(names) if "_left_" in n]
+    pairs = load_schema("adk17").pairs if names == list(load_schema("adk17").keypoints) else []
     body = float(np.median([t.animal["body_length_px"] for t in truth.tracks.values()]))
     threshold = match * body
     gt: list[dict[int, np.ndarray]] = [{} for _ in range(truth.frames)]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from cattlepose.core.schema import load_schema
 from cattlepose.data.synth.render import ADK17
 from cattlepose.models.codec import HeatmapCodec
 from cattlepose.tracks.gait import KeypointTrack, gait_table
@@ -17,7 +18,7 @@ from cattlepose.tracks.sides import follow_pairs
 from test_gait import FPS, lame_herd
 
 NAMES = list(ADK17)
-PAIRS = [(i, NAMES.index(n.replace("_left_", "_right_"))) for i, n in enumerate(NAMES) if "_left_" in n]
+PAIRS = load_schema("adk17").pairs
 HOOF_PAIRS = [(a, b) for a, b in PAIRS if NAMES[a].endswith("_foot")]
 
 

@@ -114,7 +114,8 @@ def score_video(truth_path: Path, tracks_csv: Path, min_visible: int, match: flo
         lame = t.animal["lameness"]
         animals.append({
             "true_stride_s": t.animal["stride_duration_s"], "head_bob": lame["head_bob"],
-            "back_arch": lame["back_arch"], "short_side": lame["short_side"] or "",
+            "back_arch": lame["back_arch"], "back_line": t.animal.get("back_line_bl", float("nan")),
+            "short_side": lame["short_side"] or "",
             "stride_s": summary["stride_duration_s"] if summary else float("nan"),
             "head_bob_bl": summary["head_bob_bl"] if summary else float("nan"),
             "back_arch_bl": summary["back_arch_bl"] if summary else float("nan"),
@@ -193,8 +194,8 @@ def main() -> None:
                   f"{fps:.1f} frames/s ({r['frames'] / wall:.1f} with start-up)",
                   flush=True)  # fmt: skip
     print("\n| backend | animal-frames | IDF1 | IDP | IDR | switches per 1,000 | keypoint error raw / smoothed px "
-          "| either side px | strides within 5 % | head bob Spearman | back arch Spearman | shorter side named "
-          "| frames/s (with start-up) |")  # fmt: skip
+          "| either side px | strides within 5 % | head bob Spearman | back arch Spearman: raise / back line "
+          "| shorter side named | frames/s (with start-up) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, rs in results.items():
         gtn = sum(r["ids"]["gt"] for r in rs)
@@ -210,6 +211,7 @@ def main() -> None:
         within = np.mean([abs(a["stride_s"] / a["true_stride_s"] - 1) <= 0.05 for a in ok]) if ok else float("nan")
         bob = spearmanr([a["head_bob"] for a in ok], [a["head_bob_bl"] for a in ok]).statistic if ok else np.nan
         arch = spearmanr([a["back_arch"] for a in ok], [a["back_arch_bl"] for a in ok]).statistic if ok else np.nan
+        line = spearmanr([a["back_line"] for a in ok], [a["back_arch_bl"] for a in ok]).statistic if ok else np.nan
         lame = [a for a in ok if a["short_side"]]
         named = np.mean([a["shorter_side"] == a["short_side"] for a in lame]) if lame else float("nan")
         fps = np.median([r["fps"] for r in rs])
@@ -217,7 +219,7 @@ def main() -> None:
         print(f"| {name} | {gtn:.0f} | {2 * idtp / max(gtn + predn, 1):.3f} | {idtp / max(predn, 1):.3f} | "
               f"{idtp / max(gtn, 1):.3f} | {1000 * sw / max(gtn, 1):.2f} | {raw:.2f} / {smo:.2f} | "
               f"{any_raw:.2f} / {any_smo:.2f} | "
-              f"{_num(within, '.0%')} ({len(ok)}/{len(an)} animals) | {_num(bob)} | {_num(arch)} | "
+              f"{_num(within, '.0%')} ({len(ok)}/{len(an)} animals) | {_num(bob)} | {_num(arch)} / {_num(line)} | "
               f"{_num(named, '.0%')} of {len(lame)} | {fps:.1f} ({wall:.1f}) |")  # fmt: skip
     args.work.mkdir(parents=True, exist_ok=True)
     with open(args.work / "results.json", "w", encoding="utf-8") as f:

@@ -219,5 +219,6 @@ def test_video_e2e_scores_the_truth_as_perfect_and_a_swap_as_switches(tmp_path):
             assert max(r["err_raw"]) == 0 and max(r["err_smooth"]) == 0
             for a in r["animals"]:  # gait from the true keypoints: the true stride duration
                 assert abs(a["stride_s"] / a["true_stride_s"] - 1) < 0.05, a
+                assert abs(a["back_arch_bl"] - a["back_line"]) < 0.003, a  # the drawn back line, measured
         else:
             assert ids["id_switches"] >= 1 and ids["idf1"] < 0.9

@@ -15,7 +15,7 @@ from cattlepose.core.errors import UserError
 from cattlepose.data.formats import tracks_csv
 from cattlepose.data.formats.tracks_csv import VideoTrack
 from cattlepose.data.synth.render import ADK17
-from cattlepose.data.synth.walk import WALK_FARMS, Lameness, make_walker, stride_truth, true_keypoints
+from cattlepose.data.synth.walk import WALK_FARMS, Lameness, lameness_px, make_walker, stride_truth, true_keypoints
 from cattlepose.data.synth_video import synthesize_video
 from cattlepose.tracks.gait import HOOVES, KeypointTrack, gait_table
 from cattlepose.tracks.gait_io import read_table
@@ -82,6 +82,21 @@ def test_head_bob_and_back_arch_rank_as_the_truth(signal: str, truth_key: str) -
         for (w, _), g in zip(herd, results, strict=True):
             expected = w.lameness.head_bob * w.scale / g.summary["body_length_px"]
             assert g.summary[signal] == pytest.approx(expected, abs=0.002)
+
+
+def test_back_arch_measures_the_back_line_of_animals_of_any_build() -> None:
+    # a bull's hump lowers the loin against the withers-tail root line, a calf's proportions change it: across
+    # builds the measure follows the drawn back line (truth.json's back_line_bl), not the lameness raise alone
+    herd = [walk(Lameness(back_arch=a), seed=30 + i, facing=1 if i % 2 else -1, category=c)
+            for i, (a, c) in enumerate([(0.0, "bull"), (0.03, "cow"), (0.0, "calf"), (0.06, "bull"),
+                                        (0.045, "cow"), (0.015, "calf")])]  # fmt: skip
+    results = gait_table([t for _, t in herd], ADK17, FPS)
+    line = [lameness_px(w)["back_line_bl"] for w, _ in herd]
+    measured = [g.summary["back_arch_bl"] for g in results]
+    assert measured == pytest.approx(line, abs=0.002)
+    assert spearmanr(line, measured).statistic == pytest.approx(1.0)
+    # a hump puts a bull's back line below a cow's with the same raise
+    assert line[0] < lameness_px(walk(Lameness(), seed=31, category="cow")[0])["back_line_bl"]
 
 
 def test_a_shortened_side_shows_as_step_asymmetry_on_that_side() -> None:

@@ -11,7 +11,8 @@ truth.json:
                   "lameness": {"head_bob": .., "back_arch": .. (withers heights), "short_side": "left" | "right"
                                | null, "short": .. (fraction of that side's swing lost)},
                   "scale_px": pixels per withers height, "body_length_px": withers to tail root,
-                  "head_bob_px", "back_arch_px", "stride_duration_s", "stride_length_px", "speed_px_s",
+                  "head_bob_px", "back_arch_px", "back_line_bl" (the loin above the withers-tail root line,
+                  conformation and lameness together), "stride_duration_s", "stride_length_px", "speed_px_s",
                   "footfalls": {"fore_right_foot": [fractional frame numbers of touch-down], ...}}],
      "annotations": [{"frame": 0, "track": 1, "box": [x, y, w, h], "keypoints": [[x, y, v] x 17]}, ...]}
 

@@ -272,13 +272,22 @@ def stride_truth(w: Walker, duration: float, fps: float) -> dict[str, object]:
 
 
 def lameness_px(w: Walker) -> dict[str, float]:
-    """The lameness in frame pixels and body lengths (body length: withers to tail root at rest, in pixels)."""
+    """The lameness in frame pixels and body lengths (body length: withers to tail root at rest, in pixels), and
+    the animal's back line: `back_line_bl`, the loin's (rear_spine) height above the withers-tail root line over
+    that line's length, of its own spine as drawn (side view, no camera). That is what a back-arch measure on
+    keypoints sees: the conformation (a bull's hump, a calf's proportions) and the lameness raise together, so
+    animals of mixed build rank by it and not by the raise alone."""
     j = joints(w.scene.anatomy, replace(w.scene.pose, head_bob=0.0, back_arch=0.0))
     body = float(np.linalg.norm(j["fore_spine"][:2] - j["hip"][:2])) * w.scale
+    arched = joints(w.scene.anatomy, replace(w.scene.pose, head_bob=0.0))
+    tail, withers, loin = (arched[k][:2] for k in ("hip", "fore_spine", "rear_spine"))
+    axis = withers - tail
+    up = np.array([-axis[1], axis[0]]) / np.linalg.norm(axis)  # the animal frame's y is up; axis points forward
     return {
         "body_length_px": body,
         "head_bob_px": w.lameness.head_bob * w.scale,
         "back_arch_px": w.lameness.back_arch * w.scale,
+        "back_line_bl": round(float((loin - tail) @ up / np.linalg.norm(axis)), 6),
     }
 
 
@@ -293,5 +302,5 @@ def true_keypoints(w: Walker, times: Sequence[float]) -> np.ndarray:
     return np.array(out)
 
 
-__all__ = ["ADK17", "HOOVES", "WALK_FARMS", "FrameAnimal", "Lameness", "Walker", "make_walker", "render_frame",
-           "scenery", "stride_truth", "true_keypoints", "walker_pose"]  # fmt: skip
+__all__ = ["ADK17", "HOOVES", "WALK_FARMS", "FrameAnimal", "Lameness", "Walker", "lameness_px", "make_walker",
+           "render_frame", "scenery", "stride_truth", "true_keypoints", "walker_pose"]  # fmt: skip
